@@ -1,0 +1,97 @@
+"""The small Python API the CLI is built on: ``charlm.load(path)`` gives a ``LanguageModel``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from charlm.checkpoint import load_checkpoint, resolve_checkpoint
+from charlm.config import Config
+from charlm.data import Vocab, format_chars
+from charlm.errors import CharlmError
+from charlm.evaluate import EvalResult, evaluate_tokens
+from charlm.model import CharRNN
+from charlm.runtime import resolve_device
+from charlm.sample import generate, make_generator, start_tokens
+
+
+class LanguageModel:
+    """A trained model with its vocabulary and config, ready to sample and evaluate."""
+
+    def __init__(self, model: CharRNN, vocab: Vocab, config: Config, checkpoint: dict[str, Any], path: Path):
+        self.model = model
+        self.vocab = vocab
+        self.config = config
+        self.checkpoint = checkpoint
+        self.path = path
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.head.weight.device
+
+    def check_text(self, text: str, what: str = "prime") -> None:
+        missing = self.vocab.missing(text)
+        if missing:
+            raise CharlmError(
+                f"{what} has characters the model never saw: {format_chars(missing)}; remove them"
+                f" (the model knows {len(self.vocab)} characters, see `charlm info`)"
+            )
+
+    def stream(
+        self,
+        prime: str = "",
+        length: int = 500,
+        num_samples: int = 1,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        greedy: bool = False,
+        seed: int | None = None,
+    ) -> Iterator[list[str]]:
+        """Yield, per step, the next character of each of ``num_samples`` samples."""
+        self.check_text(prime)
+        generator = make_generator(seed)
+        ids = start_tokens(self.vocab, prime)
+        for step_ids in generate(
+            self.model, ids, length, num_samples, temperature, top_k, top_p, greedy, generator
+        ):
+            yield [self.vocab.chars[i] for i in step_ids.tolist()]
+
+    def sample(self, prime: str = "", length: int = 500, **options: Any) -> str:
+        """One sample: the prime followed by ``length`` generated characters."""
+        return prime + "".join(chars[0] for chars in self.stream(prime, length, num_samples=1, **options))
+
+    def evaluate_tokens(self, tokens: np.ndarray, batch_size: int | None = None) -> EvalResult:
+        batch_size = batch_size or self.config.train.eval_batch_size
+        return evaluate_tokens(self.model, tokens, batch_size, self.device)
+
+    def evaluate(self, text: str) -> dict[str, Any]:
+        """Loss, bpc, perplexity and character count on ``text``; unknown characters are skipped."""
+        tokens = self.vocab.encode(text, skip_unknown=True)
+        result = self.evaluate_tokens(tokens).as_dict()
+        result["unknown_chars"] = len(text) - len(tokens)
+        return result
+
+
+def model_from_checkpoint(checkpoint: dict[str, Any]) -> tuple[CharRNN, Vocab, Config]:
+    config = Config.from_dict(checkpoint["config"], source="checkpoint config")
+    vocab = Vocab(checkpoint["vocab"])
+    model = CharRNN.from_config(config.model, len(vocab))
+    model.load_state_dict(checkpoint["model"])
+    return model, vocab, config
+
+
+def load(path: str | Path, device: str = "cpu") -> LanguageModel:
+    """Load a checkpoint file or run directory for sampling and evaluation."""
+    resolved = resolve_checkpoint(path)
+    checkpoint = load_checkpoint(resolved)
+    try:
+        model, vocab, config = model_from_checkpoint(checkpoint)
+    except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+        raise CharlmError(f"{resolved} is a damaged charlm checkpoint ({str(exc).splitlines()[0][:100]})") from None
+    model.to(resolve_device(device)).eval()
+    return LanguageModel(model, vocab, config, checkpoint, resolved)

@@ -1,0 +1,429 @@
+"""The ``charlm`` command: a thin layer over the Python API.
+
+torch is imported inside the commands, never at module level, so ``charlm --help`` is instant.
+Every CharlmError and usage error ends as one ``error: …`` line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from charlm import __version__
+from charlm.errors import CharlmError
+
+EXIT_USAGE = 2
+
+
+def _debug_enabled() -> bool:
+    return "--debug" in sys.argv[1:] or os.environ.get("CHARLM_DEBUG") == "1"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the click group and turn errors into one line on stderr."""
+    try:
+        cli.main(args=argv, prog_name="charlm", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        print("aborted", file=sys.stderr)
+        sys.exit(130)
+    except click.UsageError as exc:
+        command = exc.ctx.command_path if exc.ctx else "charlm"
+        print(f"error: {exc.format_message()} (see '{command} --help')", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+    except click.ClickException as exc:
+        print(f"error: {exc.format_message()}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except CharlmError as exc:
+        if _debug_enabled():
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except BrokenPipeError:
+        # The reader (e.g. `| head`) went away: that is not an error of ours.
+        sys.stderr.close()
+        sys.exit(0)
+    except Exception as exc:  # a bug: still one line, unless --debug asks for the traceback
+        if _debug_enabled():
+            raise
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        print(f"error: internal error {type(exc).__name__}: {first[:300]} (rerun with --debug for the"
+              " traceback, and please report it)", file=sys.stderr)
+        sys.exit(1)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="charlm")
+@click.option("--debug", is_flag=True, help="Show Python tracebacks instead of one-line errors.")
+def cli(debug: bool) -> None:
+    """Train character-level RNN, GRU and LSTM language models and sample from them.
+
+    \b
+    Quick start:
+      charlm corpus get tinyshakespeare
+      charlm train --corpus tinyshakespeare --max-time 10m -o runs/shakespeare
+      charlm sample runs/shakespeare --length 500
+    """
+
+
+# ---- train ---------------------------------------------------------------------------------
+
+# Convenience flags: each is a shortcut for one --set key.
+FLAG_KEYS = {
+    "cell": "model.cell",
+    "hidden_size": "model.hidden_size",
+    "num_layers": "model.num_layers",
+    "dropout": "model.dropout",
+    "batch_size": "train.batch_size",
+    "seq_len": "train.seq_len",
+    "lr": "train.lr",
+    "max_steps": "train.max_steps",
+    "max_epochs": "train.max_epochs",
+    "max_time": "train.max_time",
+    "precision": "train.precision",
+    "device": "train.device",
+    "threads": "train.threads",
+    "seed": "train.seed",
+    "encoding": "data.encoding",
+}
+
+
+@cli.command()
+@click.argument("file", required=False, type=click.Path(dir_okay=True, path_type=Path))
+@click.option("-c", "--config", "config_file", type=click.Path(path_type=Path), help="YAML config file.")
+@click.option("--corpus", help="Train on a named corpus (see `charlm corpus list`) instead of FILE.")
+@click.option("-o", "--out", type=click.Path(path_type=Path), help="Run directory [default: runs/<name>-<time>].")
+@click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
+              help="Override any config key, e.g. --set train.lr=1e-3 (repeatable).")
+@click.option("--resume", "resume_dir", type=click.Path(path_type=Path),
+              help="Continue the run in this directory from its last.pt.")
+@click.option("--init-from", type=click.Path(path_type=Path), help="Start from a checkpoint's weights (fine-tuning).")
+@click.option("--extend-vocab", is_flag=True, help="With --init-from: add the text's new characters to the vocabulary.")
+@click.option("--cell", help="rnn_tanh | rnn_relu | gru | lstm")
+@click.option("--hidden-size", type=int)
+@click.option("--num-layers", type=int)
+@click.option("--dropout", type=float)
+@click.option("--batch-size", type=int)
+@click.option("--seq-len", type=int)
+@click.option("--lr", type=float)
+@click.option("--max-steps", type=int)
+@click.option("--max-epochs", type=float)
+@click.option("--max-time", help="Wall-clock budget: 90s, 10m, 1h30m.")
+@click.option("--precision", help="auto | fp32 | bf16 | fp16")
+@click.option("--device", help="auto | cpu | cuda | mps")
+@click.option("--threads", type=int, help="CPU threads (0: torch's choice).")
+@click.option("--seed", type=int)
+@click.option("--encoding", help="Text encoding of FILE [default: utf-8].")
+@click.option("--no-progress", is_flag=True, help="No progress bar (evaluations are still printed).")
+@click.option("--no-sample", is_flag=True, help="Do not print a sample at the end.")
+def train(file: Path | None, config_file: Path | None, corpus: str | None, out: Path | None,
+          assignments: tuple[str, ...], resume_dir: Path | None, init_from: Path | None,
+          extend_vocab: bool, no_progress: bool, no_sample: bool, **flags: Any) -> None:
+    """Train a model on FILE (any UTF-8 text) or on --corpus NAME."""
+    from charlm.config import build_config, parse_scalar, parse_set
+
+    overrides: list[tuple[str, Any]] = []
+    for name, key in FLAG_KEYS.items():
+        if flags.get(name) is not None:
+            value = flags[name]
+            overrides.append((key, parse_scalar(value) if isinstance(value, str) and key != "data.encoding" else value))
+    overrides += [parse_set(a) for a in assignments]
+    if file is not None:
+        overrides.append(("data.path", str(file)))
+        overrides.append(("data.corpus", None))
+    elif corpus is not None:
+        overrides.append(("data.corpus", corpus))
+        overrides.append(("data.path", None))
+
+    if extend_vocab and not init_from:
+        raise CharlmError("--extend-vocab only applies with --init-from CKPT")
+    if resume_dir is not None:
+        if init_from or config_file:
+            raise CharlmError("--resume continues a run with its own config: drop --init-from/--config")
+        if out is not None and out != resume_dir:
+            raise CharlmError("--resume DIR writes to DIR: drop -o/--out")
+        config = _resume_config(resume_dir, overrides)
+        out = resume_dir
+    else:
+        config = build_config(str(config_file) if config_file else None, overrides)
+
+    text_path = _text_path(config)
+    if out is None:
+        name = config.data.corpus or text_path.stem
+        out = Path("runs") / f"{name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+    from charlm.train import train as run_training
+
+    result = run_training(
+        config, text_path, out, resume=resume_dir is not None,
+        init_from=str(init_from) if init_from else None, extend_vocab=extend_vocab, progress=not no_progress,
+    )
+    best = f"{result.best_val_loss:.4f}" if result.best_val_loss is not None else "n/a"
+    click.echo(
+        f"stopped ({result.stop_reason}) at step {result.step:,} after {result.train_time:.0f}s;"
+        f" best val loss {best}; run in {out}", err=True,
+    )
+    if result.stop_reason == "interrupted":
+        click.echo(f"resume with: charlm train --resume {out}", err=True)
+    elif not no_sample:
+        import charlm
+
+        model = charlm.load(str(out))
+        sample_cfg = config.sample
+        click.echo(f"--- sample from {model.path} ---", err=True)
+        click.echo(model.sample(sample_cfg.prime if not model.vocab.missing(sample_cfg.prime) else "",
+                                length=sample_cfg.length, temperature=sample_cfg.temperature,
+                                top_k=sample_cfg.top_k, top_p=sample_cfg.top_p, seed=sample_cfg.seed))
+
+
+RESUMABLE_SECTIONS = ("train", "sample")
+RESUME_FIXED_KEYS = ("train.batch_size", "train.seq_len", "train.seed")
+
+
+def _resume_config(run_dir: Path, overrides: list[tuple[str, Any]]):
+    """The run's own config, with overrides allowed where they keep the run the same run."""
+    from charlm.checkpoint import load_checkpoint
+    from charlm.config import Config, build_config
+
+    if not (run_dir / "last.pt").is_file():
+        raise CharlmError(f"{run_dir} has no last.pt to resume from: check the run directory")
+    saved = Config.from_dict(load_checkpoint(run_dir / "last.pt")["config"], source=f"{run_dir}/last.pt")
+    for key, _ in overrides:
+        if key in ("data.path", "data.corpus"):
+            continue  # the same text may have moved; its checksum is checked against the run's
+        if key.split(".")[0] not in RESUMABLE_SECTIONS or key in RESUME_FIXED_KEYS:
+            raise CharlmError(
+                f"{key} cannot change when resuming (it would be another run): start a new run,"
+                f" e.g. with --init-from {run_dir / 'last.pt'}"
+            )
+    return build_config(None, overrides, base=saved)
+
+
+def _text_path(config) -> Path:
+    from charlm.data import check_text_file
+
+    if config.data.path:
+        return check_text_file(config.data.path)
+    if config.data.corpus:
+        from charlm.corpora import get_corpus
+
+        return get_corpus(config.data.corpus)
+    raise CharlmError("no text to train on: give FILE, --corpus NAME, or data.path in the config")
+
+
+# ---- sample --------------------------------------------------------------------------------
+
+def _decode_escapes(text: str) -> str:
+    return text.replace("\\\\", "\0").replace("\\n", "\n").replace("\\t", "\t").replace("\0", "\\")
+
+
+@cli.command()
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--length", type=int, help="Characters to generate [default: from the run's config, 500].")
+@click.option("--temperature", type=float, help="> 0; lower is safer, higher is wilder [default: 0.8].")
+@click.option("--top-k", type=int, help="Sample only from the k most likely characters.")
+@click.option("--top-p", type=float, help="Sample only from the smallest set with this much probability.")
+@click.option("--greedy", is_flag=True, help="Always take the most likely character.")
+@click.option("--prime", help="Text to start from; \\n means newline.")
+@click.option("--prime-file", type=click.Path(path_type=Path), help="Read the prime from a file.")
+@click.option("--seed", type=int, help="Same seed, same text.")
+@click.option("-n", "--num-samples", type=int, default=1, show_default=True, help="Samples, generated as one batch.")
+@click.option("--stop", help="Stop a sample once it has produced this string (\\n means newline).")
+@click.option("--output", type=click.Path(path_type=Path), help="Also write the samples to this file.")
+@click.option("--device", default="cpu", show_default=True, help="cpu | cuda | mps | auto")
+def sample(checkpoint: Path, length: int | None, temperature: float | None, top_k: int | None,
+           top_p: float | None, greedy: bool, prime: str | None, prime_file: Path | None,
+           seed: int | None, num_samples: int, stop: str | None, output: Path | None, device: str) -> None:
+    """Generate text from CHECKPOINT (a .pt file, or a run directory: its best.pt)."""
+    from charlm.config import build_config
+
+    if prime is not None and prime_file is not None:
+        raise CharlmError("give --prime or --prime-file, not both")
+    if num_samples < 1:
+        raise CharlmError(f"--num-samples must be >= 1, got {num_samples}")
+    if prime_file is not None:
+        from charlm.data import read_text
+
+        prime = read_text(prime_file)
+    elif prime is not None:
+        prime = _decode_escapes(prime)
+    stop = _decode_escapes(stop) if stop else None
+    if stop == "":
+        raise CharlmError("--stop needs a non-empty string")
+    if output is not None and output.parent and not output.parent.exists():
+        raise CharlmError(f"cannot write {output}: folder {output.parent} does not exist")
+    # Validate the options with the same rules as the config before loading anything heavy.
+    overrides = [(f"sample.{k}", v) for k, v in
+                 (("length", length), ("temperature", temperature), ("top_k", top_k), ("top_p", top_p),
+                  ("seed", seed)) if v is not None]
+    build_config(None, overrides)
+
+    import charlm
+
+    model = charlm.load(str(checkpoint), device=device)
+    saved = model.config.sample
+    settings = {
+        "length": length if length is not None else saved.length,
+        "temperature": temperature if temperature is not None else saved.temperature,
+        "top_k": top_k if top_k is not None else saved.top_k,
+        "top_p": top_p if top_p is not None else saved.top_p,
+    }
+    prime = prime if prime is not None else (saved.prime if not model.vocab.missing(saved.prime) else "")
+    model.check_text(prime)
+    texts = [prime] * num_samples
+    stream_live = num_samples == 1
+    if stream_live:
+        sys.stdout.write(prime)
+        sys.stdout.flush()
+    done = [False] * num_samples
+    for chars in model.stream(prime, settings["length"], num_samples, settings["temperature"], settings["top_k"],
+                              settings["top_p"], greedy, seed):
+        for i, ch in enumerate(chars):
+            if done[i]:
+                continue
+            texts[i] += ch
+            if stream_live:
+                sys.stdout.write(ch)
+                sys.stdout.flush()
+            if stop and texts[i].endswith(stop) and len(texts[i]) - len(prime) >= len(stop):
+                done[i] = True
+        if all(done):
+            break
+    if stream_live:
+        sys.stdout.write("\n")
+    else:
+        for i, text in enumerate(texts):
+            sys.stdout.write(f"==> sample {i + 1} <==\n{text}\n")
+    sys.stdout.flush()
+    if output is not None:
+        from charlm.fsutil import atomic_write_text
+
+        atomic_write_text(output, "\n".join(texts) + "\n" if num_samples == 1 else
+                          "".join(f"==> sample {i + 1} <==\n{t}\n" for i, t in enumerate(texts)))
+
+
+# ---- eval and info -------------------------------------------------------------------------
+
+@cli.command(name="eval")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.argument("file", required=False, type=click.Path(path_type=Path))
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default="val", show_default=True,
+              help="Without FILE: which split of the checkpoint's own text.")
+@click.option("--encoding", default="utf-8", show_default=True, help="Encoding of FILE.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--device", default="cpu", show_default=True)
+def eval_command(checkpoint: Path, file: Path | None, split: str, encoding: str, as_json: bool, device: str) -> None:
+    """Loss, bits per character and perplexity of CHECKPOINT on FILE or on its own val split."""
+    import charlm
+    from charlm.data import load_tokens, split_tokens
+
+    model = charlm.load(str(checkpoint), device=device)
+    data_cfg = model.config.data
+    if file is not None:
+        tokens = load_tokens(file, encoding, data_cfg.cache_dir, vocab=model.vocab, progress=not as_json)
+        source = {"file": str(file), "unknown_chars": tokens.unknown}
+        array = tokens.tokens
+    else:
+        path = Path(model.checkpoint["data"]["path"])
+        if not path.is_file():
+            raise CharlmError(f"the run's text {path} is gone: pass the file to evaluate on as FILE")
+        tokens = load_tokens(path, data_cfg.encoding, data_cfg.cache_dir, vocab=model.vocab, progress=not as_json)
+        if tokens.sha256 != model.checkpoint["data"]["sha256"]:
+            raise CharlmError(f"{path} changed since training: pass the file to evaluate on as FILE")
+        splits = split_tokens(tokens.tokens, data_cfg.val_fraction, data_cfg.test_fraction)
+        array = getattr(splits, split)
+        source = {"file": str(path), "split": split, "unknown_chars": 0}
+        if len(array) < 2:
+            raise CharlmError(f"the run's {split} split is empty: pass a FILE or choose another --split")
+    result = model.evaluate_tokens(array).as_dict()
+    report = {**result, **source, "checkpoint": str(model.path)}
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    where = f"{source['file']}" + (f" ({source['split']} split)" if "split" in source else "")
+    click.echo(f"{where}: loss {result['loss']:.4f} nats/char, {result['bpc']:.4f} bits/char,"
+               f" perplexity {result['perplexity']:.3f}, {result['chars']:,} chars")
+    if source["unknown_chars"]:
+        click.echo(f"{source['unknown_chars']:,} characters outside the model's vocabulary were skipped", err=True)
+
+
+@cli.command()
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def info(checkpoint: Path, as_json: bool) -> None:
+    """Config, vocabulary, size and progress of a checkpoint."""
+    from charlm.checkpoint import load_checkpoint, resolve_checkpoint
+
+    path = resolve_checkpoint(checkpoint)
+    ckpt = load_checkpoint(path)
+    model_params = ckpt.get("parameters")
+    report = {
+        "checkpoint": str(path),
+        "charlm_version": ckpt.get("charlm_version"),
+        "format_version": ckpt.get("format_version"),
+        "vocab_size": len(ckpt["vocab"]),
+        "vocab": "".join(ckpt["vocab"]),
+        "parameters": model_params,
+        "step": ckpt.get("step"),
+        "tokens_seen": ckpt.get("tokens_seen"),
+        "train_time_s": ckpt.get("scheduler", {}).get("train_time"),
+        "best_val_loss": ckpt.get("best_val_loss"),
+        "precision": ckpt.get("precision"),
+        "data": ckpt.get("data"),
+        "config": ckpt["config"],
+    }
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    m = ckpt["config"]["model"]
+    best = report["best_val_loss"]
+    click.echo(f"checkpoint   {path}")
+    click.echo(f"model        {m['num_layers']} x {m['hidden_size']} {m['cell']}, embedding"
+               f" {m['embedding_size'] or m['hidden_size']}, dropout {m['dropout']}, tied {m['tie_weights']}")
+    click.echo(f"parameters   {model_params:,}")
+    click.echo(f"vocabulary   {report['vocab_size']} characters: {report['vocab']!r}")
+    click.echo(f"trained      {report['step']:,} steps, {report['tokens_seen']:,} tokens,"
+               f" {report['train_time_s'] or 0:.0f}s, precision {report['precision']}")
+    click.echo(f"best val     {best:.4f} nats/char" if best is not None else "best val     n/a")
+    click.echo(f"text         {report['data']['path']} (sha256 {report['data']['sha256'][:16]}…)")
+    click.echo(f"charlm       {report['charlm_version']} (checkpoint format {report['format_version']})")
+
+
+# ---- corpora -------------------------------------------------------------------------------
+
+@cli.group()
+def corpus() -> None:
+    """List and fetch named corpora."""
+
+
+@corpus.command(name="list")
+def corpus_list() -> None:
+    """Show the corpora `charlm corpus get` and `--corpus` know."""
+    from charlm.corpora import registry
+
+    for name, source in registry().items():
+        click.echo(f"{name:<16} {source.description}")
+
+
+@corpus.command(name="get")
+@click.argument("name")
+@click.option("--dir", "directory", type=click.Path(path_type=Path), help="Folder to keep it in.")
+def corpus_get(name: str, directory: Path | None) -> None:
+    """Fetch corpus NAME (verified by sha256) and print its path."""
+    from charlm.corpora import get_corpus
+
+    click.echo(str(get_corpus(name, directory)))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,395 @@
+"""The one typed configuration that flows from YAML and the command line into every part.
+
+Order of precedence, lowest first: the dataclass defaults below, a YAML file (``-c``), then
+command-line flags and ``--set section.key=value``. ``validate`` checks the result; every problem
+is reported as a ``CharlmError`` with one line that says what is wrong and how to fix it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import re
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from charlm.errors import CharlmError
+
+CELLS = ("rnn_tanh", "rnn_relu", "gru", "lstm")
+OPTIMIZERS = ("adamw", "sgd", "rmsprop")
+SCHEDULES = ("constant", "cosine", "step")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+@dataclass
+class DataConfig:
+    path: str | None = None  # text file to train on
+    corpus: str | None = None  # or a named corpus, see `charlm corpus list`
+    encoding: str = "utf-8"
+    val_fraction: float = 0.1  # contiguous split: train, then val, then test
+    test_fraction: float = 0.0
+    cache_dir: str | None = None  # token cache; default $XDG_CACHE_HOME/charlm/tokens
+
+
+@dataclass
+class ModelConfig:
+    cell: str = "lstm"  # rnn_tanh | rnn_relu | gru | lstm
+    hidden_size: int = 256
+    embedding_size: int | None = None  # None: same as hidden_size
+    num_layers: int = 2
+    dropout: float = 0.0  # between layers and before the head
+    tie_weights: bool = False  # share embedding and head weights (needs embedding_size == hidden_size)
+    forget_bias: float = 1.0  # LSTM only: initial forget-gate bias (sum of torch's two bias vectors)
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 32  # parallel contiguous streams
+    seq_len: int = 64  # truncated-BPTT window
+    optimizer: str = "adamw"  # adamw | sgd | rmsprop
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9  # sgd momentum
+    beta1: float = 0.9  # adamw
+    beta2: float = 0.99  # adamw; also rmsprop's smoothing constant alpha
+    lr_schedule: str = "cosine"  # constant | cosine | step
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.1  # cosine ends at lr * min_lr_ratio
+    lr_decay_every: int = 1000  # step schedule: multiply by lr_decay_rate every this many steps
+    lr_decay_rate: float = 0.5
+    clip_norm: float = 5.0  # global gradient-norm clipping; 0 turns it off
+    clip_value: float = 0.0  # element-wise clipping; 0 turns it off
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16
+    device: str = "auto"  # auto | cpu | cuda | mps (auto: cuda > mps > cpu)
+    threads: int = 0  # CPU threads; 0: one per physical core
+    max_steps: int | None = None  # budgets: training stops at whichever comes first
+    max_epochs: float | None = 10.0
+    max_time: float | None = None  # seconds; YAML and flags accept "90s", "10m", "1h"
+    patience: int = 0  # stop after this many evaluations without improvement; 0: off
+    eval_interval: int = 250  # steps between evaluations on the whole val split
+    eval_batch_size: int = 32  # streams the val split is cut into
+    log_interval: int = 25  # steps between progress-bar and metrics updates
+    checkpoint_interval: int = 1000  # steps between writes of last.pt
+    sample_length: int = 300  # characters of the text sample logged at each evaluation
+    seed: int = 1337
+
+
+@dataclass
+class SampleConfig:
+    length: int = 500
+    temperature: float = 0.8
+    top_k: int = 0  # 0: off
+    top_p: float = 1.0  # 1: off
+    prime: str = ""  # text to start from; empty: start as if after a newline
+    seed: int | None = None
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], source: str = "config") -> "Config":
+        config = cls()
+        apply_mapping(config, raw, source)
+        return config
+
+
+# Keys whose values are durations: "90s", "10m", "1h30m" or a number of seconds.
+DURATION_KEYS = {"train.max_time"}
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(h|m|s|ms)?")
+_UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001, None: 1.0}
+
+
+def parse_duration(text: str | float | int) -> float:
+    """Seconds in "90s", "10m", "1h", "1h30m" or a plain number of seconds."""
+    if isinstance(text, bool):
+        raise ValueError(f"{text!r} is not a duration")
+    if isinstance(text, (int, float)):
+        seconds = float(text)
+    else:
+        spec = text.strip().lower().replace(" ", "")
+        pos, seconds, parts = 0, 0.0, 0
+        while pos < len(spec):
+            match = _DURATION_PART.match(spec, pos)
+            if not match:
+                raise ValueError(f"{text!r} is not a duration (use e.g. 90s, 10m, 1h30m)")
+            seconds += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+            pos, parts = match.end(), parts + 1
+        if parts == 0:
+            raise ValueError(f"{text!r} is not a duration (use e.g. 90s, 10m, 1h30m)")
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"{text!r} is not a duration (use e.g. 90s, 10m, 1h30m)")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m{secs:02d}s"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
+def section_fields(config: Config) -> dict[str, dict[str, dataclasses.Field]]:
+    return {
+        section.name: {f.name: f for f in dataclasses.fields(getattr(config, section.name))}
+        for section in dataclasses.fields(config)
+    }
+
+
+def all_keys() -> list[str]:
+    return [f"{s}.{k}" for s, fields in section_fields(Config()).items() for k in fields]
+
+
+def _did_you_mean(name: str, choices: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def parse_scalar(text: str) -> Any:
+    """Parse a --set value: int, float, bool, null, a [list], or else the string itself."""
+    stripped = text.strip()
+    lowered = stripped.lower()
+    if lowered in ("true", "yes", "on"):
+        return True
+    if lowered in ("false", "no", "off"):
+        return False
+    if lowered in ("null", "none", "~"):
+        return None
+    if stripped.startswith("[") and stripped.endswith("]"):
+        inner = stripped[1:-1].strip()
+        return [parse_scalar(item) for item in inner.split(",")] if inner else []
+    for kind in (int, float):
+        try:
+            return kind(stripped)
+        except ValueError:
+            pass
+    return text
+
+
+def _type_name(hint: Any) -> str:
+    names = [a.__name__ for a in typing.get_args(hint) if a is not type(None)] or [hint.__name__]
+    return " or ".join(names)
+
+
+def coerce(key: str, value: Any, hint: Any) -> Any:
+    """Convert ``value`` to the field's type, or raise CharlmError naming key, value and type."""
+    if key in DURATION_KEYS:
+        if value is None:
+            return None
+        try:
+            return parse_duration(value)
+        except ValueError as exc:
+            raise CharlmError(f"{key}: {exc}") from None
+    args = typing.get_args(hint)
+    optional = type(None) in args
+    base = next((a for a in args if a is not type(None)), hint) if args else hint
+    if value is None:
+        if optional:
+            return None
+        raise CharlmError(f"{key} cannot be empty: give a {_type_name(hint)}")
+    wrong = CharlmError(f"{key} must be a {_type_name(hint)}, got {value!r}")
+    if base is bool:
+        if isinstance(value, bool):
+            return value
+        raise wrong
+    if base is int:
+        if isinstance(value, bool):
+            raise wrong
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise wrong
+    if base is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise wrong
+        return float(value)
+    if base is str:
+        if isinstance(value, (list, dict)):
+            raise wrong
+        return value if isinstance(value, str) else str(value)
+    raise CharlmError(f"{key}: unsupported type {hint}")  # pragma: no cover - config bug
+
+
+def _hints(section_obj: Any) -> dict[str, Any]:
+    return typing.get_type_hints(type(section_obj))
+
+
+def set_key(config: Config, dotted: str, value: Any, source: str = "--set") -> None:
+    """Set ``section.key`` to ``value`` (already parsed), checking that the key exists."""
+    sections = section_fields(config)
+    if "." not in dotted:
+        same_name = [k for k in all_keys() if k.split(".", 1)[1] == dotted]
+        hint = f" (did you mean '{same_name[0]}'?)" if same_name else _did_you_mean(dotted, all_keys())
+        raise CharlmError(f"{source}: '{dotted}' is not a config key: use section.key, e.g. train.lr{hint}")
+    section, key = dotted.split(".", 1)
+    if section not in sections:
+        raise CharlmError(
+            f"{source}: unknown config section '{section}' (sections: {', '.join(sections)})"
+            f"{_did_you_mean(section, sections)}"
+        )
+    if key not in sections[section]:
+        raise CharlmError(
+            f"{source}: unknown config key '{dotted}'"
+            f"{_did_you_mean(dotted, all_keys()) or _did_you_mean(key, sections[section])}"
+        )
+    section_obj = getattr(config, section)
+    setattr(section_obj, key, coerce(dotted, value, _hints(section_obj)[key]))
+
+
+def apply_mapping(config: Config, raw: Any, source: str) -> None:
+    """Apply a nested mapping ``{section: {key: value}}`` (from YAML or a checkpoint)."""
+    if raw is None:
+        return
+    if not isinstance(raw, dict):
+        raise CharlmError(f"{source}: expected a mapping of sections (data, model, train, sample)")
+    sections = section_fields(config)
+    for section, values in raw.items():
+        if section not in sections:
+            raise CharlmError(
+                f"{source}: unknown config section '{section}'"
+                f"{_did_you_mean(str(section), sections)} (sections: {', '.join(sections)})"
+            )
+        if values is None:
+            continue
+        if not isinstance(values, dict):
+            raise CharlmError(f"{source}: section '{section}' must be a mapping of key: value")
+        for key, value in values.items():
+            set_key(config, f"{section}.{key}", value, source)
+
+
+def parse_set(assignment: str) -> tuple[str, Any]:
+    """Split ``section.key=value`` into the key and its parsed value."""
+    if "=" not in assignment:
+        raise CharlmError(f"--set {assignment!r}: expected section.key=value, e.g. --set train.lr=1e-3")
+    key, value = assignment.split("=", 1)
+    return key.strip(), parse_scalar(value)
+
+
+def load_yaml(path: str | Path) -> Any:
+    """Load a YAML file safely, with one-line errors for missing or malformed files."""
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise CharlmError(f"config file {path} not found: check the path given to -c/--config") from None
+    except IsADirectoryError:
+        raise CharlmError(f"config {path} is a directory: give a YAML file") from None
+    except UnicodeDecodeError:
+        raise CharlmError(f"config {path} is not UTF-8 text: give a YAML file") from None
+    except OSError as exc:
+        raise CharlmError(f"cannot read config {path}: {exc.strerror}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise CharlmError(f"config {path}: malformed YAML{where}: {problem}") from None
+
+
+def build_config(
+    config_file: str | None = None,
+    overrides: typing.Sequence[tuple[str, Any]] = (),
+    base: Config | None = None,
+) -> Config:
+    """Defaults (or ``base``), then the YAML file, then ``(key, value)`` overrides; validated."""
+    config = base if base is not None else Config()
+    if config_file:
+        apply_mapping(config, load_yaml(config_file), f"config {config_file}")
+    for key, value in overrides:
+        set_key(config, key, value)
+    validate(config)
+    return config
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise CharlmError(message)
+
+
+def _choice(key: str, value: str, choices: typing.Sequence[str]) -> None:
+    if value not in choices:
+        raise CharlmError(
+            f"{key}: unknown value '{value}'{_did_you_mean(value, choices)}; choose one of {', '.join(choices)}"
+        )
+
+
+def validate(config: Config) -> None:
+    """Check choices and ranges; raise CharlmError on the first problem."""
+    data, model, train, sample = config.data, config.model, config.train, config.sample
+    for key, value in (("data.val_fraction", data.val_fraction), ("data.test_fraction", data.test_fraction)):
+        _check(0.0 <= value <= 0.5, f"{key} must be in [0, 0.5], got {value}")
+    _check(
+        data.val_fraction + data.test_fraction < 1.0,
+        "data.val_fraction + data.test_fraction must leave text to train on",
+    )
+    try:
+        "".encode(data.encoding)
+    except LookupError:
+        raise CharlmError(f"data.encoding: unknown encoding '{data.encoding}' (e.g. utf-8, latin-1, cp1252)") from None
+
+    _choice("model.cell", model.cell, CELLS)
+    for key in ("hidden_size", "num_layers"):
+        _check(getattr(model, key) >= 1, f"model.{key} must be >= 1, got {getattr(model, key)}")
+    if model.embedding_size is not None:
+        _check(model.embedding_size >= 1, f"model.embedding_size must be >= 1, got {model.embedding_size}")
+    _check(0.0 <= model.dropout < 1.0, f"model.dropout must be in [0, 1), got {model.dropout}")
+    if model.tie_weights:
+        embedding = model.embedding_size or model.hidden_size
+        _check(
+            embedding == model.hidden_size,
+            f"model.tie_weights needs embedding_size == hidden_size (got {embedding} and {model.hidden_size}):"
+            " unset embedding_size or turn tie_weights off",
+        )
+    _check(math.isfinite(model.forget_bias), "model.forget_bias must be a finite number")
+
+    _choice("train.optimizer", train.optimizer, OPTIMIZERS)
+    _choice("train.lr_schedule", train.lr_schedule, SCHEDULES)
+    _choice("train.precision", train.precision, PRECISIONS)
+    _choice("train.device", train.device.split(":")[0], DEVICES)
+    for key in ("batch_size", "seq_len", "eval_interval", "eval_batch_size", "log_interval",
+                "checkpoint_interval", "lr_decay_every"):
+        _check(getattr(train, key) >= 1, f"train.{key} must be >= 1, got {getattr(train, key)}")
+    for key in ("warmup_steps", "patience", "threads", "sample_length"):
+        _check(getattr(train, key) >= 0, f"train.{key} must be >= 0, got {getattr(train, key)}")
+    _check(math.isfinite(train.lr) and train.lr > 0, f"train.lr must be > 0, got {train.lr}")
+    for key in ("weight_decay", "clip_norm", "clip_value"):
+        value = getattr(train, key)
+        _check(math.isfinite(value) and value >= 0, f"train.{key} must be >= 0 (0 turns it off), got {value}")
+    for key in ("momentum", "beta1", "beta2"):
+        _check(0.0 <= getattr(train, key) < 1.0, f"train.{key} must be in [0, 1), got {getattr(train, key)}")
+    _check(0.0 <= train.min_lr_ratio <= 1.0, f"train.min_lr_ratio must be in [0, 1], got {train.min_lr_ratio}")
+    _check(0.0 < train.lr_decay_rate <= 1.0, f"train.lr_decay_rate must be in (0, 1], got {train.lr_decay_rate}")
+    if train.max_steps is not None:
+        _check(train.max_steps >= 1, f"train.max_steps must be >= 1, got {train.max_steps}")
+    if train.max_epochs is not None:
+        _check(train.max_epochs > 0, f"train.max_epochs must be > 0, got {train.max_epochs}")
+    if train.max_time is not None:
+        _check(train.max_time > 0, f"train.max_time must be > 0, got {train.max_time}")
+
+    _check(sample.length >= 0, f"sample.length must be >= 0, got {sample.length}")
+    _check(
+        math.isfinite(sample.temperature) and sample.temperature > 0,
+        f"sample.temperature must be > 0 (use --greedy for the most likely character), got {sample.temperature}",
+    )
+    _check(sample.top_k >= 0, f"sample.top_k must be >= 1, or 0 for off; got {sample.top_k}")
+    _check(0.0 < sample.top_p <= 1.0, f"sample.top_p must be in (0, 1], got {sample.top_p}")

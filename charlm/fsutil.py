@@ -1,0 +1,72 @@
+"""Atomic file writes: a crash leaves either the old file or the new one, never half of one."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+from charlm.errors import CharlmError
+
+
+def _fsync_dir(directory: Path) -> None:
+    # The rename is only durable once the directory entry itself reaches the disk.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def describe_os_error(exc: OSError, path: str | Path, action: str) -> str:
+    """One line naming the file, what failed, and what to do about it."""
+    if exc.errno == errno.ENOSPC:
+        hint = "free some disk space or write elsewhere with -o/--out"
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        hint = "check its permissions or write elsewhere with -o/--out"
+    else:
+        hint = "check the path"
+    return f"cannot {action} {path}: {exc.strerror or exc} ({hint})"
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
+    """Open a temporary file beside ``path``; on success fsync it and rename it over ``path``.
+
+    On any exception the temporary file is removed and ``path`` is left untouched.
+    """
+    path = Path(path)
+    directory = path.parent
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    except OSError as exc:
+        raise CharlmError(describe_os_error(exc, path, "write")) from None
+    tmp = Path(tmp_name)
+    try:
+        text_args = {} if "b" in mode else {"encoding": "utf-8", "newline": ""}
+        with os.fdopen(fd, mode, **text_args) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if isinstance(exc, OSError):
+            raise CharlmError(describe_os_error(exc, path, "write")) from None
+        raise
+    _fsync_dir(directory)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    with atomic_open(path, "w") as handle:
+        handle.write(text)

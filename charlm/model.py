@@ -1,0 +1,130 @@
+"""The model: embedding -> stacked recurrent cells (torch's fused kernels) -> linear head.
+
+Where the LSTM runs: ``CharRNN.forward`` calls ``self.rnn``, an ``nn.LSTM``/``nn.GRU``/``nn.RNN``
+(cuDNN on a GPU, oneDNN or ATen on a CPU).
+
+The recurrent state is a tuple of tensors, each (num_layers, batch, hidden_size): ``(h, c)`` for
+an LSTM, ``(h,)`` for the others. Callers treat it as opaque: they get it from ``initial_state``,
+pass it to ``forward`` and receive the next one back.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from charlm.config import ModelConfig
+
+State = tuple[torch.Tensor, ...]
+
+
+class CharRNN(nn.Module):
+    def __init__(
+        self,
+        vocab_size: int,
+        cell: str = "lstm",
+        hidden_size: int = 256,
+        embedding_size: int | None = None,
+        num_layers: int = 2,
+        dropout: float = 0.0,
+        tie_weights: bool = False,
+        forget_bias: float = 1.0,
+    ):
+        super().__init__()
+        embedding_size = embedding_size or hidden_size
+        self.vocab_size = vocab_size
+        self.cell = cell
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.embedding = nn.Embedding(vocab_size, embedding_size)
+        rnn_args = dict(
+            input_size=embedding_size,
+            hidden_size=hidden_size,
+            num_layers=num_layers,
+            dropout=dropout if num_layers > 1 else 0.0,  # torch applies it between layers only
+            batch_first=True,
+        )
+        if cell == "lstm":
+            self.rnn: nn.RNNBase = nn.LSTM(**rnn_args)
+        elif cell == "gru":
+            self.rnn = nn.GRU(**rnn_args)
+        elif cell in ("rnn_tanh", "rnn_relu"):
+            self.rnn = nn.RNN(nonlinearity=cell.removeprefix("rnn_"), **rnn_args)
+        else:
+            raise ValueError(f"unknown cell {cell!r}")
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(hidden_size, vocab_size)
+        if tie_weights:
+            if embedding_size != hidden_size:
+                raise ValueError("tie_weights needs embedding_size == hidden_size")
+            self.head.weight = self.embedding.weight
+        if cell == "lstm":
+            self._set_forget_bias(forget_bias)
+
+    @classmethod
+    def from_config(cls, config: ModelConfig, vocab_size: int) -> "CharRNN":
+        return cls(
+            vocab_size=vocab_size,
+            cell=config.cell,
+            hidden_size=config.hidden_size,
+            embedding_size=config.embedding_size,
+            num_layers=config.num_layers,
+            dropout=config.dropout,
+            tie_weights=config.tie_weights,
+            forget_bias=config.forget_bias,
+        )
+
+    def _set_forget_bias(self, value: float) -> None:
+        # torch's LSTM adds two bias vectors (b_ih + b_hh), gates ordered input, forget, cell, output.
+        # Put the whole value in b_ih and zero b_hh's forget slice so the sum is exactly `value`.
+        hidden = self.hidden_size
+        with torch.no_grad():
+            for layer in range(self.num_layers):
+                getattr(self.rnn, f"bias_ih_l{layer}")[hidden : 2 * hidden].fill_(value)
+                getattr(self.rnn, f"bias_hh_l{layer}")[hidden : 2 * hidden].zero_()
+
+    @property
+    def state_size(self) -> int:
+        """Number of tensors in a state: 2 for an LSTM (h, c), else 1."""
+        return 2 if self.cell == "lstm" else 1
+
+    def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
+        """All-zero state for ``batch_size`` independent streams."""
+        weight = self.head.weight
+        device = device if device is not None else weight.device
+        shape = (self.num_layers, batch_size, self.hidden_size)
+        return tuple(torch.zeros(shape, device=device, dtype=weight.dtype) for _ in range(self.state_size))
+
+    def forward(self, tokens: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        """Logits (batch, time, vocab) for the next character at every position, and the new state."""
+        if state is None:
+            state = self.initial_state(tokens.shape[0], tokens.device)
+        embedded = self.embedding(tokens)
+        rnn_state = state if self.cell == "lstm" else state[0]
+        output, new_state = self.rnn(embedded, rnn_state)
+        logits = self.head(self.dropout(output))
+        return logits, (tuple(new_state) if self.cell == "lstm" else (new_state,))
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())  # tied weights are counted once
+
+    @torch.no_grad()
+    def extend_vocab(self, new_size: int) -> None:
+        """Grow the embedding and head to ``new_size`` tokens; old rows keep their weights."""
+        old = self.vocab_size
+        if new_size <= old:
+            return
+        tied = self.head.weight is self.embedding.weight
+        embedding = nn.Embedding(new_size, self.embedding.embedding_dim).to(self.embedding.weight)
+        embedding.weight[:old] = self.embedding.weight
+        head = nn.Linear(self.hidden_size, new_size).to(self.head.weight)
+        head.weight[:old] = self.head.weight
+        head.bias[:old] = self.head.bias
+        self.embedding, self.head, self.vocab_size = embedding, head, new_size
+        if tied:
+            self.head.weight = self.embedding.weight
+
+
+def detach_state(state: State) -> State:
+    """Cut the graph at the window boundary (truncated BPTT) while keeping the values."""
+    return tuple(t.detach() for t in state)

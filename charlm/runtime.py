@@ -1,0 +1,66 @@
+"""Device, precision and thread choices, made once and passed to whatever needs them."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from charlm.errors import CharlmError
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks cuda, then mps, then cpu; an explicit device must exist."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CharlmError("device cuda requested but no CUDA GPU is available: use --device cpu or auto")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise CharlmError("device mps requested but Metal is not available: use --device cpu or auto")
+    return device
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bf16 in hardware (where autocast to bf16 pays off)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        cpu = torch.cpu
+        checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        return any(getattr(cpu, name, lambda: False)() for name in checks)
+    return False
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """``auto`` gives bf16 where it is native, else fp32; refuses combinations that cannot work."""
+    if name == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    if name == "bf16" and device.type == "cpu" and not native_bf16(device):
+        raise CharlmError(
+            "this CPU has no native bf16 (AVX512-BF16 or AMX): bf16 would run many times slower than fp32"
+            " and oneDNN's LSTM rejects it; use --precision fp32 or auto"
+        )
+    if name == "fp16" and device.type != "cuda":
+        raise CharlmError(f"fp16 needs a CUDA GPU (device is {device.type}): use --precision auto, fp32 or bf16")
+    return name
+
+
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """The autocast context for ``precision``; a no-op for fp32."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=AUTOCAST_DTYPES[precision])
+
+
+def set_threads(threads: int) -> None:
+    """Use ``threads`` CPU threads for torch's kernels; 0 keeps torch's choice (physical cores)."""
+    if threads > 0:
+        torch.set_num_threads(threads)

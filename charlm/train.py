@@ -1,0 +1,392 @@
+"""The training loop: truncated BPTT with carried state, clipping, mixed precision, eval, checkpoints.
+
+``train()`` reads top to bottom: set up (data, model, optimizer, maybe restore), then one loop of
+steps, then the final evaluation and checkpoint. Nothing in the hot loop waits for the device
+except every ``log_interval`` steps, when the accumulated loss is read once.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from charlm import __version__
+from charlm.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
+from charlm.config import Config, TrainConfig, format_duration
+from charlm.data import StreamBatches, TokenFile, Vocab, format_chars, load_tokens, split_tokens
+from charlm.errors import CharlmError
+from charlm.evaluate import evaluate_tokens
+from charlm.fsutil import atomic_write_text
+from charlm.logs import RunLog, truncate_metrics
+from charlm.model import CharRNN, State, detach_state
+from charlm.runtime import autocast, resolve_device, resolve_precision, set_threads
+from charlm.sample import generate, make_generator, start_tokens
+
+ARCHITECTURE_KEYS = ("cell", "hidden_size", "embedding_size", "num_layers", "tie_weights")
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    step: int
+    stop_reason: str
+    best_val_loss: float | None
+    last_val_loss: float | None
+    train_time: float
+    tokens_per_s: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def learning_rate(config: TrainConfig, step: int, progress: float) -> float:
+    """Learning rate at ``step``; ``progress`` in [0, 1] is the share of the budget used."""
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    if config.lr_schedule == "cosine":
+        ratio = config.min_lr_ratio
+        return config.lr * (ratio + (1 - ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+    if config.lr_schedule == "step":
+        return config.lr * config.lr_decay_rate ** (step // config.lr_decay_every)
+    return config.lr
+
+
+def budget_progress(config: TrainConfig, step: int, epochs: float, seconds: float) -> float:
+    """Share of the training budget used: the largest share of whichever limits are set."""
+    shares = [0.0]
+    if config.max_steps:
+        shares.append(step / config.max_steps)
+    if config.max_epochs:
+        shares.append(epochs / config.max_epochs)
+    if config.max_time:
+        shares.append(seconds / config.max_time)
+    return max(shares)
+
+
+def stop_reason(config: TrainConfig, step: int, epochs: float, seconds: float) -> str | None:
+    if config.max_steps is not None and step >= config.max_steps:
+        return "max_steps"
+    if config.max_epochs is not None and epochs >= config.max_epochs:
+        return "max_epochs"
+    if config.max_time is not None and seconds >= config.max_time:
+        return "max_time"
+    return None
+
+
+def build_optimizer(model: CharRNN, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW (default), SGD with momentum or RMSprop; weight decay only on matrices."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    groups = [
+        {"params": decay, "weight_decay": config.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    if config.optimizer == "adamw":
+        # The fused kernel does the whole update in one pass; torch has it on CUDA and CPU.
+        fused = device.type in ("cuda", "cpu")
+        return torch.optim.AdamW(groups, lr=config.lr, betas=(config.beta1, config.beta2), fused=fused)
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
+    return torch.optim.RMSprop(groups, lr=config.lr, alpha=config.beta2)
+
+
+def sample_text(model: CharRNN, vocab: Vocab, config: Config, length: int, seed: int) -> str:
+    """A short sample for the logs, drawn with the config's sampling settings."""
+    prime = config.sample.prime if not vocab.missing(config.sample.prime) else ""
+    ids = generate(
+        model, start_tokens(vocab, prime), length, 1, config.sample.temperature,
+        config.sample.top_k, config.sample.top_p, generator=make_generator(seed),
+    )
+    text = prime + vocab.decode([int(step_ids[0]) for step_ids in ids])
+    model.train()
+    return text
+
+
+class StopRequest:
+    """First SIGINT/SIGTERM asks the loop to stop after the current step; a second SIGINT aborts."""
+
+    def __init__(self) -> None:
+        self.requested: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "StopRequest":
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = signal.Signals(signum).name
+        print(f"\n{self.requested}: stopping after this step and saving last.pt (Ctrl-C again to abort)",
+              file=sys.stderr)
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _init_from(config: Config, tokens_vocab: Vocab, init_path: str, extend_vocab: bool) -> tuple[dict, Vocab]:
+    source = load_checkpoint(init_path)
+    vocab = Vocab(source["vocab"])
+    missing = sorted(set(tokens_vocab.chars) - set(vocab.chars))
+    if missing and not extend_vocab:
+        raise CharlmError(
+            f"the text has {len(missing)} characters that {init_path} never saw: {format_chars(missing)};"
+            " add --extend-vocab to give them new embedding rows, or remove them from the text"
+        )
+    for key in ARCHITECTURE_KEYS:  # the weights fix the architecture; dropout stays the user's
+        setattr(config.model, key, source["config"]["model"][key])
+    return source, vocab.extended(missing)
+
+
+def _prepare_out_dir(out_dir: Path, resume: bool) -> None:
+    if not resume and (out_dir / "last.pt").exists():
+        raise CharlmError(
+            f"{out_dir} already holds a run: add --resume to continue it, or choose another -o/--out"
+        )
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CharlmError(f"cannot create run directory {out_dir}: {exc.strerror}; choose another -o/--out") from None
+
+
+def train(
+    config: Config,
+    text_path: Path,
+    out_dir: Path,
+    resume: bool = False,
+    init_from: str | None = None,
+    extend_vocab: bool = False,
+    progress: bool = True,
+) -> TrainResult:
+    """Train a model on ``text_path`` as ``config`` says, writing everything to ``out_dir``."""
+    train_cfg = config.train
+    set_threads(train_cfg.threads)
+    device = resolve_device(train_cfg.device)
+    precision = resolve_precision(train_cfg.precision, device)
+    _prepare_out_dir(out_dir, resume)
+
+    # ---- data -----------------------------------------------------------------------------
+    checkpoint: dict[str, Any] | None = None
+    init_source: dict[str, Any] | None = None
+    vocab: Vocab | None = None
+    if resume:
+        checkpoint = load_checkpoint(out_dir / "last.pt")
+        vocab = Vocab(checkpoint["vocab"])
+    elif init_from:
+        own = load_tokens(text_path, config.data.encoding, config.data.cache_dir, progress=progress)
+        init_source, vocab = _init_from(config, own.vocab, init_from, extend_vocab)
+    token_file: TokenFile = load_tokens(
+        text_path, config.data.encoding, config.data.cache_dir, vocab=vocab, progress=progress
+    )
+    vocab = token_file.vocab
+    if checkpoint is not None and checkpoint["data"]["sha256"] != token_file.sha256:
+        raise CharlmError(
+            f"{text_path} changed since this run started: resume with the original file, or start a new"
+            f" run from these weights with --init-from {out_dir / 'last.pt'}"
+        )
+    if token_file.unknown:
+        raise CharlmError(f"{text_path} has characters outside the vocabulary ({token_file.unknown})")
+    splits = split_tokens(token_file.tokens, config.data.val_fraction, config.data.test_fraction)
+    batches = StreamBatches(splits.train, train_cfg.batch_size, train_cfg.seq_len, seed=train_cfg.seed)
+
+    # ---- model and optimizer ----------------------------------------------------------------
+    torch.manual_seed(train_cfg.seed)
+    if init_source is not None:
+        model = CharRNN.from_config(config.model, len(init_source["vocab"]))
+        model.load_state_dict(init_source["model"])
+        model.extend_vocab(len(vocab))
+    else:
+        model = CharRNN.from_config(config.model, len(vocab))
+    model.to(device)
+    optimizer = build_optimizer(model, train_cfg, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    step, tokens_seen, train_time = 0, 0, 0.0
+    best_val: float | None = None
+    evals_since_best = 0
+    carried: State | None = None
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        if "scaler" in checkpoint:
+            scaler.load_state_dict(checkpoint["scaler"])
+        step, tokens_seen = checkpoint["step"], checkpoint["tokens_seen"]
+        train_time = checkpoint["scheduler"]["train_time"]
+        best_val, evals_since_best = checkpoint["best_val_loss"], checkpoint["evals_since_best"]
+        if checkpoint["carried_state"] is not None:
+            carried = tuple(t.to(device) for t in checkpoint["carried_state"])
+        restore_rng_states(checkpoint["rng"])
+        truncate_metrics(out_dir / "metrics.jsonl", step)
+
+    atomic_write_text(out_dir / "config.yaml", _config_yaml(config))
+    log = RunLog(out_dir)
+    log.event(
+        "start", step, resumed=resume, device=str(device), precision=precision, vocab_size=len(vocab),
+        parameters=model.num_parameters(), train_chars=len(splits.train), val_chars=len(splits.val),
+        steps_per_epoch=batches.steps_per_epoch, charlm_version=__version__,
+    )
+
+    def payload() -> dict[str, Any]:
+        epoch, window = batches.position(step)
+        return {
+            "config": config.to_dict(),
+            "vocab": vocab.to_list(),
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict(),
+            "scheduler": {"train_time": train_time, "step": step},
+            "step": step,
+            "tokens_seen": tokens_seen,
+            "data": {"sha256": token_file.sha256, "path": str(text_path), "epoch": epoch, "window": window},
+            "carried_state": None if carried is None else [t.detach().float().cpu() for t in carried],
+            "rng": rng_states(),
+            "best_val_loss": best_val,
+            "evals_since_best": evals_since_best,
+            "parameters": model.num_parameters(),
+            "precision": precision,
+        }
+
+    def run_eval() -> float | None:
+        nonlocal best_val, evals_since_best
+        if len(splits.val) < 2:
+            return None
+        result = evaluate_tokens(model, splits.val, train_cfg.eval_batch_size, device, precision)
+        improved = best_val is None or result.loss < best_val
+        if improved:
+            best_val, evals_since_best = result.loss, 0
+            save_checkpoint(out_dir / "best.pt", payload())
+        else:
+            evals_since_best += 1
+        log.event("eval", step, val_loss=result.loss, val_bpc=result.bpc, val_chars=result.chars,
+                  best_val_loss=best_val, time=train_time)
+        if train_cfg.sample_length:
+            log.text("sample", sample_text(model, vocab, config, train_cfg.sample_length, seed=step), step)
+        log.flush()
+        bar.write(f"step {step:>7,} | val loss {result.loss:.4f} | {result.bpc:.3f} bpc"
+                  f" | {format_duration(train_time)}{' | best' if improved else ''}")
+        return result.loss
+
+    # ---- the loop -------------------------------------------------------------------------
+    from tqdm import tqdm
+
+    bar = tqdm(total=1000, disable=not progress, dynamic_ncols=True, leave=True,
+               bar_format="{l_bar}{bar}| {elapsed}<{remaining}{postfix}", desc="training")
+    loss_sum = torch.zeros((), device=device)
+    norm_sum = torch.zeros((), device=device)
+    clipped = torch.zeros((), device=device)
+    window_steps, window_start = 0, time.perf_counter()
+    last_val: float | None = None
+    reason: str | None = None
+    clip_norm = train_cfg.clip_norm if train_cfg.clip_norm > 0 else math.inf
+    lr = learning_rate(train_cfg, step, 0.0)
+    tokens_per_s = 0.0
+    model.train()
+    segment_start, time_before = time.perf_counter(), train_time
+
+    with StopRequest() as stop:
+        while True:
+            train_time = time_before + (time.perf_counter() - segment_start)
+            epochs = step / batches.steps_per_epoch
+            reason = stop_reason(train_cfg, step, epochs, train_time)
+            if reason:
+                break
+            if stop.requested:
+                reason = "interrupted"
+                break
+            if train_cfg.patience and evals_since_best >= train_cfg.patience:
+                reason = "early_stopping"
+                break
+
+            epoch, window = batches.position(step)
+            if window == 0:
+                carried = None  # the streams wrap around here: the old state belongs to other text
+            inputs, targets = batches.batch(step)
+            x = torch.from_numpy(inputs).to(device, non_blocking=True)
+            y = torch.from_numpy(targets).to(device, non_blocking=True)
+            lr = learning_rate(train_cfg, step, budget_progress(train_cfg, step, epochs, train_time))
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+
+            with autocast(device, precision):
+                logits, carried = model(x, carried)
+            loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            if train_cfg.clip_value > 0:
+                torch.nn.utils.clip_grad_value_(params, train_cfg.clip_value)
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, clip_norm, foreach=True)
+            scaler.step(optimizer)
+            scaler.update()
+            carried = detach_state(carried)
+
+            step += 1
+            tokens_seen += batches.tokens_per_step
+            loss_sum += loss.detach()
+            norm_sum += grad_norm.detach()
+            clipped += (grad_norm > clip_norm).float()
+            window_steps += 1
+
+            if step % train_cfg.log_interval == 0:
+                elapsed = time.perf_counter() - window_start
+                mean_loss = loss_sum.item() / window_steps  # the one device sync per log interval
+                tokens_per_s = window_steps * batches.tokens_per_step / max(elapsed, 1e-9)
+                log.event(
+                    "train", step, loss=mean_loss, bpc=mean_loss / math.log(2), lr=lr,
+                    grad_norm=norm_sum.item() / window_steps, clip_share=clipped.item() / window_steps,
+                    tokens_per_s=tokens_per_s, tokens=tokens_seen, time=train_time, epoch=step / batches.steps_per_epoch,
+                )
+                bar.n = min(1000, int(1000 * budget_progress(train_cfg, step, step / batches.steps_per_epoch, train_time)))
+                bar.set_postfix_str(
+                    f"step {step:,} loss {mean_loss:.3f}"
+                    + (f" val {last_val:.3f}" if last_val is not None else "")
+                    + f" {tokens_per_s / 1000:.1f}k tok/s"
+                )
+                loss_sum.zero_(), norm_sum.zero_(), clipped.zero_()
+                window_steps, window_start = 0, time.perf_counter()
+                if not math.isfinite(mean_loss):
+                    reason = "diverged"
+                    break
+            if step % train_cfg.eval_interval == 0:
+                last_val = run_eval()
+            if step % train_cfg.checkpoint_interval == 0:
+                save_checkpoint(out_dir / "last.pt", payload())
+
+    # ---- wrap up --------------------------------------------------------------------------
+    train_time = time_before + (time.perf_counter() - segment_start)
+    if reason != "diverged":  # never overwrite good checkpoints with NaN weights
+        if step % train_cfg.eval_interval != 0:
+            last_val = run_eval()
+        save_checkpoint(out_dir / "last.pt", payload())
+    bar.n = min(1000, int(1000 * budget_progress(train_cfg, step, step / batches.steps_per_epoch, train_time)))
+    bar.close()
+    log.event("end", step, reason=reason, time=train_time, best_val_loss=best_val, last_val_loss=last_val,
+              tokens=tokens_seen)
+    log.close()
+    if reason == "diverged":
+        raise CharlmError(
+            f"training diverged at step {step} (loss is NaN or infinite): lower train.lr or train.clip_norm;"
+            f" the last good weights are in {out_dir / 'best.pt'}"
+        )
+    return TrainResult(out_dir=out_dir, step=step, stop_reason=reason or "done", best_val_loss=best_val,
+                       last_val_loss=last_val, train_time=train_time, tokens_per_s=tokens_per_s)
+
+
+def _config_yaml(config: Config) -> str:
+    import yaml
+
+    header = f"# resolved configuration of this run (charlm {__version__})\n"
+    return header + yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True)

@@ -1,0 +1,54 @@
+"""Shared fixtures: small generated texts, an isolated cache, the shared corpora folder."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+SHARED_CORPORA = Path(__file__).resolve().parents[2] / "shared" / "corpora"
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path_factory, monkeypatch):
+    """Every test gets its own cache folder, so no test sees another's token cache."""
+    cache = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    return cache
+
+
+def make_text(chars: int = 20_000, seed: int = 0) -> str:
+    """Pseudo-English made of a small word list: learnable, and ours, not anyone's corpus."""
+    rng = random.Random(seed)
+    words = ["the", "cat", "sat", "on", "a", "mat", "and", "then", "ran", "to", "dog", "house",
+             "quickly", "over", "under", "green", "hill", "small", "bird", "sang"]
+    out: list[str] = []
+    length = 0
+    while length < chars:
+        sentence = " ".join(rng.choice(words) for _ in range(rng.randint(3, 9)))
+        sentence = sentence.capitalize() + rng.choice([".", "!", "?"]) + rng.choice([" ", " ", "\n"])
+        out.append(sentence)
+        length += len(sentence)
+    return "".join(out)[:chars]
+
+
+@pytest.fixture
+def text_file(tmp_path) -> Path:
+    path = tmp_path / "text.txt"
+    path.write_text(make_text(), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def tinyshakespeare() -> Path:
+    path = SHARED_CORPORA / "tinyshakespeare.txt"
+    if not path.exists():
+        pytest.skip("../shared/corpora/tinyshakespeare.txt is not present")
+    return path
+
+
+def pytest_configure(config):
+    # Two cores: keep torch from oversubscribing when pytest and torch both want them.
+    os.environ.setdefault("OMP_NUM_THREADS", "2")

@@ -1,0 +1,158 @@
+"""The command line end to end, in subprocesses, as a user would run it."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+SMALL = ["--hidden-size", "32", "--num-layers", "1", "--batch-size", "8", "--seq-len", "16",
+         "--threads", "1", "--precision", "fp32", "--set", "train.eval_interval=20",
+         "--set", "train.sample_length=10"]
+
+
+def charlm(*args, cwd=None, check=True):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    result = subprocess.run([sys.executable, "-m", "charlm", *map(str, args)], capture_output=True,
+                            text=True, cwd=cwd, env=env, timeout=300)
+    if check and result.returncode != 0:
+        raise AssertionError(f"charlm {args} failed ({result.returncode}):\n{result.stderr}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cli")
+    text = tmp / "text.txt"
+    from conftest import make_text
+
+    text.write_text(make_text(30_000))
+    run = tmp / "run"
+    result = charlm("train", text, "-o", run, "--max-steps", "40", "--no-progress", *SMALL)
+    return run, text, result
+
+
+def test_train_writes_a_run_and_prints_a_sample(trained_run):
+    run, _, result = trained_run
+    assert (run / "best.pt").is_file() and (run / "last.pt").is_file() and (run / "config.yaml").is_file()
+    assert "stopped (max_steps) at step 40" in result.stderr
+    assert "--- sample from" in result.stderr
+    assert len(result.stdout) > 100
+
+
+def test_sample_is_deterministic_with_seed_and_streams_prime(trained_run):
+    run = trained_run[0]
+    first = charlm("sample", run, "--length", "80", "--seed", "3", "--prime", "The cat\\n").stdout
+    second = charlm("sample", run, "--length", "80", "--seed", "3", "--prime", "The cat\\n").stdout
+    assert first == second and first.startswith("The cat\n")
+    assert len(first) == len("The cat\n") + 80 + 1
+
+
+def test_sample_options(trained_run, tmp_path):
+    run = trained_run[0]
+    many = charlm("sample", run / "best.pt", "-n", "3", "--length", "30", "--seed", "1", "--top-k", "5",
+                  "--top-p", "0.9", "--output", tmp_path / "out.txt").stdout
+    assert many.count("==> sample") == 3
+    assert (tmp_path / "out.txt").read_text() == many
+    greedy = charlm("sample", run, "--greedy", "--length", "40", "--prime", "The").stdout
+    assert greedy == charlm("sample", run, "--greedy", "--length", "40", "--prime", "The").stdout
+    stopped = charlm("sample", run, "--length", "500", "--seed", "2", "--stop", " ").stdout
+    assert stopped.endswith(" \n") and stopped.count(" ") == 1
+
+
+def test_eval_json_on_own_split_and_on_a_file(trained_run, tmp_path):
+    run, text, _ = trained_run
+    report = json.loads(charlm("eval", run, "--json").stdout)
+    assert {"loss", "bpc", "perplexity", "chars"} <= set(report)
+    assert report["chars"] > 2000 and 0 < report["loss"] < 4.5
+    other = tmp_path / "other.txt"
+    other.write_text("The cat sat on the mat. Zebras! ✨")
+    report = json.loads(charlm("eval", run, other, "--json").stdout)
+    assert report["unknown_chars"] == 2  # 'Z' and '✨' are not in the vocabulary
+    assert report["chars"] == len("The cat sat on the mat. ebras! ") - 1
+
+
+def test_info(trained_run):
+    run = trained_run[0]
+    report = json.loads(charlm("info", run, "--json").stdout)
+    assert report["step"] > 0 and report["parameters"] > 0 and report["config"]["model"]["hidden_size"] == 32
+    assert "parameters" in charlm("info", run).stdout
+
+
+def test_resume_continues(trained_run, tmp_path):
+    run, text, _ = trained_run
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    result = charlm("train", "--resume", copy, "--max-steps", "60", "--no-progress", "--no-sample")
+    assert "stopped (max_steps) at step 60" in result.stderr
+    bad = charlm("train", "--resume", copy, "--hidden-size", "64", check=False)
+    assert bad.returncode == 2 and "cannot change when resuming" in bad.stderr
+
+
+def test_init_from_with_new_characters(trained_run, tmp_path):
+    run, _, _ = trained_run
+    new_text = tmp_path / "new.txt"
+    from conftest import make_text
+
+    new_text.write_text(make_text(10_000, seed=5).replace("cat", "ca~") + "Ünïcode")
+    refused = charlm("train", new_text, "--init-from", run, "-o", tmp_path / "ft", *SMALL, check=False)
+    assert refused.returncode == 2 and "--extend-vocab" in refused.stderr and "'~'" in refused.stderr
+    charlm("train", new_text, "--init-from", run / "best.pt", "--extend-vocab", "-o", tmp_path / "ft",
+           "--max-steps", "5", "--no-progress", "--no-sample", *SMALL)
+    info = json.loads(charlm("info", tmp_path / "ft" / "last.pt", "--json").stdout)
+    assert "~" in info["vocab"] and "Ü" in info["vocab"]
+
+
+def test_help_and_version():
+    assert "train" in charlm("--help").stdout
+    assert charlm("--version").stdout.startswith("charlm")
+
+
+def _one_line_error(result):
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode != 0, result.stderr
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and "Traceback" not in result.stderr
+    return lines[0]
+
+
+def test_bad_inputs_give_one_line_errors(trained_run, tmp_path):
+    run, text, _ = trained_run
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes(b"caf\xe9 " * 100)
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("model: [1,\n")
+    cases = [
+        (["train", tmp_path / "missing.txt"], "no such file"),
+        (["train", tmp_path], "is a directory"),
+        (["train", empty], "is empty"),
+        (["train", latin], "offset 3"),
+        (["train", text, "-c", bad_yaml], "malformed YAML"),
+        (["train", text, "--set", "model.hiden_size=3"], "did you mean 'model.hidden_size'"),
+        (["train", text, "--cell", "lstn"], "did you mean 'lstm'"),
+        (["train", text, "--batch-size", "0"], "train.batch_size must be >= 1"),
+        (["train", text, "--dropout", "1.5"], "model.dropout"),
+        (["train", text, "--max-time", "soon"], "not a duration"),
+        (["train", "--corpus", "nosuchcorpus"], "unknown corpus"),
+        (["train"], "no text to train on"),
+        (["train", text, "--bogus-flag"], "No such option"),
+        (["sample", run, "--temperature", "0"], "temperature must be > 0"),
+        (["sample", run, "--top-p", "1.5"], "top_p"),
+        (["sample", run, "--prime", "QXJ#"], "never saw"),
+        (["sample", tmp_path / "nope.pt"], "not found"),
+        (["sample", text], "not a readable charlm checkpoint"),
+        (["eval", tmp_path / "nope"], "not found"),
+    ]
+    for args, expected in cases:
+        line = _one_line_error(charlm(*args, check=False))
+        assert expected in line, (args, line)
+
+
+def test_debug_shows_traceback(tmp_path):
+    result = charlm("--debug", "train", tmp_path / "missing.txt", check=False)
+    assert result.returncode != 0 and "Traceback" in result.stderr

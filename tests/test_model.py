@@ -1,0 +1,102 @@
+import pytest
+import torch
+
+from charlm.config import CELLS
+from charlm.model import CharRNN, detach_state
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_every_cell_runs_forward_and_backward(cell):
+    torch.manual_seed(0)
+    model = CharRNN(vocab_size=11, cell=cell, hidden_size=16, num_layers=2, dropout=0.1)
+    tokens = torch.randint(0, 11, (3, 7))
+    logits, state = model(tokens)
+    assert logits.shape == (3, 7, 11)
+    assert len(state) == (2 if cell == "lstm" else 1)
+    assert all(t.shape == (2, 3, 16) for t in state)
+    logits.sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    # Carrying the state gives the same result as one long call (dropout off).
+    model.eval()
+    full, _ = model(tokens)
+    first, mid = model(tokens[:, :4])
+    second, _ = model(tokens[:, 4:], detach_state(mid))
+    assert torch.allclose(torch.cat([first, second], 1), full, atol=1e-6)
+
+
+def _manual_forward(model: CharRNN, tokens: torch.Tensor) -> torch.Tensor:
+    """The gate equations written out, step by step and layer by layer."""
+    rnn = model.rnn
+    hidden = model.hidden_size
+    layer_input = model.embedding(tokens)
+    batch, steps = tokens.shape
+    for layer in range(model.num_layers):
+        w_ih, w_hh = getattr(rnn, f"weight_ih_l{layer}"), getattr(rnn, f"weight_hh_l{layer}")
+        b_ih, b_hh = getattr(rnn, f"bias_ih_l{layer}"), getattr(rnn, f"bias_hh_l{layer}")
+        h = torch.zeros(batch, hidden, dtype=layer_input.dtype)
+        c = torch.zeros(batch, hidden, dtype=layer_input.dtype)
+        outputs = []
+        for t in range(steps):
+            x = layer_input[:, t]
+            gi = x @ w_ih.T + b_ih
+            gh = h @ w_hh.T + b_hh
+            if model.cell == "lstm":
+                i_x, f_x, g_x, o_x = gi.chunk(4, dim=1)
+                i_h, f_h, g_h, o_h = gh.chunk(4, dim=1)
+                input_gate = torch.sigmoid(i_x + i_h)
+                forget_gate = torch.sigmoid(f_x + f_h)
+                candidate = torch.tanh(g_x + g_h)
+                output_gate = torch.sigmoid(o_x + o_h)
+                c = forget_gate * c + input_gate * candidate
+                h = output_gate * torch.tanh(c)
+            else:
+                r_x, z_x, n_x = gi.chunk(3, dim=1)
+                r_h, z_h, n_h = gh.chunk(3, dim=1)
+                reset = torch.sigmoid(r_x + r_h)
+                update = torch.sigmoid(z_x + z_h)
+                candidate = torch.tanh(n_x + reset * n_h)
+                h = (1 - update) * candidate + update * h
+            outputs.append(h)
+        layer_input = torch.stack(outputs, dim=1)
+    return model.head(layer_input)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_fused_cells_compute_the_gate_equations(cell):
+    torch.manual_seed(1)
+    model = CharRNN(vocab_size=9, cell=cell, hidden_size=8, num_layers=2).double().eval()
+    tokens = torch.randint(0, 9, (2, 12))
+    fused, _ = model(tokens)
+    with torch.no_grad():
+        manual = _manual_forward(model, tokens)
+    assert torch.allclose(fused, manual, rtol=1e-10, atol=1e-12)
+
+
+def test_forget_bias_sums_to_the_option():
+    model = CharRNN(vocab_size=5, cell="lstm", hidden_size=6, num_layers=3, forget_bias=1.0)
+    for layer in range(3):
+        total = getattr(model.rnn, f"bias_ih_l{layer}") + getattr(model.rnn, f"bias_hh_l{layer}")
+        assert torch.allclose(total[6:12], torch.ones(6))
+        assert not torch.allclose(total[:6], torch.ones(6))  # other gates keep their random init
+
+
+def test_tied_weights_share_one_tensor():
+    model = CharRNN(vocab_size=7, hidden_size=12, tie_weights=True)
+    assert model.head.weight is model.embedding.weight
+    untied = CharRNN(vocab_size=7, hidden_size=12)
+    assert model.num_parameters() == untied.num_parameters() - 7 * 12
+    with pytest.raises(ValueError):
+        CharRNN(vocab_size=7, hidden_size=12, embedding_size=6, tie_weights=True)
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_extend_vocab_keeps_old_rows(tied):
+    torch.manual_seed(0)
+    model = CharRNN(vocab_size=5, hidden_size=8, tie_weights=tied).eval()
+    tokens = torch.randint(0, 5, (2, 6))
+    before, _ = model(tokens)
+    model.extend_vocab(8)
+    after, _ = model(tokens)
+    assert after.shape[-1] == 8
+    assert torch.allclose(after[..., :5], before, atol=1e-6)
+    assert (model.head.weight is model.embedding.weight) == tied

@@ -1,0 +1,125 @@
+import math
+
+import pytest
+import torch
+
+from charlm.checkpoint import load_checkpoint
+from charlm.config import TrainConfig, build_config
+from charlm.logs import read_metrics
+from charlm.model import CharRNN
+from charlm.train import budget_progress, learning_rate, stop_reason, train
+
+
+def small_config(**overrides):
+    base = {
+        "model.hidden_size": 32, "model.num_layers": 1, "train.batch_size": 8, "train.seq_len": 16,
+        "train.eval_interval": 50, "train.log_interval": 10, "train.sample_length": 20,
+        "train.warmup_steps": 0, "train.threads": 1, "train.precision": "fp32", "train.device": "cpu",
+    }
+    base.update(overrides)
+    return build_config(None, list(base.items()))
+
+
+def test_learns_a_periodic_text_to_near_zero_loss(tmp_path):
+    path = tmp_path / "periodic.txt"
+    path.write_text("abcdefghij" * 600)
+    config = small_config(**{"train.lr": 1e-2, "train.max_steps": 200, "train.max_epochs": None})
+    result = train(config, path, tmp_path / "run", progress=False)
+    assert result.step == 200
+    assert result.last_val_loss < 0.05
+    losses = [e["loss"] for e in read_metrics(tmp_path / "run" / "metrics.jsonl") if e["event"] == "train"]
+    assert losses[0] > 1.0 and losses[-1] < 0.05
+
+
+def _initial_weights(config, vocab_size):
+    torch.manual_seed(config.train.seed)
+    return CharRNN.from_config(config.model, vocab_size).state_dict()
+
+
+@pytest.mark.parametrize("mode", ["norm", "value"])
+def test_clipping_really_clips(tmp_path, text_file, mode):
+    clip = {"train.clip_norm": 0.001, "train.clip_value": 0.0} if mode == "norm" else \
+        {"train.clip_norm": 0.0, "train.clip_value": 1e-4}
+    config = small_config(**{"train.optimizer": "sgd", "train.momentum": 0.0, "train.lr": 1.0,
+                             "train.max_steps": 1, "train.log_interval": 1, "train.lr_schedule": "constant",
+                             **clip})
+    result = train(config, text_file, tmp_path / "run", progress=False)
+    checkpoint = load_checkpoint(tmp_path / "run" / "last.pt")
+    before = _initial_weights(config, len(checkpoint["vocab"]))
+    deltas = torch.cat([(checkpoint["model"][k] - before[k]).flatten() for k in before])
+    event = next(e for e in read_metrics(tmp_path / "run" / "metrics.jsonl") if e["event"] == "train")
+    if mode == "norm":
+        assert event["grad_norm"] > 0.1  # the raw gradient is far larger than the clip...
+        assert event["clip_share"] == 1.0
+        assert deltas.norm().item() == pytest.approx(0.001, rel=1e-2)  # ...the step is not
+    else:
+        assert deltas.abs().max().item() <= 1e-4 + 1e-6  # float32 rounding of weights near 1
+        assert (deltas.abs() > 0.99e-4).sum() > 10
+    assert result.step == 1
+
+
+def test_learning_rate_schedules():
+    cosine = TrainConfig(lr=1.0, warmup_steps=10, lr_schedule="cosine", min_lr_ratio=0.1)
+    assert learning_rate(cosine, 0, 0.0) == pytest.approx(0.1)
+    assert learning_rate(cosine, 9, 0.0) == pytest.approx(1.0)
+    assert learning_rate(cosine, 50, 0.5) == pytest.approx(0.55)
+    assert learning_rate(cosine, 100, 1.0) == pytest.approx(0.1)
+    step = TrainConfig(lr=1.0, warmup_steps=0, lr_schedule="step", lr_decay_every=100, lr_decay_rate=0.5)
+    assert learning_rate(step, 99, 0.0) == 1.0 and learning_rate(step, 250, 0.0) == 0.25
+    constant = TrainConfig(lr=0.3, warmup_steps=0, lr_schedule="constant")
+    assert learning_rate(constant, 1000, 0.9) == 0.3
+
+
+def test_budgets_whichever_first():
+    config = TrainConfig(max_steps=100, max_epochs=2.0, max_time=60.0)
+    assert budget_progress(config, 50, 0.5, 10.0) == 0.5
+    assert budget_progress(config, 10, 1.5, 10.0) == 0.75
+    assert stop_reason(config, 10, 0.1, 61.0) == "max_time"
+    assert stop_reason(config, 100, 0.1, 1.0) == "max_steps"
+    assert stop_reason(config, 10, 2.0, 1.0) == "max_epochs"
+    assert stop_reason(config, 10, 1.0, 1.0) is None
+
+
+def test_run_directory_contents_and_checkpoint(tmp_path, text_file):
+    config = small_config(**{"train.max_steps": 60, "train.checkpoint_interval": 25})
+    result = train(config, text_file, tmp_path / "run", progress=False)
+    run = tmp_path / "run"
+    assert {p.name for p in run.iterdir()} >= {"config.yaml", "metrics.jsonl", "tensorboard", "last.pt", "best.pt"}
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    checkpoint = load_checkpoint(run / "last.pt")
+    for key in ("config", "vocab", "model", "optimizer", "scheduler", "step", "tokens_seen", "data",
+                "carried_state", "rng", "best_val_loss", "charlm_version", "format_version"):
+        assert key in checkpoint
+    assert checkpoint["step"] == 60 and checkpoint["tokens_seen"] == 60 * 8 * 16
+    assert checkpoint["best_val_loss"] == pytest.approx(result.best_val_loss)
+    events = read_metrics(run / "metrics.jsonl")
+    assert [e["step"] for e in events if e["event"] == "eval"] == [50, 60]
+    assert math.isfinite(events[-1]["best_val_loss"])
+
+
+def test_existing_run_is_not_overwritten(tmp_path, text_file):
+    config = small_config(**{"train.max_steps": 5})
+    train(config, text_file, tmp_path / "run", progress=False)
+    from charlm.errors import CharlmError
+
+    with pytest.raises(CharlmError, match="--resume"):
+        train(config, text_file, tmp_path / "run", progress=False)
+
+
+def test_resume_gives_the_same_run(tmp_path, text_file):
+    # A constant rate, so that stopping at step 20 changes nothing but where the run pauses.
+    overrides = {"train.max_steps": 40, "train.max_epochs": None, "model.dropout": 0.2,
+                 "train.lr_schedule": "constant", "train.warmup_steps": 5,
+                 "model.num_layers": 2, "train.eval_interval": 10, "train.checkpoint_interval": 1000}
+    train(small_config(**overrides), text_file, tmp_path / "whole", progress=False)
+    train(small_config(**{**overrides, "train.max_steps": 20}), text_file, tmp_path / "split", progress=False)
+    train(small_config(**overrides), text_file, tmp_path / "split", resume=True, progress=False)
+    whole = load_checkpoint(tmp_path / "whole" / "last.pt")
+    split = load_checkpoint(tmp_path / "split" / "last.pt")
+    assert split["step"] == 40
+    for key in whole["model"]:
+        assert torch.equal(whole["model"][key], split["model"][key]), key
+
+    def losses(run):
+        return [(e["step"], e["loss"]) for e in read_metrics(tmp_path / run / "metrics.jsonl") if e["event"] == "train"]
+    assert losses("whole") == losses("split")
