@@ -175,6 +175,7 @@ def train(file: Path | None, config_file: Path | None, corpus: str | None, out: 
     )
     if result.stop_reason == "interrupted":
         click.echo(f"resume with: charlm train --resume {out}", err=True)
+        sys.exit(130)
     elif not no_sample:
         import charlm
 

@@ -8,6 +8,7 @@ window to the next belongs to the text that really came before it.
 from __future__ import annotations
 
 import codecs
+import functools
 import hashlib
 import json
 import os
@@ -338,6 +339,7 @@ class StreamBatches:
     def tokens_per_step(self) -> int:
         return self.batch_size * self.seq_len
 
+    @functools.lru_cache(maxsize=4)
     def epoch_offset(self, epoch: int) -> int:
         if epoch == 0:
             return 0

