@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install train test bench clean
+.PHONY: install train test presets clean
 
 install: $(STAMP)
 
@@ -24,6 +24,10 @@ train: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# Val loss and throughput of the tinyshakespeare presets (about 12 minutes; the README quotes it).
+presets: $(STAMP)
+	$(BIN)/python bench/presets.py configs/tinyshakespeare-60s.yaml configs/tinyshakespeare-10m.yaml
 
 clean:
 	rm -rf $(VENV) .pytest_cache *.egg-info

@@ -50,6 +50,16 @@ def run_preset(config: Path, text: Path, out: Path, extra: list[str]) -> dict:
     }
 
 
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("configs", nargs="+", type=Path)
@@ -65,7 +75,7 @@ def main() -> None:
         for config in args.configs:
             results.append(run_preset(config, args.text, Path(tmp) / config.stem, extra))
             print(json.dumps(results[-1]), flush=True)
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
+    machine = f"{cpu_name()}, {os.cpu_count()} CPUs"
     print(f"\n{args.text.name} on {machine}, {time.strftime('%Y-%m-%d')}")
     print(f"{'preset':<32} {'val loss':>8} {'bpc':>6} {'steps':>7} {'train s':>8} {'tok/s':>8} {'params':>10}")
     for r in results:

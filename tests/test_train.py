@@ -135,3 +135,40 @@ def test_python_api(tmp_path, text_file):
     assert text == model.sample("The ", length=40, temperature=0.5, seed=1)
     report = model.evaluate("The cat sat on the mat. Zz")
     assert report["unknown_chars"] == 2 and report["chars"] == 23 and report["loss"] > 0  # no z in the text
+
+
+@pytest.mark.parametrize("optimizer, schedule", [("adamw", "cosine"), ("sgd", "step"), ("rmsprop", "constant")])
+def test_every_optimizer_and_schedule_trains(tmp_path, text_file, optimizer, schedule):
+    lr = {"adamw": 1e-2, "sgd": 0.5, "rmsprop": 3e-3}[optimizer]
+    config = small_config(**{"train.optimizer": optimizer, "train.lr_schedule": schedule, "train.lr": lr,
+                             "train.max_steps": 60, "train.lr_decay_every": 30})
+    train(config, text_file, tmp_path / "run", progress=False)
+    losses = [e["loss"] for e in read_metrics(tmp_path / "run" / "metrics.jsonl") if e["event"] == "train"]
+    assert losses[-1] < losses[0] - 0.3
+
+
+def test_tensorboard_holds_every_curve_and_a_sample(tmp_path, text_file):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train(small_config(**{"train.max_steps": 50}), text_file, tmp_path / "run", progress=False)
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"), size_guidance={"tensors": 0})
+    events.Reload()
+    scalars = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/bpc", "train/learning_rate", "train/grad_norm", "train/clip_share",
+            "train/tokens_per_s", "val/loss", "val/bpc"} <= scalars
+    assert any("sample" in tag for tag in events.Tags()["tensors"])
+
+
+def test_precision_auto_follows_the_hardware(monkeypatch):
+    import charlm.runtime as runtime
+    from charlm.errors import CharlmError
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(runtime, "native_bf16", lambda device: False)
+    assert runtime.resolve_precision("auto", cpu) == "fp32"
+    with pytest.raises(CharlmError, match="no native bf16"):
+        runtime.resolve_precision("bf16", cpu)
+    with pytest.raises(CharlmError, match="fp16 needs a CUDA GPU"):
+        runtime.resolve_precision("fp16", cpu)
+    monkeypatch.setattr(runtime, "native_bf16", lambda device: True)
+    assert runtime.resolve_precision("auto", cpu) == "bf16"
