@@ -51,13 +51,13 @@ class TrainConfig:
     batch_size: int = 32  # parallel contiguous streams
     seq_len: int = 64  # truncated-BPTT window
     optimizer: str = "adamw"  # adamw | sgd | rmsprop
-    lr: float = 2e-3
+    lr: float = 4e-3
     weight_decay: float = 0.0
     momentum: float = 0.9  # sgd momentum
     beta1: float = 0.9  # adamw
     beta2: float = 0.99  # adamw; also rmsprop's smoothing constant alpha
     lr_schedule: str = "cosine"  # constant | cosine | step
-    warmup_steps: int = 100
+    warmup_steps: int = 50
     min_lr_ratio: float = 0.1  # cosine ends at lr * min_lr_ratio
     lr_decay_every: int = 1000  # step schedule: multiply by lr_decay_rate every this many steps
     lr_decay_rate: float = 0.5
