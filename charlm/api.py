@@ -13,7 +13,7 @@ from charlm.checkpoint import load_checkpoint, resolve_checkpoint
 from charlm.config import Config
 from charlm.data import Vocab, format_chars
 from charlm.errors import CharlmError
-from charlm.evaluate import EvalResult, evaluate_tokens
+from charlm.evaluate import evaluate_tokens
 from charlm.model import CharRNN
 from charlm.runtime import resolve_device
 from charlm.sample import generate, make_generator, start_tokens
@@ -51,28 +51,47 @@ class LanguageModel:
         top_p: float = 1.0,
         greedy: bool = False,
         seed: int | None = None,
+        reverse: bool = False,
     ) -> Iterator[list[str]]:
-        """Yield, per step, the next character of each of ``num_samples`` samples."""
+        """Yield, per step, the next character of each of ``num_samples`` samples.
+
+        With ``reverse`` the backward direction writes right to left: ``prime`` is the end of the
+        text and each step yields the character before the ones already made.
+        """
         self.check_text(prime)
+        if reverse and not self.model.bidirectional:
+            raise CharlmError(
+                "this model has no backward direction, so it cannot sample in reverse:"
+                " train with --set model.bidirectional=true"
+            )
         generator = make_generator(seed)
-        ids = start_tokens(self.vocab, prime)
+        ids = start_tokens(self.vocab, prime[::-1] if reverse else prime)
+        direction = "backward" if reverse else "forward"
         for step_ids in generate(
-            self.model, ids, length, num_samples, temperature, top_k, top_p, greedy, generator
+            self.model, ids, length, num_samples, temperature, top_k, top_p, greedy, generator, direction
         ):
             yield [self.vocab.chars[i] for i in step_ids.tolist()]
 
-    def sample(self, prime: str = "", length: int = 500, **options: Any) -> str:
-        """One sample: the prime followed by ``length`` generated characters."""
-        return prime + "".join(chars[0] for chars in self.stream(prime, length, num_samples=1, **options))
+    def sample(self, prime: str = "", length: int = 500, reverse: bool = False, **options: Any) -> str:
+        """One sample in reading order: the prime then ``length`` generated characters, or with
+        ``reverse`` the ``length`` characters the backward direction wrote before the prime."""
+        made = "".join(chars[0] for chars in self.stream(prime, length, num_samples=1, reverse=reverse, **options))
+        return made[::-1] + prime if reverse else prime + made
 
-    def evaluate_tokens(self, tokens: np.ndarray, batch_size: int | None = None) -> EvalResult:
+    def evaluate_tokens(self, tokens: np.ndarray, batch_size: int | None = None) -> dict[str, Any]:
+        """Forward loss, bpc, perplexity and chars; for a bidirectional model also the backward ones."""
         batch_size = batch_size or self.config.train.eval_batch_size
-        return evaluate_tokens(self.model, tokens, batch_size, self.device)
+        result = evaluate_tokens(self.model, tokens, batch_size, self.device).as_dict()
+        if self.model.bidirectional:
+            backward = evaluate_tokens(self.model, tokens, batch_size, self.device, direction="backward")
+            result.update(loss_backward=backward.loss, bpc_backward=backward.bpc,
+                          perplexity_backward=backward.perplexity)
+        return result
 
     def evaluate(self, text: str) -> dict[str, Any]:
         """Loss, bpc, perplexity and character count on ``text``; unknown characters are skipped."""
         tokens = self.vocab.encode(text, skip_unknown=True)
-        result = self.evaluate_tokens(tokens).as_dict()
+        result = self.evaluate_tokens(tokens)
         result["unknown_chars"] = len(text) - len(tokens)
         return result
 

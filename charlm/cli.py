@@ -241,11 +241,18 @@ def _decode_escapes(text: str) -> str:
 @click.option("-n", "--num-samples", type=int, default=1, show_default=True, help="Samples, generated as one batch.")
 @click.option("--stop", help="Stop a sample once it has produced this string (\\n means newline).")
 @click.option("--output", type=click.Path(path_type=Path), help="Also write the samples to this file.")
+@click.option("--reverse", is_flag=True,
+              help="Bidirectional models: write right to left; --prime is the end of the text.")
 @click.option("--device", default="cpu", show_default=True, help="cpu | cuda | mps | auto")
 def sample(checkpoint: Path, length: int | None, temperature: float | None, top_k: int | None,
            top_p: float | None, greedy: bool, prime: str | None, prime_file: Path | None,
-           seed: int | None, num_samples: int, stop: str | None, output: Path | None, device: str) -> None:
-    """Generate text from CHECKPOINT (a .pt file, or a run directory: its best.pt)."""
+           seed: int | None, num_samples: int, stop: str | None, output: Path | None, reverse: bool,
+           device: str) -> None:
+    """Generate text from CHECKPOINT (a .pt file, or a run directory: its best.pt).
+
+    With --reverse the text is generated right to left and printed in reading order, ending
+    with the prime.
+    """
     from charlm.config import build_config
 
     if prime is not None and prime_file is not None:
@@ -281,26 +288,31 @@ def sample(checkpoint: Path, length: int | None, temperature: float | None, top_
     }
     prime = prime if prime is not None else (saved.prime if not model.vocab.missing(saved.prime) else "")
     model.check_text(prime)
-    texts = [prime] * num_samples
-    stream_live = num_samples == 1
+    # Generated text in the order it is made; --reverse makes it right to left.
+    made = [""] * num_samples
+    stop_made = stop[::-1] if stop and reverse else stop
+    stream_live = num_samples == 1 and not reverse
     if stream_live:
         sys.stdout.write(prime)
         sys.stdout.flush()
     done = [False] * num_samples
     for chars in model.stream(prime, settings["length"], num_samples, settings["temperature"], settings["top_k"],
-                              settings["top_p"], greedy, seed):
+                              settings["top_p"], greedy, seed, reverse=reverse):
         for i, ch in enumerate(chars):
             if done[i]:
                 continue
-            texts[i] += ch
+            made[i] += ch
             if stream_live:
                 sys.stdout.write(ch)
                 sys.stdout.flush()
-            if stop and texts[i].endswith(stop) and len(texts[i]) - len(prime) >= len(stop):
+            if stop_made and made[i].endswith(stop_made):
                 done[i] = True
         if all(done):
             break
-    if stream_live:
+    texts = [m[::-1] + prime if reverse else prime + m for m in made]
+    if num_samples == 1 and reverse:
+        sys.stdout.write(texts[0])
+    if num_samples == 1:
         sys.stdout.write("\n")
     else:
         for i, text in enumerate(texts):
@@ -346,7 +358,7 @@ def eval_command(checkpoint: Path, file: Path | None, split: str, encoding: str,
         source = {"file": str(path), "split": split, "unknown_chars": 0}
         if len(array) < 2:
             raise CharlmError(f"the run's {split} split is empty: pass a FILE or choose another --split")
-    result = model.evaluate_tokens(array).as_dict()
+    result = model.evaluate_tokens(array)
     report = {**result, **source, "checkpoint": str(model.path)}
     if as_json:
         click.echo(json.dumps(report))
@@ -354,6 +366,9 @@ def eval_command(checkpoint: Path, file: Path | None, split: str, encoding: str,
     where = f"{source['file']}" + (f" ({source['split']} split)" if "split" in source else "")
     click.echo(f"{where}: loss {result['loss']:.4f} nats/char, {result['bpc']:.4f} bits/char,"
                f" perplexity {result['perplexity']:.3f}, {result['chars']:,} chars")
+    if "loss_backward" in result:
+        click.echo(f"backward direction: loss {result['loss_backward']:.4f} nats/char,"
+                   f" {result['bpc_backward']:.4f} bits/char")
     if source["unknown_chars"]:
         click.echo(f"{source['unknown_chars']:,} characters outside the model's vocabulary were skipped", err=True)
 
@@ -380,6 +395,7 @@ def info(checkpoint: Path, as_json: bool) -> None:
         "train_time_s": ckpt.get("scheduler", {}).get("train_time"),
         "best_val_loss": ckpt.get("best_val_loss"),
         "precision": ckpt.get("precision"),
+        "bidirectional": bool(ckpt["config"]["model"].get("bidirectional")),
         "data": ckpt.get("data"),
         "config": ckpt["config"],
     }
@@ -389,13 +405,15 @@ def info(checkpoint: Path, as_json: bool) -> None:
     m = ckpt["config"]["model"]
     best = report["best_val_loss"]
     click.echo(f"checkpoint   {path}")
-    click.echo(f"model        {m['num_layers']} x {m['hidden_size']} {m['cell']}, embedding"
+    kind = "bidirectional (forward + backward stacks) " if report["bidirectional"] else ""
+    click.echo(f"model        {kind}{m['num_layers']} x {m['hidden_size']} {m['cell']}, embedding"
                f" {m['embedding_size'] or m['hidden_size']}, dropout {m['dropout']}, tied {m['tie_weights']}")
     click.echo(f"parameters   {model_params:,}")
     click.echo(f"vocabulary   {report['vocab_size']} characters: {report['vocab']!r}")
     click.echo(f"trained      {report['step']:,} steps, {report['tokens_seen']:,} tokens,"
                f" {report['train_time_s'] or 0:.0f}s, precision {report['precision']}")
-    click.echo(f"best val     {best:.4f} nats/char" if best is not None else "best val     n/a")
+    both = " (mean of both directions)" if report["bidirectional"] else ""
+    click.echo(f"best val     {best:.4f} nats/char{both}" if best is not None else "best val     n/a")
     click.echo(f"text         {report['data']['path']} (sha256 {report['data']['sha256'][:16]}…)")
     click.echo(f"charlm       {report['charlm_version']} (checkpoint format {report['format_version']})")
 

@@ -44,6 +44,7 @@ class ModelConfig:
     dropout: float = 0.0  # between layers and before the head
     tie_weights: bool = False  # share embedding and head weights (needs embedding_size == hidden_size)
     forget_bias: float = 1.0  # LSTM only: initial forget-gate bias (sum of torch's two bias vectors)
+    bidirectional: bool = False  # also train a backward stack that predicts the previous character
 
 
 @dataclass

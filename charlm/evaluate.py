@@ -40,8 +40,15 @@ def evaluate_tokens(
     batch_size: int,
     device: torch.device,
     precision: str = "fp32",
+    direction: str = "forward",
 ) -> EvalResult:
-    """Mean loss over every next-character prediction in ``tokens`` (dropout off)."""
+    """Mean loss over every next-character prediction in ``tokens`` (dropout off).
+
+    For ``direction="backward"`` the tokens are read right to left: each character is predicted
+    from the text after it, with the state carried from the end of the text towards its start.
+    """
+    if direction == "backward":
+        tokens = tokens[::-1]
     was_training = model.training
     model.eval()
     total = torch.zeros((), dtype=torch.float64, device=device)
@@ -52,7 +59,7 @@ def evaluate_tokens(
             x = torch.from_numpy(inputs).to(device)
             y = torch.from_numpy(targets).to(device)
             with autocast(device, precision):
-                logits, state = model(x, state)
+                logits, state = model(x, state, direction=direction)
             total += F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="sum").double()
             count += y.numel()
     finally:

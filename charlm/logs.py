@@ -17,7 +17,11 @@ TENSORBOARD_TAGS = {
     ("train", "grad_norm"): "train/grad_norm",
     ("train", "clip_share"): "train/clip_share",
     ("train", "tokens_per_s"): "train/tokens_per_s",
+    ("train", "loss_forward"): "train/loss_forward",
+    ("train", "loss_backward"): "train/loss_backward",
     ("eval", "val_loss"): "val/loss",
+    ("eval", "val_loss_forward"): "val/loss_forward",
+    ("eval", "val_loss_backward"): "val/loss_backward",
     ("eval", "val_bpc"): "val/bpc",
 }
 

@@ -6,6 +6,12 @@ Where the LSTM runs: ``CharRNN.forward`` calls ``self.rnn``, an ``nn.LSTM``/``nn
 The recurrent state is a tuple of tensors, each (num_layers, batch, hidden_size): ``(h, c)`` for
 an LSTM, ``(h,)`` for the others. Callers treat it as opaque: they get it from ``initial_state``,
 pass it to ``forward`` and receive the next one back.
+
+A bidirectional model is two language models sharing one embedding (and the head, when tied): a
+forward stack that reads left to right and predicts the next character, and a backward stack
+that reads right to left and predicts the previous one. The two never mix, so neither can see the
+character it predicts. ``forward(tokens, state, direction="backward")`` runs the backward stack on
+tokens given in *its* reading order (the text reversed); each direction has its own state.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ class CharRNN(nn.Module):
         dropout: float = 0.0,
         tie_weights: bool = False,
         forget_bias: float = 1.0,
+        bidirectional: bool = False,
     ):
         super().__init__()
         embedding_size = embedding_size or hidden_size
@@ -36,6 +43,7 @@ class CharRNN(nn.Module):
         self.cell = cell
         self.hidden_size = hidden_size
         self.num_layers = num_layers
+        self.bidirectional = bidirectional
         self.embedding = nn.Embedding(vocab_size, embedding_size)
         rnn_args = dict(
             input_size=embedding_size,
@@ -44,22 +52,30 @@ class CharRNN(nn.Module):
             dropout=dropout if num_layers > 1 else 0.0,  # torch applies it between layers only
             batch_first=True,
         )
-        if cell == "lstm":
-            self.rnn: nn.RNNBase = nn.LSTM(**rnn_args)
-        elif cell == "gru":
-            self.rnn = nn.GRU(**rnn_args)
-        elif cell in ("rnn_tanh", "rnn_relu"):
-            self.rnn = nn.RNN(nonlinearity=cell.removeprefix("rnn_"), **rnn_args)
-        else:
-            raise ValueError(f"unknown cell {cell!r}")
+        self.rnn = self._make_stack(cell, rnn_args)
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(hidden_size, vocab_size)
+        if bidirectional:
+            self.rnn_backward = self._make_stack(cell, rnn_args)
+            self.head_backward = nn.Linear(hidden_size, vocab_size)
         if tie_weights:
             if embedding_size != hidden_size:
                 raise ValueError("tie_weights needs embedding_size == hidden_size")
             self.head.weight = self.embedding.weight
+            if bidirectional:
+                self.head_backward.weight = self.embedding.weight
         if cell == "lstm":
             self._set_forget_bias(forget_bias)
+
+    @staticmethod
+    def _make_stack(cell: str, rnn_args: dict) -> nn.RNNBase:
+        if cell == "lstm":
+            return nn.LSTM(**rnn_args)
+        if cell == "gru":
+            return nn.GRU(**rnn_args)
+        if cell in ("rnn_tanh", "rnn_relu"):
+            return nn.RNN(nonlinearity=cell.removeprefix("rnn_"), **rnn_args)
+        raise ValueError(f"unknown cell {cell!r}")
 
     @classmethod
     def from_config(cls, config: ModelConfig, vocab_size: int) -> "CharRNN":
@@ -72,6 +88,7 @@ class CharRNN(nn.Module):
             dropout=config.dropout,
             tie_weights=config.tie_weights,
             forget_bias=config.forget_bias,
+            bidirectional=config.bidirectional,
         )
 
     def _set_forget_bias(self, value: float) -> None:
@@ -79,9 +96,17 @@ class CharRNN(nn.Module):
         # Put the whole value in b_ih and zero b_hh's forget slice so the sum is exactly `value`.
         hidden = self.hidden_size
         with torch.no_grad():
-            for layer in range(self.num_layers):
-                getattr(self.rnn, f"bias_ih_l{layer}")[hidden : 2 * hidden].fill_(value)
-                getattr(self.rnn, f"bias_hh_l{layer}")[hidden : 2 * hidden].zero_()
+            for stack in self._stacks():
+                for layer in range(self.num_layers):
+                    getattr(stack, f"bias_ih_l{layer}")[hidden : 2 * hidden].fill_(value)
+                    getattr(stack, f"bias_hh_l{layer}")[hidden : 2 * hidden].zero_()
+
+    def _stacks(self) -> list[nn.RNNBase]:
+        return [self.rnn, self.rnn_backward] if self.bidirectional else [self.rnn]
+
+    @property
+    def directions(self) -> tuple[str, ...]:
+        return ("forward", "backward") if self.bidirectional else ("forward",)
 
     @property
     def state_size(self) -> int:
@@ -95,15 +120,34 @@ class CharRNN(nn.Module):
         shape = (self.num_layers, batch_size, self.hidden_size)
         return tuple(torch.zeros(shape, device=device, dtype=weight.dtype) for _ in range(self.state_size))
 
-    def forward(self, tokens: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        """Logits (batch, time, vocab) for the next character at every position, and the new state."""
+    def forward(
+        self, tokens: torch.Tensor, state: State | None = None, direction: str = "forward"
+    ) -> tuple[torch.Tensor, State]:
+        """Logits (batch, time, vocab) for the next character in ``direction``'s reading order at
+        every position, and that direction's new state."""
+        if direction == "forward":
+            stack, head = self.rnn, self.head
+        elif direction == "backward" and self.bidirectional:
+            stack, head = self.rnn_backward, self.head_backward
+        else:
+            raise ValueError(f"this model has no {direction!r} direction")
         if state is None:
             state = self.initial_state(tokens.shape[0], tokens.device)
         embedded = self.embedding(tokens)
         rnn_state = state if self.cell == "lstm" else state[0]
-        output, new_state = self.rnn(embedded, rnn_state)
-        logits = self.head(self.dropout(output))
+        output, new_state = stack(embedded, rnn_state)
+        logits = head(self.dropout(output))
         return logits, (tuple(new_state) if self.cell == "lstm" else (new_state,))
+
+    def both_directions(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward and backward logits aligned with ``tokens`` (fresh state, one window).
+
+        ``forward[:, t]`` predicts ``tokens[:, t + 1]`` from ``tokens[:, :t + 1]``;
+        ``backward[:, t]`` predicts ``tokens[:, t - 1]`` from ``tokens[:, t:]``.
+        """
+        forward, _ = self(tokens)
+        backward, _ = self(tokens.flip(1), direction="backward")
+        return forward, backward.flip(1)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())  # tied weights are counted once
@@ -117,12 +161,15 @@ class CharRNN(nn.Module):
         tied = self.head.weight is self.embedding.weight
         embedding = nn.Embedding(new_size, self.embedding.embedding_dim).to(self.embedding.weight)
         embedding.weight[:old] = self.embedding.weight
-        head = nn.Linear(self.hidden_size, new_size).to(self.head.weight)
-        head.weight[:old] = self.head.weight
-        head.bias[:old] = self.head.bias
-        self.embedding, self.head, self.vocab_size = embedding, head, new_size
-        if tied:
-            self.head.weight = self.embedding.weight
+        self.embedding, self.vocab_size = embedding, new_size
+        for name in ("head", "head_backward") if self.bidirectional else ("head",):
+            old_head = getattr(self, name)
+            head = nn.Linear(self.hidden_size, new_size).to(old_head.weight)
+            head.weight[:old] = old_head.weight
+            head.bias[:old] = old_head.bias
+            if tied:
+                head.weight = self.embedding.weight
+            setattr(self, name, head)
 
 
 def detach_state(state: State) -> State:

@@ -47,15 +47,17 @@ def generate(
     top_p: float = 1.0,
     greedy: bool = False,
     generator: torch.Generator | None = None,
+    direction: str = "forward",
 ) -> Iterator[torch.Tensor]:
     """Yield ``length`` steps of token ids, each a (num_samples,) tensor on the CPU.
 
-    The prime is read in one call; after that the state advances one character per step.
+    The prime is read in one call; after that the state advances one character per step. With
+    ``direction="backward"`` both the prime and the output are in right-to-left order.
     """
     model.eval()
     device = model.head.weight.device
     prime = torch.tensor(prime_ids, dtype=torch.long, device=device).expand(num_samples, -1)
-    logits, state = model(prime)
+    logits, state = model(prime, direction=direction)
     logits = logits[:, -1]
     for step in range(length):
         if greedy:
@@ -65,7 +67,7 @@ def generate(
             next_ids = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(1).to(device)
         yield next_ids.cpu()
         if step + 1 < length:
-            logits, state = model(next_ids[:, None], state)
+            logits, state = model(next_ids[:, None], state, direction=direction)
             logits = logits[:, -1]
 
 

@@ -201,6 +201,12 @@ def train(
         raise CharlmError(f"{text_path} has characters outside the vocabulary ({token_file.unknown})")
     splits = split_tokens(token_file.tokens, config.data.val_fraction, config.data.test_fraction)
     batches = StreamBatches(splits.train, train_cfg.batch_size, train_cfg.seq_len, seed=train_cfg.seed)
+    # The backward direction reads the training text reversed: its streams run from the end of the
+    # text towards the start, so the state it carries into a window comes from the text after it.
+    batches_backward = (
+        StreamBatches(splits.train[::-1], train_cfg.batch_size, train_cfg.seq_len, seed=train_cfg.seed)
+        if config.model.bidirectional else None
+    )
 
     # ---- model and optimizer ----------------------------------------------------------------
     torch.manual_seed(train_cfg.seed)
@@ -219,6 +225,7 @@ def train(
     best_val: float | None = None
     evals_since_best = 0
     carried: State | None = None
+    carried_backward: State | None = None
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
@@ -229,6 +236,8 @@ def train(
         best_val, evals_since_best = checkpoint["best_val_loss"], checkpoint["evals_since_best"]
         if checkpoint["carried_state"] is not None:
             carried = tuple(t.to(device) for t in checkpoint["carried_state"])
+        if checkpoint.get("carried_state_backward") is not None:
+            carried_backward = tuple(t.to(device) for t in checkpoint["carried_state_backward"])
         restore_rng_states(checkpoint["rng"])
         truncate_metrics(out_dir / "metrics.jsonl", step)
 
@@ -253,6 +262,8 @@ def train(
             "tokens_seen": tokens_seen,
             "data": {"sha256": token_file.sha256, "path": str(text_path), "epoch": epoch, "window": window},
             "carried_state": None if carried is None else [t.detach().float().cpu() for t in carried],
+            "carried_state_backward": None if carried_backward is None
+            else [t.detach().float().cpu() for t in carried_backward],
             "rng": rng_states(),
             "best_val_loss": best_val,
             "evals_since_best": evals_since_best,
@@ -269,19 +280,28 @@ def train(
         if len(splits.val) < 2:
             return None
         result = evaluate_tokens(model, splits.val, train_cfg.eval_batch_size, device, precision)
-        improved = best_val is None or result.loss < best_val
+        extra: dict[str, float] = {}
+        objective = result.loss
+        if batches_backward is not None:
+            backward = evaluate_tokens(model, splits.val, train_cfg.eval_batch_size, device, precision,
+                                       direction="backward")
+            extra = {"val_loss_forward": result.loss, "val_loss_backward": backward.loss,
+                     "val_bpc_backward": backward.bpc}
+            objective = (result.loss + backward.loss) / 2  # what training minimises
+        improved = best_val is None or objective < best_val
         if improved:
-            best_val, evals_since_best = result.loss, 0
+            best_val, evals_since_best = objective, 0
             save_checkpoint(out_dir / "best.pt", payload())
         else:
             evals_since_best += 1
-        log.event("eval", step, val_loss=result.loss, val_bpc=result.bpc, val_chars=result.chars,
+        log.event("eval", step, val_loss=result.loss, val_bpc=result.bpc, val_chars=result.chars, **extra,
                   best_val_loss=best_val, time=train_time)
         if train_cfg.sample_length:
             log.text("sample", sample_text(model, vocab, config, train_cfg.sample_length, seed=step), step)
         log.flush()
         say(f"step {step:>7,} | val loss {result.loss:.4f} | {result.bpc:.3f} bpc"
-            f" | {format_duration(train_time)}{' | best' if improved else ''}")
+            + (f" | backward {extra['val_loss_backward']:.4f}" if extra else "")
+            + f" | {format_duration(train_time)}{' | best' if improved else ''}")
         return result.loss
 
     # ---- the loop -------------------------------------------------------------------------
@@ -295,6 +315,7 @@ def train(
         + (f" | resuming at step {step:,}" if resume else "")
     )
     loss_sum = torch.zeros((), device=device)
+    loss_backward_sum = torch.zeros((), device=device)
     norm_sum = torch.zeros((), device=device)
     clipped = torch.zeros((), device=device)
     window_steps, window_start = 0, time.perf_counter()
@@ -322,7 +343,7 @@ def train(
 
             epoch, window = batches.position(step)
             if window == 0:
-                carried = None  # the streams wrap around here: the old state belongs to other text
+                carried = carried_backward = None  # the streams wrap around: old state is other text
             inputs, targets = batches.batch(step)
             x = torch.from_numpy(inputs).to(device, non_blocking=True)
             y = torch.from_numpy(targets).to(device, non_blocking=True)
@@ -333,6 +354,17 @@ def train(
             with autocast(device, precision):
                 logits, carried = model(x, carried)
             loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+            if batches_backward is not None:
+                inputs_b, targets_b = batches_backward.batch(step)
+                x_b = torch.from_numpy(inputs_b).to(device, non_blocking=True)
+                y_b = torch.from_numpy(targets_b).to(device, non_blocking=True)
+                with autocast(device, precision):
+                    logits_b, carried_backward = model(x_b, carried_backward, direction="backward")
+                loss_backward = F.cross_entropy(logits_b.float().flatten(0, 1), y_b.flatten())
+                loss_backward_sum += loss_backward.detach()
+                loss_forward, loss = loss, (loss + loss_backward) / 2
+            else:
+                loss_forward = loss
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)
@@ -342,10 +374,12 @@ def train(
             scaler.step(optimizer)
             scaler.update()
             carried = detach_state(carried)
+            if carried_backward is not None:
+                carried_backward = detach_state(carried_backward)
 
             step += 1
             tokens_seen += batches.tokens_per_step
-            loss_sum += loss.detach()
+            loss_sum += loss_forward.detach()
             norm_sum += grad_norm.detach()
             clipped += (grad_norm > clip_norm).float()
             window_steps += 1
@@ -353,9 +387,14 @@ def train(
             if step % train_cfg.log_interval == 0:
                 elapsed = time.perf_counter() - window_start
                 mean_loss = loss_sum.item() / window_steps  # the one device sync per log interval
-                tokens_per_s = window_steps * batches.tokens_per_step / max(elapsed, 1e-9)
+                directions = len(model.directions)
+                tokens_per_s = directions * window_steps * batches.tokens_per_step / max(elapsed, 1e-9)
+                extra_losses = {}
+                if batches_backward is not None:
+                    backward_loss = loss_backward_sum.item() / window_steps
+                    extra_losses = {"loss_forward": mean_loss, "loss_backward": backward_loss}
                 log.event(
-                    "train", step, loss=mean_loss, bpc=mean_loss / math.log(2), lr=lr,
+                    "train", step, loss=mean_loss, bpc=mean_loss / math.log(2), lr=lr, **extra_losses,
                     grad_norm=norm_sum.item() / window_steps, clip_share=clipped.item() / window_steps,
                     tokens_per_s=tokens_per_s, tokens=tokens_seen, time=train_time, epoch=step / batches.steps_per_epoch,
                 )
@@ -365,7 +404,7 @@ def train(
                     + (f" val {last_val:.3f}" if last_val is not None else "")
                     + f" {tokens_per_s / 1000:.1f}k tok/s"
                 )
-                loss_sum.zero_(), norm_sum.zero_(), clipped.zero_()
+                loss_sum.zero_(), loss_backward_sum.zero_(), norm_sum.zero_(), clipped.zero_()
                 window_steps, window_start = 0, time.perf_counter()
                 if not math.isfinite(mean_loss):
                     reason = "diverged"

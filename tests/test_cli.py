@@ -183,3 +183,40 @@ def test_ctrl_c_saves_last_and_says_how_to_resume(tmp_path):
     assert f"resume with: charlm train --resume {run}" in stderr
     info = json.loads(charlm("info", run / "last.pt", "--json").stdout)
     assert info["step"] > 0
+
+
+@pytest.fixture(scope="module")
+def bidirectional_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("bidi")
+    from conftest import make_text
+
+    text = tmp / "text.txt"
+    text.write_text(make_text(30_000))
+    run = tmp / "run"
+    charlm("train", text, "-o", run, "--max-steps", "40", "--no-progress", "--no-sample",
+           "--set", "model.bidirectional=true", *SMALL)
+    return run
+
+
+def test_reverse_sampling_ends_with_the_prime_and_is_deterministic(bidirectional_run, trained_run):
+    first = charlm("sample", bidirectional_run, "--reverse", "--prime", "the mat.", "--length", "60",
+                   "--seed", "4").stdout
+    again = charlm("sample", bidirectional_run, "--reverse", "--prime", "the mat.", "--length", "60",
+                   "--seed", "4").stdout
+    assert first == again
+    assert first.endswith("the mat.\n") and len(first) == 60 + len("the mat.") + 1
+    stopped = charlm("sample", bidirectional_run, "--reverse", "--prime", "mat.", "--stop", " ",
+                     "--length", "300", "--seed", "1").stdout
+    assert stopped.startswith(" ") and stopped.count(" ") == 1
+    forward = charlm("sample", bidirectional_run, "--prime", "The", "--length", "20", "--seed", "4").stdout
+    assert forward.startswith("The")
+    refused = charlm("sample", trained_run[0], "--reverse", check=False)
+    assert _one_line_error(refused) and "no backward direction" in refused.stderr
+
+
+def test_eval_and_info_of_a_bidirectional_run(bidirectional_run):
+    report = json.loads(charlm("eval", bidirectional_run, "--json").stdout)
+    assert {"loss", "bpc", "loss_backward", "bpc_backward"} <= set(report)
+    info = json.loads(charlm("info", bidirectional_run, "--json").stdout)
+    assert info["bidirectional"] is True
+    assert "bidirectional" in charlm("info", bidirectional_run).stdout

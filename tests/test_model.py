@@ -100,3 +100,38 @@ def test_extend_vocab_keeps_old_rows(tied):
     assert after.shape[-1] == 8
     assert torch.allclose(after[..., :5], before, atol=1e-6)
     assert (model.head.weight is model.embedding.weight) == tied
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("num_layers", [1, 3])
+def test_bidirectional_directions_never_see_what_they_predict(cell, num_layers):
+    torch.manual_seed(0)
+    model = CharRNN(vocab_size=10, cell=cell, hidden_size=12, num_layers=num_layers, bidirectional=True).eval()
+    tokens = torch.randint(0, 10, (2, 16))
+    forward, backward = model.both_directions(tokens)
+    for t in range(16):
+        changed = tokens.clone()
+        changed[:, t + 1:] = (changed[:, t + 1:] + 1 + torch.randint(0, 9, changed[:, t + 1:].shape)) % 10
+        new_forward, _ = model.both_directions(changed)
+        assert torch.equal(new_forward[:, : t + 1], forward[:, : t + 1]), t  # the future is invisible
+        changed = tokens.clone()
+        changed[:, :t] = (changed[:, :t] + 1 + torch.randint(0, 9, changed[:, :t].shape)) % 10
+        _, new_backward = model.both_directions(changed)
+        assert torch.equal(new_backward[:, t:], backward[:, t:]), t  # the past is invisible
+    # Each direction does depend on what it reads (the test above is not vacuous).
+    changed = tokens.clone()
+    changed[:, 0] = (changed[:, 0] + 1) % 10
+    assert not torch.equal(model.both_directions(changed)[0][:, 5], forward[:, 5])
+
+
+def test_bidirectional_shares_the_embedding_and_ties_both_heads():
+    model = CharRNN(vocab_size=7, hidden_size=12, bidirectional=True, tie_weights=True)
+    assert model.head.weight is model.embedding.weight is model.head_backward.weight
+    assert model.rnn is not model.rnn_backward
+    single = CharRNN(vocab_size=7, hidden_size=12, tie_weights=True)
+    rnn_params = sum(p.numel() for p in single.rnn.parameters())
+    assert model.num_parameters() == single.num_parameters() + rnn_params + 7  # + backward stack, head bias
+    with pytest.raises(ValueError, match="no 'backward' direction"):
+        single(torch.zeros(1, 3, dtype=torch.long), direction="backward")
+    model.extend_vocab(9)
+    assert model.head_backward.weight is model.embedding.weight and model.head_backward.bias.shape == (9,)

@@ -172,3 +172,38 @@ def test_precision_auto_follows_the_hardware(monkeypatch):
         runtime.resolve_precision("fp16", cpu)
     monkeypatch.setattr(runtime, "native_bf16", lambda device: True)
     assert runtime.resolve_precision("auto", cpu) == "bf16"
+
+
+def test_bidirectional_cannot_beat_chance_on_random_text(tmp_path):
+    import random
+
+    rng = random.Random(0)
+    alphabet = "abcdefghijklmnop"
+    path = tmp_path / "random.txt"
+    path.write_text("".join(rng.choice(alphabet) for _ in range(40_000)))
+    config = small_config(**{"model.bidirectional": True, "model.num_layers": 2, "train.lr": 1e-2,
+                             "train.max_steps": 150, "train.eval_interval": 150})
+    train(config, path, tmp_path / "run", progress=False)
+    evaluation = [e for e in read_metrics(tmp_path / "run" / "metrics.jsonl") if e["event"] == "eval"][-1]
+    chance = math.log(len(alphabet))
+    assert evaluation["val_loss_forward"] >= chance - 0.05
+    assert evaluation["val_loss_backward"] >= chance - 0.05
+    trained = [e for e in read_metrics(tmp_path / "run" / "metrics.jsonl") if e["event"] == "train"][-1]
+    assert trained["loss_backward"] >= chance - 0.1  # a leak would drive training loss towards zero
+
+
+def test_bidirectional_learns_both_directions_and_resumes_exactly(tmp_path, text_file):
+    overrides = {"model.bidirectional": True, "train.max_steps": 40, "train.max_epochs": None,
+                 "train.lr_schedule": "constant", "train.lr": 1e-2, "train.eval_interval": 20,
+                 "model.dropout": 0.1, "model.num_layers": 2}
+    train(small_config(**overrides), text_file, tmp_path / "whole", progress=False)
+    train(small_config(**{**overrides, "train.max_steps": 20}), text_file, tmp_path / "split", progress=False)
+    train(small_config(**overrides), text_file, tmp_path / "split", resume=True, progress=False)
+    whole = load_checkpoint(tmp_path / "whole" / "last.pt")
+    split = load_checkpoint(tmp_path / "split" / "last.pt")
+    for key in whole["model"]:
+        assert torch.equal(whole["model"][key], split["model"][key]), key
+    assert whole["carried_state_backward"] is not None
+    evaluation = [e for e in read_metrics(tmp_path / "whole" / "metrics.jsonl") if e["event"] == "eval"][-1]
+    assert evaluation["val_loss_forward"] < 2.8 and evaluation["val_loss_backward"] < 2.8  # chance: ln 27 = 3.3
+    assert evaluation["val_loss"] == evaluation["val_loss_forward"]
