@@ -31,7 +31,7 @@ from charlm.model import CharRNN, State, detach_state
 from charlm.runtime import autocast, resolve_device, resolve_precision, set_threads
 from charlm.sample import generate, make_generator, start_tokens
 
-ARCHITECTURE_KEYS = ("cell", "hidden_size", "embedding_size", "num_layers", "tie_weights")
+ARCHITECTURE_KEYS = ("cell", "hidden_size", "embedding_size", "num_layers", "tie_weights", "bidirectional")
 
 
 @dataclass

@@ -207,3 +207,13 @@ def test_bidirectional_learns_both_directions_and_resumes_exactly(tmp_path, text
     evaluation = [e for e in read_metrics(tmp_path / "whole" / "metrics.jsonl") if e["event"] == "eval"][-1]
     assert evaluation["val_loss_forward"] < 2.8 and evaluation["val_loss_backward"] < 2.8  # chance: ln 27 = 3.3
     assert evaluation["val_loss"] == evaluation["val_loss_forward"]
+
+
+def test_init_from_keeps_the_checkpoint_architecture(tmp_path, text_file):
+    train(small_config(**{"model.bidirectional": True, "train.max_steps": 5}), text_file, tmp_path / "a",
+          progress=False)
+    config = small_config(**{"train.max_steps": 5, "model.hidden_size": 64, "model.dropout": 0.3})
+    train(config, text_file, tmp_path / "b", init_from=str(tmp_path / "a" / "last.pt"), progress=False)
+    model_config = load_checkpoint(tmp_path / "b" / "last.pt")["config"]["model"]
+    assert model_config["bidirectional"] is True and model_config["hidden_size"] == 32
+    assert model_config["dropout"] == 0.3  # regularisation stays the user's choice
