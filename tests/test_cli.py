@@ -21,16 +21,19 @@ def charlm(*args, cwd=None, check=True):
     return result
 
 
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("cli")
-    text = tmp / "text.txt"
+def _train_small(tmp, *extra):
     from conftest import make_text
 
+    text = tmp / "text.txt"
     text.write_text(make_text(30_000))
     run = tmp / "run"
-    result = charlm("train", text, "-o", run, "--max-steps", "40", "--no-progress", *SMALL)
+    result = charlm("train", text, "-o", run, "--max-steps", "40", "--no-progress", *extra, *SMALL)
     return run, text, result
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    return _train_small(tmp_path_factory.mktemp("cli"))
 
 
 def test_train_writes_a_run_and_prints_a_sample(trained_run):
@@ -187,15 +190,7 @@ def test_ctrl_c_saves_last_and_says_how_to_resume(tmp_path):
 
 @pytest.fixture(scope="module")
 def bidirectional_run(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("bidi")
-    from conftest import make_text
-
-    text = tmp / "text.txt"
-    text.write_text(make_text(30_000))
-    run = tmp / "run"
-    charlm("train", text, "-o", run, "--max-steps", "40", "--no-progress", "--no-sample",
-           "--set", "model.bidirectional=true", *SMALL)
-    return run
+    return _train_small(tmp_path_factory.mktemp("bidi"), "--no-sample", "--set", "model.bidirectional=true")[0]
 
 
 def test_reverse_sampling_ends_with_the_prime_and_is_deterministic(bidirectional_run, trained_run):
