@@ -13,7 +13,7 @@ from charlm.checkpoint import load_checkpoint, resolve_checkpoint
 from charlm.config import Config
 from charlm.data import Vocab, format_chars
 from charlm.errors import CharlmError
-from charlm.evaluate import evaluate_tokens
+from charlm.evaluate import evaluate_directions
 from charlm.model import CharRNN
 from charlm.runtime import resolve_device
 from charlm.sample import generate, make_generator, start_tokens
@@ -81,12 +81,13 @@ class LanguageModel:
     def evaluate_tokens(self, tokens: np.ndarray, batch_size: int | None = None) -> dict[str, Any]:
         """Forward loss, bpc, perplexity and chars; for a bidirectional model also the backward ones."""
         batch_size = batch_size or self.config.train.eval_batch_size
-        result = evaluate_tokens(self.model, tokens, batch_size, self.device).as_dict()
-        if self.model.bidirectional:
-            backward = evaluate_tokens(self.model, tokens, batch_size, self.device, direction="backward")
-            result.update(loss_backward=backward.loss, bpc_backward=backward.bpc,
+        results = evaluate_directions(self.model, tokens, batch_size, self.device)
+        report = results["forward"].as_dict()
+        if "backward" in results:
+            backward = results["backward"]
+            report.update(loss_backward=backward.loss, bpc_backward=backward.bpc,
                           perplexity_backward=backward.perplexity)
-        return result
+        return report
 
     def evaluate(self, text: str) -> dict[str, Any]:
         """Loss, bpc, perplexity and character count on ``text``; unknown characters are skipped."""

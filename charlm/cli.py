@@ -310,19 +310,16 @@ def sample(checkpoint: Path, length: int | None, temperature: float | None, top_
         if all(done):
             break
     texts = [m[::-1] + prime if reverse else prime + m for m in made]
-    if num_samples == 1 and reverse:
-        sys.stdout.write(texts[0])
     if num_samples == 1:
-        sys.stdout.write("\n")
+        rendered = texts[0] + "\n"
     else:
-        for i, text in enumerate(texts):
-            sys.stdout.write(f"==> sample {i + 1} <==\n{text}\n")
+        rendered = "".join(f"==> sample {i + 1} <==\n{text}\n" for i, text in enumerate(texts))
+    sys.stdout.write("\n" if stream_live else rendered)  # a live stream has printed its text already
     sys.stdout.flush()
     if output is not None:
         from charlm.fsutil import atomic_write_text
 
-        atomic_write_text(output, "\n".join(texts) + "\n" if num_samples == 1 else
-                          "".join(f"==> sample {i + 1} <==\n{t}\n" for i, t in enumerate(texts)))
+        atomic_write_text(output, rendered)
 
 
 # ---- eval and info -------------------------------------------------------------------------

@@ -65,3 +65,10 @@ def evaluate_tokens(
     finally:
         model.train(was_training)
     return EvalResult(loss=total.item() / count if count else float("nan"), chars=count)
+
+
+def evaluate_directions(
+    model: CharRNN, tokens: np.ndarray, batch_size: int, device: torch.device, precision: str = "fp32"
+) -> dict[str, EvalResult]:
+    """``evaluate_tokens`` for each direction the model has: {"forward": …[, "backward": …]}."""
+    return {d: evaluate_tokens(model, tokens, batch_size, device, precision, d) for d in model.directions}

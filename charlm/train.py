@@ -24,7 +24,7 @@ from charlm.checkpoint import load_checkpoint, restore_rng_states, rng_states, s
 from charlm.config import Config, TrainConfig, format_duration
 from charlm.data import StreamBatches, TokenFile, Vocab, format_chars, load_tokens, split_tokens
 from charlm.errors import CharlmError
-from charlm.evaluate import evaluate_tokens
+from charlm.evaluate import evaluate_directions
 from charlm.fsutil import atomic_write_text
 from charlm.logs import RunLog, truncate_metrics
 from charlm.model import CharRNN, State, detach_state
@@ -32,6 +32,7 @@ from charlm.runtime import autocast, resolve_device, resolve_precision, set_thre
 from charlm.sample import generate, make_generator, start_tokens
 
 ARCHITECTURE_KEYS = ("cell", "hidden_size", "embedding_size", "num_layers", "tie_weights", "bidirectional")
+STATE_KEYS = {"forward": "carried_state", "backward": "carried_state_backward"}  # checkpoint keys
 
 
 @dataclass
@@ -200,13 +201,13 @@ def train(
     if token_file.unknown:
         raise CharlmError(f"{text_path} has characters outside the vocabulary ({token_file.unknown})")
     splits = split_tokens(token_file.tokens, config.data.val_fraction, config.data.test_fraction)
-    batches = StreamBatches(splits.train, train_cfg.batch_size, train_cfg.seq_len, seed=train_cfg.seed)
-    # The backward direction reads the training text reversed: its streams run from the end of the
-    # text towards the start, so the state it carries into a window comes from the text after it.
-    batches_backward = (
-        StreamBatches(splits.train[::-1], train_cfg.batch_size, train_cfg.seq_len, seed=train_cfg.seed)
-        if config.model.bidirectional else None
-    )
+    streams = {"forward": StreamBatches(splits.train, train_cfg.batch_size, train_cfg.seq_len, train_cfg.seed)}
+    if config.model.bidirectional:
+        # The backward direction reads the training text reversed: its streams run from the end of
+        # the text towards the start, so the state it carries into a window comes from the text after it.
+        streams["backward"] = StreamBatches(splits.train[::-1], train_cfg.batch_size, train_cfg.seq_len,
+                                            train_cfg.seed)
+    batches = streams["forward"]  # both directions share its epoch and window arithmetic
 
     # ---- model and optimizer ----------------------------------------------------------------
     torch.manual_seed(train_cfg.seed)
@@ -224,8 +225,7 @@ def train(
     step, tokens_seen, train_time = 0, 0, 0.0
     best_val: float | None = None
     evals_since_best = 0
-    carried: State | None = None
-    carried_backward: State | None = None
+    carried: dict[str, State | None] = dict.fromkeys(streams)  # one carried state per direction
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
@@ -234,10 +234,9 @@ def train(
         step, tokens_seen = checkpoint["step"], checkpoint["tokens_seen"]
         train_time = checkpoint["scheduler"]["train_time"]
         best_val, evals_since_best = checkpoint["best_val_loss"], checkpoint["evals_since_best"]
-        if checkpoint["carried_state"] is not None:
-            carried = tuple(t.to(device) for t in checkpoint["carried_state"])
-        if checkpoint.get("carried_state_backward") is not None:
-            carried_backward = tuple(t.to(device) for t in checkpoint["carried_state_backward"])
+        for direction in carried:
+            saved = checkpoint.get(STATE_KEYS[direction])
+            carried[direction] = None if saved is None else tuple(t.to(device) for t in saved)
         restore_rng_states(checkpoint["rng"])
         truncate_metrics(out_dir / "metrics.jsonl", step)
 
@@ -261,9 +260,8 @@ def train(
             "step": step,
             "tokens_seen": tokens_seen,
             "data": {"sha256": token_file.sha256, "path": str(text_path), "epoch": epoch, "window": window},
-            "carried_state": None if carried is None else [t.detach().float().cpu() for t in carried],
-            "carried_state_backward": None if carried_backward is None
-            else [t.detach().float().cpu() for t in carried_backward],
+            **{STATE_KEYS[direction]: None if state is None else [t.detach().float().cpu() for t in state]
+               for direction, state in carried.items()},
             "rng": rng_states(),
             "best_val_loss": best_val,
             "evals_since_best": evals_since_best,
@@ -279,15 +277,13 @@ def train(
         nonlocal best_val, evals_since_best
         if len(splits.val) < 2:
             return None
-        result = evaluate_tokens(model, splits.val, train_cfg.eval_batch_size, device, precision)
+        results = evaluate_directions(model, splits.val, train_cfg.eval_batch_size, device, precision)
+        result = results["forward"]
+        objective = sum(r.loss for r in results.values()) / len(results)  # what training minimises
         extra: dict[str, float] = {}
-        objective = result.loss
-        if batches_backward is not None:
-            backward = evaluate_tokens(model, splits.val, train_cfg.eval_batch_size, device, precision,
-                                       direction="backward")
-            extra = {"val_loss_forward": result.loss, "val_loss_backward": backward.loss,
-                     "val_bpc_backward": backward.bpc}
-            objective = (result.loss + backward.loss) / 2  # what training minimises
+        if len(results) > 1:
+            for direction, r in results.items():
+                extra.update({f"val_loss_{direction}": r.loss, f"val_bpc_{direction}": r.bpc})
         improved = best_val is None or objective < best_val
         if improved:
             best_val, evals_since_best = objective, 0
@@ -314,8 +310,7 @@ def train(
         f" | {device.type} {precision}, {torch.get_num_threads()} threads | {out_dir}"
         + (f" | resuming at step {step:,}" if resume else "")
     )
-    loss_sum = torch.zeros((), device=device)
-    loss_backward_sum = torch.zeros((), device=device)
+    loss_sums = {direction: torch.zeros((), device=device) for direction in streams}
     norm_sum = torch.zeros((), device=device)
     clipped = torch.zeros((), device=device)
     window_steps, window_start = 0, time.perf_counter()
@@ -343,28 +338,21 @@ def train(
 
             epoch, window = batches.position(step)
             if window == 0:
-                carried = carried_backward = None  # the streams wrap around: old state is other text
-            inputs, targets = batches.batch(step)
-            x = torch.from_numpy(inputs).to(device, non_blocking=True)
-            y = torch.from_numpy(targets).to(device, non_blocking=True)
+                carried = dict.fromkeys(streams)  # the streams wrap around: the old state is other text
             lr = learning_rate(train_cfg, step, budget_progress(train_cfg, step, epochs, train_time))
             for group in optimizer.param_groups:
                 group["lr"] = lr
 
-            with autocast(device, precision):
-                logits, carried = model(x, carried)
-            loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
-            if batches_backward is not None:
-                inputs_b, targets_b = batches_backward.batch(step)
-                x_b = torch.from_numpy(inputs_b).to(device, non_blocking=True)
-                y_b = torch.from_numpy(targets_b).to(device, non_blocking=True)
+            losses = []
+            for direction, stream in streams.items():
+                inputs, targets = stream.batch(step)
+                x = torch.from_numpy(inputs).to(device, non_blocking=True)
+                y = torch.from_numpy(targets).to(device, non_blocking=True)
                 with autocast(device, precision):
-                    logits_b, carried_backward = model(x_b, carried_backward, direction="backward")
-                loss_backward = F.cross_entropy(logits_b.float().flatten(0, 1), y_b.flatten())
-                loss_backward_sum += loss_backward.detach()
-                loss_forward, loss = loss, (loss + loss_backward) / 2
-            else:
-                loss_forward = loss
+                    logits, carried[direction] = model(x, carried[direction], direction=direction)
+                losses.append(F.cross_entropy(logits.float().flatten(0, 1), y.flatten()))
+                loss_sums[direction] += losses[-1].detach()
+            loss = torch.stack(losses).mean()
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)
@@ -373,26 +361,21 @@ def train(
             grad_norm = torch.nn.utils.clip_grad_norm_(params, clip_norm, foreach=True)
             scaler.step(optimizer)
             scaler.update()
-            carried = detach_state(carried)
-            if carried_backward is not None:
-                carried_backward = detach_state(carried_backward)
+            carried = {direction: detach_state(state) for direction, state in carried.items()}
 
             step += 1
             tokens_seen += batches.tokens_per_step
-            loss_sum += loss_forward.detach()
             norm_sum += grad_norm.detach()
             clipped += (grad_norm > clip_norm).float()
             window_steps += 1
 
             if step % train_cfg.log_interval == 0:
                 elapsed = time.perf_counter() - window_start
-                mean_loss = loss_sum.item() / window_steps  # the one device sync per log interval
-                directions = len(model.directions)
-                tokens_per_s = directions * window_steps * batches.tokens_per_step / max(elapsed, 1e-9)
-                extra_losses = {}
-                if batches_backward is not None:
-                    backward_loss = loss_backward_sum.item() / window_steps
-                    extra_losses = {"loss_forward": mean_loss, "loss_backward": backward_loss}
+                # The one device sync per log interval; `loss` is the forward direction's.
+                direction_losses = {f"loss_{d}": total.item() / window_steps for d, total in loss_sums.items()}
+                mean_loss = direction_losses["loss_forward"]
+                extra_losses = direction_losses if len(streams) > 1 else {}
+                tokens_per_s = len(streams) * window_steps * batches.tokens_per_step / max(elapsed, 1e-9)
                 log.event(
                     "train", step, loss=mean_loss, bpc=mean_loss / math.log(2), lr=lr, **extra_losses,
                     grad_norm=norm_sum.item() / window_steps, clip_share=clipped.item() / window_steps,
@@ -404,7 +387,8 @@ def train(
                     + (f" val {last_val:.3f}" if last_val is not None else "")
                     + f" {tokens_per_s / 1000:.1f}k tok/s"
                 )
-                loss_sum.zero_(), loss_backward_sum.zero_(), norm_sum.zero_(), clipped.zero_()
+                for total in (*loss_sums.values(), norm_sum, clipped):
+                    total.zero_()
                 window_steps, window_start = 0, time.perf_counter()
                 if not math.isfinite(mean_loss):
                     reason = "diverged"
