@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install train test presets clean
+.PHONY: install train test bench bench-quick presets clean
 
 install: $(STAMP)
 
@@ -24,6 +24,15 @@ train: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# Every performance figure of the README (training tok/s vs the bare kernel, the 60 s preset,
+# sampling, start-up, memory on a 1 GB text) in one run, about 10 minutes; writes bench/results/*.json.
+bench: $(STAMP)
+	$(BIN)/python bench/run.py
+
+# The same parts, smaller (about 2 minutes): a check that the benchmark works, not figures to quote.
+bench-quick: $(STAMP)
+	$(BIN)/python bench/run.py --quick
 
 # Val loss and throughput of the tinyshakespeare presets (about 12 minutes; the README quotes it).
 presets: $(STAMP)

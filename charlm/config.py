@@ -71,8 +71,9 @@ class TrainConfig:
     max_epochs: float | None = 10.0
     max_time: float | None = None  # seconds; YAML and flags accept "90s", "10m", "1h"
     patience: int = 0  # stop after this many evaluations without improvement; 0: off
-    eval_interval: int = 250  # steps between evaluations on the whole val split
+    eval_interval: int = 250  # steps between evaluations on the val split
     eval_batch_size: int = 32  # streams the val split is cut into
+    eval_max_chars: int | None = 2_000_000  # evaluate on the val split's first this many; null: all of it
     log_interval: int = 25  # steps between progress-bar and metrics updates
     checkpoint_interval: int = 1000  # steps between writes of last.pt
     sample_length: int = 300  # characters of the text sample logged at each evaluation
@@ -380,6 +381,8 @@ def validate(config: Config) -> None:
         _check(0.0 <= getattr(train, key) < 1.0, f"train.{key} must be in [0, 1), got {getattr(train, key)}")
     _check(0.0 <= train.min_lr_ratio <= 1.0, f"train.min_lr_ratio must be in [0, 1], got {train.min_lr_ratio}")
     _check(0.0 < train.lr_decay_rate <= 1.0, f"train.lr_decay_rate must be in (0, 1], got {train.lr_decay_rate}")
+    if train.eval_max_chars is not None:
+        _check(train.eval_max_chars >= 2, f"train.eval_max_chars must be >= 2 (or null for all), got {train.eval_max_chars}")
     if train.max_steps is not None:
         _check(train.max_steps >= 1, f"train.max_steps must be >= 1, got {train.max_steps}")
     if train.max_epochs is not None:

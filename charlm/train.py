@@ -275,9 +275,12 @@ def train(
 
     def run_eval() -> float | None:
         nonlocal best_val, evals_since_best
-        if len(splits.val) < 2:
+        # A capped val split keeps evaluations on a very large text to seconds; the cap is a prefix,
+        # so every evaluation of a run sees the same characters.
+        val = splits.val if train_cfg.eval_max_chars is None else splits.val[: train_cfg.eval_max_chars]
+        if len(val) < 2:
             return None
-        results = evaluate_directions(model, splits.val, train_cfg.eval_batch_size, device, precision)
+        results = evaluate_directions(model, val, train_cfg.eval_batch_size, device, precision)
         result = results["forward"]
         objective = sum(r.loss for r in results.values()) / len(results)  # what training minimises
         extra: dict[str, float] = {}

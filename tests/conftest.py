@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-import random
 from pathlib import Path
 
 import pytest
+
+from charlm.synthetic import pseudo_english
 
 SHARED_CORPORA = Path(__file__).resolve().parents[2] / "shared" / "corpora"
 
@@ -21,17 +22,7 @@ def isolated_cache(tmp_path_factory, monkeypatch):
 
 def make_text(chars: int = 20_000, seed: int = 0) -> str:
     """Pseudo-English made of a small word list: learnable, and ours, not anyone's corpus."""
-    rng = random.Random(seed)
-    words = ["the", "cat", "sat", "on", "a", "mat", "and", "then", "ran", "to", "dog", "house",
-             "quickly", "over", "under", "green", "hill", "small", "bird", "sang"]
-    out: list[str] = []
-    length = 0
-    while length < chars:
-        sentence = " ".join(rng.choice(words) for _ in range(rng.randint(3, 9)))
-        sentence = sentence.capitalize() + rng.choice([".", "!", "?"]) + rng.choice([" ", " ", "\n"])
-        out.append(sentence)
-        length += len(sentence)
-    return "".join(out)[:chars]
+    return pseudo_english(chars, seed)
 
 
 @pytest.fixture

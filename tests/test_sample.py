@@ -55,3 +55,16 @@ def test_start_tokens():
     assert start_tokens(vocab, "ab") == [2, 3]
     assert start_tokens(vocab, "") == [0]
     assert start_tokens(Vocab(list("ab")), "") == [0]
+
+
+def test_draw_follows_the_distribution_and_never_picks_a_filtered_token():
+    from charlm.sample import draw
+
+    probs = torch.tensor([0.5, 0.3, 0.2, 0.0])
+    logits = probs.log().expand(20_000, -1)
+    ids = draw(logits, make_generator(0))
+    counts = torch.bincount(ids, minlength=4).float() / len(ids)
+    assert torch.allclose(counts, probs, atol=0.015)
+    assert counts[3] == 0
+    kept_two = filter_logits(probs.log()[None], 1.0, top_k=2).expand(5_000, -1)
+    assert set(draw(kept_two, make_generator(1)).tolist()) == {0, 1}

@@ -1,0 +1,140 @@
+"""Generation's fast path: one character step of a trained CharRNN, written out by hand.
+
+Calling ``nn.LSTM`` once per character spends most of its time in per-call set-up (weight
+checks, workspace, the layer loop in C++ wrappers) rather than arithmetic. ``FastStep`` takes the
+model's weights once, rearranges them into what a single step needs, and then does each layer
+in a few tensor operations:
+
+- layer 0's input projection ``W_ih · embedding[token] + b`` is the same for every occurrence of a
+  token, so it is precomputed as one table row per token: the step's first matmul becomes a lookup;
+- the LSTM's gates are reordered from torch's (input, forget, cell, output) to (input, forget,
+  output, cell) so one ``sigmoid`` covers three gates and one ``tanh`` the fourth;
+- the state is updated in place: the step allocates only the gate buffers.
+
+It computes the same function as ``CharRNN.forward`` in eval mode (dropout is off there anyway);
+``tests/test_step.py`` checks the logits agree over a thousand steps.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from charlm.model import CharRNN, State
+
+
+class FastStep:
+    """Advance ``batch`` streams of one direction of ``model`` by one token at a time."""
+
+    def __init__(self, model: CharRNN, direction: str = "forward"):
+        if direction == "forward":
+            stack, head = model.rnn, model.head
+        elif direction == "backward" and model.bidirectional:
+            stack, head = model.rnn_backward, model.head_backward
+        else:
+            raise ValueError(f"this model has no {direction!r} direction")
+        self.cell = model.cell
+        self.hidden_size = hidden = model.hidden_size
+        self.num_layers = model.num_layers
+        with torch.no_grad():
+            weights = [
+                [getattr(stack, f"{name}_l{layer}").detach().float()
+                 for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+                for layer in range(self.num_layers)
+            ]
+            if self.cell == "lstm":  # (i, f, g, o) -> (i, f, o, g)
+                order = torch.cat([torch.arange(0, 2 * hidden), torch.arange(3 * hidden, 4 * hidden),
+                                   torch.arange(2 * hidden, 3 * hidden)]).to(weights[0][0].device)
+                weights = [[w.index_select(0, order) for w in layer] for layer in weights]
+            # GRU keeps b_hh apart: its candidate gate multiplies (W_hn h + b_hn) by the reset gate.
+            fold_hh_bias = self.cell != "gru"
+            # Weights are (input, gates) transposed views of row-major (gates, input) matrices: at one
+            # stream BLAS then runs a row-major matrix-vector product, the faster one here.
+            self.input_weights: list[torch.Tensor | None] = []
+            self.input_biases: list[torch.Tensor] = []
+            self.hidden_weights: list[torch.Tensor] = []
+            self.hidden_biases: list[torch.Tensor | None] = []
+            for layer, (w_ih, w_hh, b_ih, b_hh) in enumerate(weights):
+                bias = b_ih + b_hh if fold_hh_bias else b_ih
+                if layer == 0:
+                    embedding = model.embedding.weight.detach().float()
+                    self.token_table = torch.addmm(bias, embedding, w_ih.t())  # (vocab, gates)
+                    self.input_weights.append(None)
+                else:
+                    self.input_weights.append(w_ih.contiguous().t())
+                self.input_biases.append(bias)
+                self.hidden_weights.append(w_hh.contiguous().t())
+                self.hidden_biases.append(None if fold_hh_bias else b_hh)
+            self.head_weight = head.weight.detach().float().contiguous().t()
+            self.head_bias = head.bias.detach().float()
+
+    def import_state(self, state: State) -> "StepState":
+        """The model's state ((layers, batch, hidden) tensors) as this step's own working copy."""
+        return StepState(self, [[t[layer].float().clone() for t in state] for layer in range(self.num_layers)])
+
+    def export_state(self, state: "StepState") -> State:
+        """Back to the model's layout, e.g. to continue with ``CharRNN.forward``."""
+        return tuple(torch.stack([layer[i] for layer in state.layers]) for i in range(len(state.layers[0])))
+
+    @torch.no_grad()
+    def __call__(self, tokens: torch.Tensor, state: "StepState", scale: float = 1.0) -> torch.Tensor:
+        """Logits (batch, vocab) after reading ``tokens`` (batch,), times ``scale`` (1 / temperature,
+        folded into the head's matmul for free); ``state`` is updated in place.
+
+        Every operation writes into buffers made once per state, through views made once too:
+        at one stream, Python's cost per tensor call, not arithmetic, is what a step is made of.
+        """
+        x = tokens
+        for layer in range(self.num_layers):
+            h = state.layers[layer][0]
+            gates, views = state.gates[layer], state.views[layer]
+            w_in = self.input_weights[layer]
+            if w_in is None:
+                torch.index_select(self.token_table, 0, tokens, out=gates)
+            else:
+                torch.addmm(self.input_biases[layer], x, w_in, out=gates)
+            if self.cell == "lstm":
+                c = state.layers[layer][1]
+                input_gate, forget_gate, output_gate, sigmoid_part, candidate = views
+                gates.addmm_(h, self.hidden_weights[layer])
+                sigmoid_part.sigmoid_()
+                candidate.tanh_()
+                c.mul_(forget_gate).addcmul_(input_gate, candidate)
+                torch.tanh(c, out=state.scratch[layer])
+                torch.mul(output_gate, state.scratch[layer], out=h)
+            elif self.cell == "gru":
+                gates_h = state.scratch[layer]
+                reset_update, reset, update, candidate, reset_update_h, candidate_h = views
+                torch.addmm(self.hidden_biases[layer], h, self.hidden_weights[layer], out=gates_h)
+                reset_update.add_(reset_update_h).sigmoid_()
+                candidate.addcmul_(reset, candidate_h).tanh_()
+                torch.lerp(candidate, h, update, out=h)  # h' = (1 - z) * n + z * h
+            else:
+                gates.addmm_(h, self.hidden_weights[layer])
+                h.copy_(gates.tanh_() if self.cell == "rnn_tanh" else gates.relu_())
+            x = h
+        return torch.addmm(self.head_bias, x, self.head_weight, beta=scale, alpha=scale)
+
+
+class StepState:
+    """One direction's recurrent state for ``FastStep``, with the step's buffers and their views."""
+
+    def __init__(self, step: FastStep, layers: list[list[torch.Tensor]]):
+        self.layers = layers
+        hidden = step.hidden_size
+        batch, device = layers[0][0].shape[0], layers[0][0].device
+        gate_width = step.token_table.shape[1]
+        self.gates = [torch.empty(batch, gate_width, device=device) for _ in layers]
+        self.scratch: list[torch.Tensor] = []
+        self.views: list[tuple[torch.Tensor, ...]] = []
+        for gates in self.gates:
+            if step.cell == "lstm":  # (i, f, o | g)
+                self.scratch.append(torch.empty(batch, hidden, device=device))
+                self.views.append((gates[:, :hidden], gates[:, hidden : 2 * hidden], gates[:, 2 * hidden : 3 * hidden],
+                                   gates[:, : 3 * hidden], gates[:, 3 * hidden :]))
+            elif step.cell == "gru":  # (r, z | n), input part in gates, hidden part in scratch
+                gates_h = torch.empty(batch, gate_width, device=device)
+                self.scratch.append(gates_h)
+                self.views.append((gates[:, : 2 * hidden], gates[:, :hidden], gates[:, hidden : 2 * hidden],
+                                   gates[:, 2 * hidden :], gates_h[:, : 2 * hidden], gates_h[:, 2 * hidden :]))
+            else:
+                self.views.append(())
