@@ -115,9 +115,10 @@ def check_text_file(path: str | Path) -> Path:
     return path
 
 
-def iter_text(path: str | Path, encoding: str = "utf-8", chunk_bytes: int = CHUNK_BYTES) -> Iterator[str]:
-    """Decode a file chunk by chunk; a bad byte raises CharlmError naming its offset."""
+def iter_text(path: str | Path, encoding: str = "utf-8", chunk_bytes: int | None = None) -> Iterator[str]:
+    """Decode a file chunk by chunk (``CHUNK_BYTES`` each); a bad byte raises CharlmError naming its offset."""
     path = check_text_file(path)
+    chunk_bytes = chunk_bytes or CHUNK_BYTES
     decoder = codecs.getincrementaldecoder(_codec(encoding))("strict")
     offset = 0
     with open(path, "rb") as handle:

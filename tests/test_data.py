@@ -183,3 +183,24 @@ def test_eval_windows_cover_every_prediction_once():
     stream_len = 1003 // 4
     assert len(seen) == 4 * (stream_len - 1)
     assert len(set(seen)) == len(seen)
+
+
+def test_token_cache_is_built_chunk_by_chunk_with_a_progress_bar(tmp_path, monkeypatch, capsys):
+    import charlm.data as data
+
+    monkeypatch.setattr(data, "CHUNK_BYTES", 1024)  # the bar shows from 4 chunks on
+    path = tmp_path / "big.txt"
+    text = "".join(f"line {i}: naïve café\n" for i in range(3000))
+    path.write_text(text, encoding="utf-8")
+    seen: list[int] = []
+    encode = Vocab.encode
+
+    def spy(self, chunk, skip_unknown=False):
+        seen.append(len(chunk))
+        return encode(self, chunk, skip_unknown)
+
+    monkeypatch.setattr(Vocab, "encode", spy)
+    tokens = load_tokens(path, cache_dir=tmp_path / "cache", progress=True)
+    assert len(seen) > 50 and max(seen) <= 1024  # never the whole file at once
+    assert tokens.vocab.decode(tokens.tokens) == text
+    assert "encoding big.txt" in capsys.readouterr().err
