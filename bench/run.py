@@ -204,18 +204,22 @@ def _per_call_generate(model, length: int, streams: int, generator) -> None:
         logits, state = model(tokens, state)
 
 
+def _calls_per_s(call: Callable[[], Any], seconds: float) -> float:
+    for _ in range(5):
+        call()
+    count, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        call()
+        count += 1
+    return count / (time.perf_counter() - started)
+
+
 def _matmul_gflops(seconds: float = 1.0) -> float:
     """fp32 matmul throughput at the 256-stream sampling shape (the compute limit's yardstick)."""
     import torch
 
     a, b = torch.randn(256, 1024), torch.randn(1024, 2048)
-    for _ in range(5):
-        torch.mm(a, b)
-    count, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        torch.mm(a, b)
-        count += 1
-    return 2 * 256 * 1024 * 2048 * count / (time.perf_counter() - started) / 1e9
+    return 2 * 256 * 1024 * 2048 * _calls_per_s(lambda: torch.mm(a, b), seconds) / 1e9
 
 
 def _matvec_gb_per_s(seconds: float = 1.0) -> float:
@@ -223,13 +227,7 @@ def _matvec_gb_per_s(seconds: float = 1.0) -> float:
     import torch
 
     weights, vector = torch.randn(2048, 1024), torch.randn(1024)
-    for _ in range(5):
-        torch.mv(weights, vector)
-    count, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        torch.mv(weights, vector)
-        count += 1
-    return weights.numel() * 4 * count / (time.perf_counter() - started) / 1e9
+    return weights.numel() * 4 * _calls_per_s(lambda: torch.mv(weights, vector), seconds) / 1e9
 
 
 def bench_sample(args: argparse.Namespace) -> dict[str, Any]:

@@ -120,17 +120,20 @@ class CharRNN(nn.Module):
         shape = (self.num_layers, batch_size, self.hidden_size)
         return tuple(torch.zeros(shape, device=device, dtype=weight.dtype) for _ in range(self.state_size))
 
+    def stack_and_head(self, direction: str) -> tuple[nn.RNNBase, nn.Linear]:
+        """The recurrent stack and output head of ``direction`` ("forward" or "backward")."""
+        if direction == "forward":
+            return self.rnn, self.head
+        if direction == "backward" and self.bidirectional:
+            return self.rnn_backward, self.head_backward
+        raise ValueError(f"this model has no {direction!r} direction")
+
     def forward(
         self, tokens: torch.Tensor, state: State | None = None, direction: str = "forward"
     ) -> tuple[torch.Tensor, State]:
         """Logits (batch, time, vocab) for the next character in ``direction``'s reading order at
         every position, and that direction's new state."""
-        if direction == "forward":
-            stack, head = self.rnn, self.head
-        elif direction == "backward" and self.bidirectional:
-            stack, head = self.rnn_backward, self.head_backward
-        else:
-            raise ValueError(f"this model has no {direction!r} direction")
+        stack, head = self.stack_and_head(direction)
         if state is None:
             state = self.initial_state(tokens.shape[0], tokens.device)
         embedded = self.embedding(tokens)

@@ -26,12 +26,7 @@ class FastStep:
     """Advance ``batch`` streams of one direction of ``model`` by one token at a time."""
 
     def __init__(self, model: CharRNN, direction: str = "forward"):
-        if direction == "forward":
-            stack, head = model.rnn, model.head
-        elif direction == "backward" and model.bidirectional:
-            stack, head = model.rnn_backward, model.head_backward
-        else:
-            raise ValueError(f"this model has no {direction!r} direction")
+        stack, head = model.stack_and_head(direction)
         self.cell = model.cell
         self.hidden_size = hidden = model.hidden_size
         self.num_layers = model.num_layers
