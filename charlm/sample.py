@@ -73,19 +73,19 @@ def generate(
     device = model.head.weight.device
     prime = torch.tensor(prime_ids, dtype=torch.long, device=device).expand(num_samples, -1)
     logits, state = model(prime, direction=direction)
-    # Temperature alone is folded into the step's head; top-k and top-p filter the scaled logits.
-    plain = not greedy and not top_k and top_p >= 1.0
-    scale = 1.0 / temperature if plain else 1.0
+    # Temperature is folded into the step's head (argmax is unchanged by it); top-k and top-p then
+    # filter the already scaled logits.
+    scale = 1.0 / temperature
+    filtering = bool(top_k) or top_p < 1.0
     logits = logits[:, -1].float() * scale
     step_fn = FastStep(model, direction)
     step_state = step_fn.import_state(state)
     for step in range(length):
         if greedy:
             next_ids = logits.argmax(dim=-1)
-        elif plain:
-            next_ids = draw(logits, generator).to(device)
         else:
-            next_ids = draw(filter_logits(logits, temperature, top_k, top_p), generator).to(device)
+            candidates = filter_logits(logits, 1.0, top_k, top_p) if filtering else logits
+            next_ids = draw(candidates, generator).to(device)
         yield next_ids.cpu()
         if step + 1 < length:
             logits = step_fn(next_ids, step_state, scale)
