@@ -28,7 +28,32 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     stamped = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "charlm_version": __version__}
     stamped.update(payload)
     with atomic_open(path, "wb") as handle:
-        torch.save(stamped, handle)
+        writer = _KeepWriteError(handle)
+        try:
+            torch.save(stamped, writer)
+        except RuntimeError:
+            if writer.error is not None:
+                raise writer.error from None  # atomic_open turns it into one line and cleans up
+            raise
+
+
+class _KeepWriteError:
+    """A file wrapper for torch.save, which reports a failed write (disk full, file too large) as a
+    RuntimeError about stream positions; this keeps the OSError behind it, so the user hears the cause."""
+
+    def __init__(self, handle: Any):
+        self.handle = handle
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.handle.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        self.handle.flush()
 
 
 def resolve_checkpoint(path: str | Path) -> Path:

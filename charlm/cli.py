@@ -106,7 +106,7 @@ FLAG_KEYS = {
 @click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
               help="Override any config key, e.g. --set train.lr=1e-3 (repeatable).")
 @click.option("--resume", "resume_dir", type=click.Path(path_type=Path),
-              help="Continue the run in this directory from its last.pt.")
+              help="Continue the run in this directory from its newest checkpoint.")
 @click.option("--init-from", type=click.Path(path_type=Path), help="Start from a checkpoint's weights (fine-tuning).")
 @click.option("--extend-vocab", is_flag=True, help="With --init-from: add the text's new characters to the vocabulary.")
 @click.option("--cell", help="rnn_tanh | rnn_relu | gru | lstm")
@@ -193,21 +193,25 @@ RESUME_FIXED_KEYS = ("train.batch_size", "train.seq_len", "train.seed")
 
 def _resume_config(run_dir: Path, overrides: list[tuple[str, Any]]):
     """The run's own config, with overrides allowed where they keep the run the same run."""
-    from charlm.checkpoint import load_checkpoint
     from charlm.config import Config, build_config
+    from charlm.rundir import newest_checkpoint
 
-    if not (run_dir / "last.pt").is_file():
-        raise CharlmError(f"{run_dir} has no last.pt to resume from: check the run directory")
-    saved = Config.from_dict(load_checkpoint(run_dir / "last.pt")["config"], source=f"{run_dir}/last.pt")
+    path, checkpoint = newest_checkpoint(run_dir)
+    saved = Config.from_dict(checkpoint["config"], source=str(path)).to_dict()
+    config = build_config(None, overrides, base=Config.from_dict(saved))
+    # Repeating a setting of the run is fine (the same command line plus --resume works); changing one
+    # that defines the run is not.
     for key, _ in overrides:
+        section, name = key.split(".", 1)
         if key in ("data.path", "data.corpus"):
             continue  # the same text may have moved; its checksum is checked against the run's
-        if key.split(".")[0] not in RESUMABLE_SECTIONS or key in RESUME_FIXED_KEYS:
+        changed = getattr(getattr(config, section), name) != saved[section][name]
+        if changed and (section not in RESUMABLE_SECTIONS or key in RESUME_FIXED_KEYS):
             raise CharlmError(
                 f"{key} cannot change when resuming (it would be another run): start a new run,"
-                f" e.g. with --init-from {run_dir / 'last.pt'}"
+                f" e.g. with --init-from {path}"
             )
-    return build_config(None, overrides, base=saved)
+    return config
 
 
 def _text_path(config) -> Path:

@@ -76,6 +76,7 @@ class TrainConfig:
     eval_max_chars: int | None = 2_000_000  # evaluate on the val split's first this many; null: all of it
     log_interval: int = 25  # steps between progress-bar and metrics updates
     checkpoint_interval: int = 1000  # steps between writes of last.pt
+    max_bad_steps: int = 5  # a NaN/Inf loss or gradient skips its step; this many in a row stop training
     sample_length: int = 300  # characters of the text sample logged at each evaluation
     seed: int = 1337
 
@@ -369,7 +370,7 @@ def validate(config: Config) -> None:
     _choice("train.precision", train.precision, PRECISIONS)
     _choice("train.device", train.device.split(":")[0], DEVICES)
     for key in ("batch_size", "seq_len", "eval_interval", "eval_batch_size", "log_interval",
-                "checkpoint_interval", "lr_decay_every"):
+                "checkpoint_interval", "lr_decay_every", "max_bad_steps"):
         _check(getattr(train, key) >= 1, f"train.{key} must be >= 1, got {getattr(train, key)}")
     for key in ("warmup_steps", "patience", "threads", "sample_length"):
         _check(getattr(train, key) >= 0, f"train.{key} must be >= 0, got {getattr(train, key)}")

@@ -23,6 +23,7 @@ from charlm.fsutil import atomic_open, atomic_write_text
 
 CHUNK_BYTES = 16 * 1024 * 1024  # files are read in chunks, so one larger than RAM still works
 CACHE_FORMAT = 1
+CACHE_OPTION = "data.cache_dir"  # what moves the token cache, for error messages
 
 
 class Vocab:
@@ -240,6 +241,7 @@ def load_tokens(
             atomic_write_text(
                 vocab_meta_path,
                 json.dumps({"format": CACHE_FORMAT, "sha256": sha, "vocab": vocab.to_list(), "chars": count}),
+                CACHE_OPTION,
             )
 
     vocab_key = hashlib.sha256(json.dumps(vocab.to_list()).encode("utf-8", "surrogatepass")).hexdigest()
@@ -271,7 +273,7 @@ def _build_cache(
 ) -> dict:
     count = unknown = 0
     digest = hashlib.sha256()
-    with atomic_open(tokens_path, "wb") as out:
+    with atomic_open(tokens_path, "wb", CACHE_OPTION) as out:
         for text in _progress(iter_text(path, encoding), path, "encoding", progress):
             ids = vocab.encode(text, skip_unknown=True)
             unknown += len(text) - len(ids)
@@ -288,7 +290,7 @@ def _build_cache(
         "unknown": unknown,
         "tokens_sha256": digest.hexdigest(),
     }
-    atomic_write_text(meta_path, json.dumps(meta))
+    atomic_write_text(meta_path, json.dumps(meta), CACHE_OPTION)
     return meta
 
 

@@ -27,19 +27,22 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def describe_os_error(exc: OSError, path: str | Path, action: str) -> str:
-    """One line naming the file, what failed, and what to do about it."""
-    if exc.errno == errno.ENOSPC:
-        hint = "free some disk space or write elsewhere with -o/--out"
+def describe_os_error(exc: OSError, path: str | Path, action: str, elsewhere: str = "-o/--out") -> str:
+    """One line naming the file, what failed, and what to do about it (``elsewhere``: the option
+    that moves the file)."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        hint = f"free some disk space or write elsewhere with {elsewhere}"
+    elif exc.errno == errno.EFBIG:
+        hint = f"the file is over this system's file-size limit (ulimit -f): raise it or write elsewhere with {elsewhere}"
     elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        hint = "check its permissions or write elsewhere with -o/--out"
+        hint = f"check its permissions or write elsewhere with {elsewhere}"
     else:
         hint = "check the path"
     return f"cannot {action} {path}: {exc.strerror or exc} ({hint})"
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
+def atomic_open(path: str | Path, mode: str = "wb", elsewhere: str = "-o/--out") -> Iterator[IO]:
     """Open a temporary file beside ``path``; on success fsync it and rename it over ``path``.
 
     On any exception the temporary file is removed and ``path`` is left untouched.
@@ -49,7 +52,7 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     except OSError as exc:
-        raise CharlmError(describe_os_error(exc, path, "write")) from None
+        raise CharlmError(describe_os_error(exc, path, "write", elsewhere)) from None
     tmp = Path(tmp_name)
     try:
         text_args = {} if "b" in mode else {"encoding": "utf-8", "newline": ""}
@@ -62,11 +65,11 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
         with contextlib.suppress(OSError):
             tmp.unlink()
         if isinstance(exc, OSError):
-            raise CharlmError(describe_os_error(exc, path, "write")) from None
+            raise CharlmError(describe_os_error(exc, path, "write", elsewhere)) from None
         raise
     _fsync_dir(directory)
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    with atomic_open(path, "w") as handle:
+def atomic_write_text(path: str | Path, text: str, elsewhere: str = "-o/--out") -> None:
+    with atomic_open(path, "w", elsewhere) as handle:
         handle.write(text)

@@ -7,7 +7,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from charlm.fsutil import atomic_write_text
+from charlm.errors import CharlmError
+from charlm.fsutil import atomic_write_text, describe_os_error
 
 # Scalars that go to TensorBoard, as (event, key) -> tag.
 TENSORBOARD_TAGS = {
@@ -55,19 +56,26 @@ def truncate_metrics(path: str | Path, last_step: int) -> None:
 class RunLog:
     """Appends events to metrics.jsonl and mirrors their scalars (and samples) to TensorBoard."""
 
-    def __init__(self, out_dir: Path, tensorboard: bool = True):
+    def __init__(self, out_dir: Path, tensorboard: bool = True, purge_from: int | None = None):
+        """``purge_from``: on resume, the first step to redo; TensorBoard hides what was logged from it on."""
         self.path = out_dir / "metrics.jsonl"
-        self._file = open(self.path, "a", encoding="utf-8")
+        try:
+            self._file = open(self.path, "a", encoding="utf-8")
+        except OSError as exc:
+            raise CharlmError(describe_os_error(exc, self.path, "open")) from None
         self._writer = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._writer = SummaryWriter(log_dir=str(out_dir / "tensorboard"))
+            self._writer = SummaryWriter(log_dir=str(out_dir / "tensorboard"), purge_step=purge_from)
 
     def event(self, kind: str, step: int, **values: Any) -> None:
         clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in values.items()}
-        self._file.write(json.dumps({"event": kind, "step": step, **clean}) + "\n")
-        self._file.flush()
+        try:
+            self._file.write(json.dumps({"event": kind, "step": step, **clean}) + "\n")
+            self._file.flush()
+        except OSError as exc:
+            raise CharlmError(describe_os_error(exc, self.path, "append to")) from None
         if self._writer is not None:
             for key, value in values.items():
                 tag = TENSORBOARD_TAGS.get((kind, key))

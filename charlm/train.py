@@ -7,6 +7,7 @@ except every ``log_interval`` steps, when the accumulated loss is read once.
 
 from __future__ import annotations
 
+import copy
 import math
 import signal
 import sys
@@ -25,9 +26,10 @@ from charlm.config import Config, TrainConfig, format_duration
 from charlm.data import StreamBatches, TokenFile, Vocab, format_chars, load_tokens, split_tokens
 from charlm.errors import CharlmError
 from charlm.evaluate import evaluate_directions
-from charlm.fsutil import atomic_write_text
+from charlm.fsutil import atomic_write_text, describe_os_error
 from charlm.logs import RunLog, truncate_metrics
 from charlm.model import CharRNN, State, detach_state
+from charlm.rundir import RunLock, check_fresh, newest_checkpoint, remove_if_only_lock
 from charlm.runtime import autocast, resolve_device, resolve_precision, set_threads
 from charlm.sample import generate, make_generator, start_tokens
 
@@ -152,15 +154,11 @@ def _init_from(config: Config, tokens_vocab: Vocab, init_path: str, extend_vocab
     return source, vocab.extended(missing)
 
 
-def _prepare_out_dir(out_dir: Path, resume: bool) -> None:
-    if not resume and (out_dir / "last.pt").exists():
-        raise CharlmError(
-            f"{out_dir} already holds a run: add --resume to continue it, or choose another -o/--out"
-        )
+def _make_out_dir(out_dir: Path) -> None:
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise CharlmError(f"cannot create run directory {out_dir}: {exc.strerror}; choose another -o/--out") from None
+        raise CharlmError(describe_os_error(exc, out_dir, "create the run directory")) from None
 
 
 def train(
@@ -172,19 +170,39 @@ def train(
     extend_vocab: bool = False,
     progress: bool = True,
 ) -> TrainResult:
-    """Train a model on ``text_path`` as ``config`` says, writing everything to ``out_dir``."""
+    """Train a model on ``text_path`` as ``config`` says, writing everything to ``out_dir``.
+
+    ``resume`` continues the run in ``out_dir`` from its newest checkpoint, exactly where it was.
+    """
+    if not config.data.path and not config.data.corpus:
+        config = copy.deepcopy(config)
+        config.data.path = str(text_path)  # recorded, so that `charlm train --resume DIR` finds the text
+    created = not out_dir.exists()
+    _make_out_dir(out_dir)
+    try:
+        with RunLock(out_dir):  # one writer per run directory
+            if not resume:
+                check_fresh(out_dir)
+            return _train(config, text_path, out_dir, resume, init_from, extend_vocab, progress)
+    except CharlmError:
+        if created:  # a run that failed before writing anything leaves no directory behind
+            remove_if_only_lock(out_dir)
+        raise
+
+
+def _train(config: Config, text_path: Path, out_dir: Path, resume: bool, init_from: str | None,
+           extend_vocab: bool, progress: bool) -> TrainResult:
     train_cfg = config.train
     set_threads(train_cfg.threads)
     device = resolve_device(train_cfg.device)
     precision = resolve_precision(train_cfg.precision, device)
-    _prepare_out_dir(out_dir, resume)
 
     # ---- data -----------------------------------------------------------------------------
     checkpoint: dict[str, Any] | None = None
     init_source: dict[str, Any] | None = None
     vocab: Vocab | None = None
     if resume:
-        checkpoint = load_checkpoint(out_dir / "last.pt")
+        _, checkpoint = newest_checkpoint(out_dir)
         vocab = Vocab(checkpoint["vocab"])
     elif init_from:
         own = load_tokens(text_path, config.data.encoding, config.data.cache_dir, progress=progress)
@@ -223,9 +241,14 @@ def train(
     params = [p for p in model.parameters() if p.requires_grad]
 
     step, tokens_seen, train_time = 0, 0, 0.0
+    bad_steps, skipped_steps = 0, 0  # NaN/Inf steps: in a row now, and in all
     best_val: float | None = None
     evals_since_best = 0
     carried: dict[str, State | None] = dict.fromkeys(streams)  # one carried state per direction
+    # Sums over the current log window. They are checkpointed, so a resumed run logs the same averages.
+    window_sums = {name: torch.zeros((), device=device) for name in (*(f"loss_{d}" for d in streams),
+                                                                      "grad_norm", "clipped")}
+    good_steps = 0  # steps in the window that were not skipped
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
@@ -234,14 +257,27 @@ def train(
         step, tokens_seen = checkpoint["step"], checkpoint["tokens_seen"]
         train_time = checkpoint["scheduler"]["train_time"]
         best_val, evals_since_best = checkpoint["best_val_loss"], checkpoint["evals_since_best"]
+        bad_steps, skipped_steps = checkpoint.get("bad_steps", 0), checkpoint.get("skipped_steps", 0)
         for direction in carried:
             saved = checkpoint.get(STATE_KEYS[direction])
             carried[direction] = None if saved is None else tuple(t.to(device) for t in saved)
         restore_rng_states(checkpoint["rng"])
+        window = checkpoint.get("log_window", {"sums": {}, "good_steps": 0})
+        for name, value in window["sums"].items():
+            window_sums[name].fill_(value)
+        good_steps = window["good_steps"]
+        spent = stop_reason(train_cfg, step, step / batches.steps_per_epoch, train_time)
+        if spent:
+            value = getattr(train_cfg, spent)
+            shown = format_duration(value) if spent == "max_time" else f"{value:g}"
+            raise CharlmError(
+                f"{out_dir} has already used its budget (train.{spent} = {shown}) at step {step:,}: give a"
+                f" larger --{spent.replace('_', '-')} to train further"
+            )
         truncate_metrics(out_dir / "metrics.jsonl", step)
 
     atomic_write_text(out_dir / "config.yaml", _config_yaml(config))
-    log = RunLog(out_dir)
+    log = RunLog(out_dir, purge_from=step + 1 if resume else None)
     log.event(
         "start", step, resumed=resume, device=str(device), precision=precision, vocab_size=len(vocab),
         parameters=model.num_parameters(), train_chars=len(splits.train), val_chars=len(splits.val),
@@ -265,6 +301,10 @@ def train(
             "rng": rng_states(),
             "best_val_loss": best_val,
             "evals_since_best": evals_since_best,
+            "bad_steps": bad_steps,
+            "log_window": {"sums": {name: total.item() for name, total in window_sums.items()},
+                           "good_steps": good_steps},
+            "skipped_steps": skipped_steps,
             "parameters": model.num_parameters(),
             "precision": precision,
         }
@@ -313,9 +353,6 @@ def train(
         f" | {device.type} {precision}, {torch.get_num_threads()} threads | {out_dir}"
         + (f" | resuming at step {step:,}" if resume else "")
     )
-    loss_sums = {direction: torch.zeros((), device=device) for direction in streams}
-    norm_sum = torch.zeros((), device=device)
-    clipped = torch.zeros((), device=device)
     window_steps, window_start = 0, time.perf_counter()
     last_val: float | None = None
     reason: str | None = None
@@ -324,6 +361,7 @@ def train(
     tokens_per_s = 0.0
     model.train()
     segment_start, time_before = time.perf_counter(), train_time
+    saved_step: int | None = step if resume else None  # step of the last.pt on disk
 
     with StopRequest() as stop:
         while True:
@@ -354,7 +392,6 @@ def train(
                 with autocast(device, precision):
                     logits, carried[direction] = model(x, carried[direction], direction=direction)
                 losses.append(F.cross_entropy(logits.float().flatten(0, 1), y.flatten()))
-                loss_sums[direction] += losses[-1].detach()
             loss = torch.stack(losses).mean()
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -362,26 +399,48 @@ def train(
             if train_cfg.clip_value > 0:
                 torch.nn.utils.clip_grad_value_(params, train_cfg.clip_value)
             grad_norm = torch.nn.utils.clip_grad_norm_(params, clip_norm, foreach=True)
-            scaler.step(optimizer)
-            scaler.update()
-            carried = {direction: detach_state(state) for direction, state in carried.items()}
-
             step += 1
             tokens_seen += batches.tokens_per_step
-            norm_sum += grad_norm.detach()
-            clipped += (grad_norm > clip_norm).float()
             window_steps += 1
+
+            # The one sync per step: a NaN or Inf has to be caught before the update reaches the
+            # weights. With fp16 the scaler overflows on purpose and skips those steps itself, so
+            # there only the loss counts as a fault.
+            fault = loss.detach() if precision == "fp16" else loss.detach() + grad_norm
+            if not torch.isfinite(fault):
+                bad_steps += 1
+                skipped_steps += 1
+                optimizer.zero_grad(set_to_none=True)
+                scaler.update()
+                carried = dict.fromkeys(streams)  # a state that met a NaN would poison every later window
+                log.event("skip", step, bad_steps=bad_steps, loss=loss.item(), grad_norm=grad_norm.item())
+                say(f"warning: step {step:,}: the loss or a gradient is NaN or infinite; skipped this update"
+                    f" ({bad_steps} in a row; {train_cfg.max_bad_steps} in a row stop training)")
+                if bad_steps >= train_cfg.max_bad_steps:
+                    reason = "diverged"
+                    break
+            else:
+                bad_steps = 0
+                scaler.step(optimizer)
+                scaler.update()
+                carried = {direction: detach_state(state) for direction, state in carried.items()}
+                for direction, direction_loss in zip(streams, losses):
+                    window_sums[f"loss_{direction}"] += direction_loss.detach()
+                window_sums["grad_norm"] += grad_norm.detach()
+                window_sums["clipped"] += (grad_norm > clip_norm).float()
+                good_steps += 1
 
             if step % train_cfg.log_interval == 0:
                 elapsed = time.perf_counter() - window_start
-                # The one device sync per log interval; `loss` is the forward direction's.
-                direction_losses = {f"loss_{d}": total.item() / window_steps for d, total in loss_sums.items()}
-                mean_loss = direction_losses["loss_forward"]
-                extra_losses = direction_losses if len(streams) > 1 else {}
+                # `loss` is the forward direction's; a window of only skipped steps has none.
+                per_step = 1 / good_steps if good_steps else math.nan
+                means = {name: total.item() * per_step for name, total in window_sums.items()}
+                mean_loss = means["loss_forward"]
+                extra_losses = {f"loss_{d}": means[f"loss_{d}"] for d in streams} if len(streams) > 1 else {}
                 tokens_per_s = len(streams) * window_steps * batches.tokens_per_step / max(elapsed, 1e-9)
                 log.event(
                     "train", step, loss=mean_loss, bpc=mean_loss / math.log(2), lr=lr, **extra_losses,
-                    grad_norm=norm_sum.item() / window_steps, clip_share=clipped.item() / window_steps,
+                    grad_norm=means["grad_norm"], clip_share=means["clipped"],
                     tokens_per_s=tokens_per_s, tokens=tokens_seen, time=train_time, epoch=step / batches.steps_per_epoch,
                 )
                 bar.n = min(1000, int(1000 * budget_progress(train_cfg, step, step / batches.steps_per_epoch, train_time)))
@@ -390,32 +449,38 @@ def train(
                     + (f" val {last_val:.3f}" if last_val is not None else "")
                     + f" {tokens_per_s / 1000:.1f}k tok/s"
                 )
-                for total in (*loss_sums.values(), norm_sum, clipped):
+                for total in window_sums.values():
                     total.zero_()
-                window_steps, window_start = 0, time.perf_counter()
-                if not math.isfinite(mean_loss):
-                    reason = "diverged"
-                    break
+                window_steps, good_steps, window_start = 0, 0, time.perf_counter()
             if step % train_cfg.eval_interval == 0:
                 last_val = run_eval()
             if step % train_cfg.checkpoint_interval == 0:
                 save_checkpoint(out_dir / "last.pt", payload())
+                saved_step = step
 
     # ---- wrap up --------------------------------------------------------------------------
     train_time = time_before + (time.perf_counter() - segment_start)
-    if reason != "diverged":  # never overwrite good checkpoints with NaN weights
-        if step % train_cfg.eval_interval != 0:
+    if reason != "diverged":  # keep the last periodic checkpoint: these weights lead to NaN
+        # An interrupted run stops at once and without the extra evaluation, so that pausing and
+        # resuming gives exactly the run that was never paused.
+        if step % train_cfg.eval_interval != 0 and reason != "interrupted":
             last_val = run_eval()
         save_checkpoint(out_dir / "last.pt", payload())
+        saved_step = step
     bar.n = min(1000, int(1000 * budget_progress(train_cfg, step, step / batches.steps_per_epoch, train_time)))
     bar.close()
     log.event("end", step, reason=reason, time=train_time, best_val_loss=best_val, last_val_loss=last_val,
-              tokens=tokens_seen)
+              tokens=tokens_seen, skipped_steps=skipped_steps)
     log.close()
     if reason == "diverged":
+        kept = (f"{out_dir / 'last.pt'} (step {saved_step:,}) is kept" if saved_step is not None
+                else "no checkpoint had been written yet")
+        clip = (f"lower train.clip_norm (now {train_cfg.clip_norm:g})" if train_cfg.clip_norm > 0
+                else "turn on train.clip_norm (e.g. 1.0)")
         raise CharlmError(
-            f"training diverged at step {step} (loss is NaN or infinite): lower train.lr or train.clip_norm;"
-            f" the last good weights are in {out_dir / 'best.pt'}"
+            f"training stopped at step {step:,}: {bad_steps} steps in a row had a NaN or infinite loss or"
+            f" gradient (exploding gradients); lower train.lr (now {train_cfg.lr:g}) or {clip}, then resume"
+            f" or start again; {kept}"
         )
     return TrainResult(out_dir=out_dir, step=step, stop_reason=reason or "done", best_val_loss=best_val,
                        last_val_loss=last_val, train_time=train_time, tokens_per_s=tokens_per_s)

@@ -1,3 +1,6 @@
+import errno
+import io
+import os
 import pickle
 
 import pytest
@@ -80,3 +83,36 @@ def test_missing(tmp_path):
 def test_pickle_module_is_not_used_for_loading():
     # Guard: the loader must never fall back to a full unpickle.
     assert pickle.UnpicklingError  # the exception type the refusal path relies on exists
+
+
+@pytest.mark.parametrize("error, hint", [
+    (errno.ENOSPC, "No space left on device (free some disk space"),
+    (errno.EACCES, "Permission denied (check its permissions"),
+    (errno.EDQUOT, "free some disk space"),
+])
+def test_failed_write_keeps_the_old_checkpoint_and_leaves_no_temp_file(tmp_path, monkeypatch, error, hint):
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, {"step": 1, "w": torch.ones(100)})
+    before = path.read_bytes()
+    real_save = torch.save
+
+    def failing_save(obj, handle, *args, **kwargs):
+        buffer = io.BytesIO()
+        real_save(obj, buffer, *args, **kwargs)
+        handle.write(buffer.getvalue()[: len(before) // 2])  # half of it reaches the disk, then the disk says no
+        raise OSError(error, os.strerror(error))
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    with pytest.raises(CharlmError) as info:
+        save_checkpoint(path, {"step": 2, "w": torch.zeros(100)})
+    assert str(info.value).startswith(f"cannot write {path}: ") and hint in str(info.value)
+    assert "\n" not in str(info.value)
+    assert path.read_bytes() == before and load_checkpoint(path)["step"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+
+
+def test_unwritable_directory(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(CharlmError, match="cannot write .*file/last.pt: Not a directory"):
+        save_checkpoint(blocker / "last.pt", {"step": 1})

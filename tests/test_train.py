@@ -5,6 +5,7 @@ import torch
 
 from charlm.checkpoint import load_checkpoint
 from charlm.config import TrainConfig, build_config
+from charlm.errors import CharlmError
 from charlm.logs import read_metrics
 from charlm.model import CharRNN
 from charlm.train import budget_progress, learning_rate, stop_reason, train
@@ -106,23 +107,42 @@ def test_existing_run_is_not_overwritten(tmp_path, text_file):
         train(config, text_file, tmp_path / "run", progress=False)
 
 
-def test_resume_gives_the_same_run(tmp_path, text_file):
-    # A constant rate, so that stopping at step 20 changes nothing but where the run pauses.
-    overrides = {"train.max_steps": 40, "train.max_epochs": None, "model.dropout": 0.2,
-                 "train.lr_schedule": "constant", "train.warmup_steps": 5,
-                 "model.num_layers": 2, "train.eval_interval": 10, "train.checkpoint_interval": 1000}
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_pause_and_resume_gives_the_same_run_bit_for_bit(tmp_path, text_file, monkeypatch, cell):
+    # Cosine schedule, warmup, dropout, two layers, a log window cut in half by the pause: all of it
+    # has to come back from the checkpoint for the two runs to agree exactly.
+    overrides = {"train.max_steps": 40, "train.max_epochs": None, "model.dropout": 0.2, "model.cell": cell,
+                 "train.warmup_steps": 5, "model.num_layers": 2, "train.eval_interval": 10,
+                 "train.log_interval": 6, "train.checkpoint_interval": 1000}
     train(small_config(**overrides), text_file, tmp_path / "whole", progress=False)
-    train(small_config(**{**overrides, "train.max_steps": 20}), text_file, tmp_path / "split", progress=False)
+
+    # Pause at step 20 as Ctrl-C would: the signal arrives while step 20 computes its loss.
+    import os
+    import signal
+
+    def interrupt(original, *args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        return original(*args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        _inject(patch, "torch.nn.functional.cross_entropy", {20}, interrupt)
+        paused = train(small_config(**overrides), text_file, tmp_path / "split", progress=False)
+    assert (paused.stop_reason, paused.step) == ("interrupted", 20)
     train(small_config(**overrides), text_file, tmp_path / "split", resume=True, progress=False)
+
     whole = load_checkpoint(tmp_path / "whole" / "last.pt")
     split = load_checkpoint(tmp_path / "split" / "last.pt")
     assert split["step"] == 40
     for key in whole["model"]:
         assert torch.equal(whole["model"][key], split["model"][key]), key
+    for a, b in zip(whole["optimizer"]["state"].values(), split["optimizer"]["state"].values()):
+        assert all(torch.equal(a[name], b[name]) for name in a)
 
-    def losses(run):
-        return [(e["step"], e["loss"]) for e in read_metrics(tmp_path / run / "metrics.jsonl") if e["event"] == "train"]
-    assert losses("whole") == losses("split")
+    def logged(run, kind, key):
+        return [(e["step"], e[key]) for e in read_metrics(tmp_path / run / "metrics.jsonl") if e["event"] == kind]
+    assert logged("whole", "train", "loss") == logged("split", "train", "loss")
+    assert logged("whole", "train", "lr") == logged("split", "train", "lr")
+    assert logged("whole", "eval", "val_loss") == logged("split", "eval", "val_loss")
 
 
 def test_python_api(tmp_path, text_file):
@@ -217,3 +237,204 @@ def test_init_from_keeps_the_checkpoint_architecture(tmp_path, text_file):
     model_config = load_checkpoint(tmp_path / "b" / "last.pt")["config"]["model"]
     assert model_config["bidirectional"] is True and model_config["hidden_size"] == 32
     assert model_config["dropout"] == 0.3  # regularisation stays the user's choice
+
+
+def _inject(monkeypatch, function_path, bad_calls, poison):
+    """Wrap a torch function so that the training calls numbered in ``bad_calls`` (1-based) go bad."""
+    module_path, name = function_path.rsplit(".", 1)
+    import importlib
+
+    module = importlib.import_module(module_path)
+    original = getattr(module, name)
+    calls = {"n": 0}
+
+    def wrapper(*args, **kwargs):
+        if not torch.is_grad_enabled():  # evaluation: leave alone
+            return original(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] in bad_calls:
+            return poison(original, *args, **kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, wrapper)
+
+
+def _nan_loss(original, *args, **kwargs):
+    return original(*args, **kwargs) * float("nan")
+
+
+def _inf_gradient(original, params, *args, **kwargs):
+    params = list(params)
+    params[0].grad[0, 0] = float("inf")
+    return original(params, *args, **kwargs)
+
+
+@pytest.mark.parametrize("function_path, poison", [
+    ("torch.nn.functional.cross_entropy", _nan_loss),
+    ("torch.nn.utils.clip_grad_norm_", _inf_gradient),
+])
+def test_a_nan_or_inf_step_is_skipped_with_a_warning(tmp_path, text_file, monkeypatch, capsys, function_path, poison):
+    _inject(monkeypatch, function_path, {5, 6, 9}, poison)
+    config = small_config(**{"train.max_steps": 20, "train.max_epochs": None, "train.log_interval": 5})
+    result = train(config, text_file, tmp_path / "run", progress=False)
+    assert result.step == 20 and result.stop_reason == "max_steps"
+    events = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert [e["step"] for e in events if e["event"] == "skip"] == [5, 6, 9]
+    assert [e["bad_steps"] for e in events if e["event"] == "skip"] == [1, 2, 1]
+    assert events[-1]["skipped_steps"] == 3
+    assert all(math.isfinite(e["loss"]) for e in events if e["event"] == "train")
+    weights = load_checkpoint(tmp_path / "run" / "last.pt")["model"]
+    assert all(torch.isfinite(w).all() for w in weights.values())
+    err = capsys.readouterr().err
+    assert err.count("is NaN or infinite; skipped this update") == 3
+
+
+def test_several_bad_steps_in_a_row_stop_and_keep_the_last_good_checkpoint(tmp_path, text_file, monkeypatch):
+    _inject(monkeypatch, "torch.nn.functional.cross_entropy", set(range(13, 1000)), _nan_loss)
+    config = small_config(**{"train.max_steps": 100, "train.max_epochs": None, "train.checkpoint_interval": 10,
+                             "train.max_bad_steps": 3, "train.eval_interval": 1000})
+    with pytest.raises(CharlmError) as info:
+        train(config, text_file, tmp_path / "run", progress=False)
+    message = str(info.value)
+    assert "stopped at step 15: 3 steps in a row had a NaN or infinite loss" in message
+    assert "lower train.lr (now 0.004) or lower train.clip_norm (now 5)" in message
+    assert f"{tmp_path / 'run' / 'last.pt'} (step 10) is kept" in message
+    checkpoint = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert checkpoint["step"] == 10
+    assert all(torch.isfinite(w).all() for w in checkpoint["model"].values())
+
+
+def test_resuming_a_finished_run_asks_for_a_bigger_budget(tmp_path, text_file):
+    config = small_config(**{"train.max_steps": 10, "train.max_epochs": None})
+    train(config, text_file, tmp_path / "run", progress=False)
+    with pytest.raises(CharlmError, match="already used its budget \\(train.max_steps = 10\\) at step 10: give a"
+                                          " larger --max-steps"):
+        train(config, text_file, tmp_path / "run", resume=True, progress=False)
+    config.train.max_steps = 15
+    assert train(config, text_file, tmp_path / "run", resume=True, progress=False).step == 15
+
+
+def test_a_run_that_fails_at_once_leaves_no_directory(tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    with pytest.raises(CharlmError, match="is empty"):
+        train(small_config(), empty, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_kill_9_at_random_moments_loses_nothing_and_resumes_exactly(tmp_path):
+    """SIGKILL a real `charlm train` eight times; every checkpoint stays loadable and the end result is
+    bit for bit the run that was never killed."""
+    import os
+    import random
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import make_text
+
+    text = tmp_path / "text.txt"
+    text.write_text(make_text(60_000))
+    settings = ["--no-progress", "--no-sample", "--max-steps", "500", "--hidden-size", "64", "--num-layers", "2",
+                "--dropout", "0.1", "--batch-size", "8", "--seq-len", "16", "--threads", "1",
+                "--set", "train.warmup_steps=10", "--set", "train.eval_interval=20",
+                "--set", "train.checkpoint_interval=7", "--set", "train.log_interval=5",
+                "--set", "train.sample_length=0", "--precision", "fp32", "--device", "cpu"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+    def charlm_train(*args):
+        return subprocess.Popen([sys.executable, "-m", "charlm", "train", *map(str, args), *settings], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    reference = charlm_train(text, "-o", tmp_path / "whole")
+    assert reference.wait(timeout=300) == 0, reference.stderr.read()
+
+    run = tmp_path / "run"
+
+    def starts() -> int:
+        return sum(e["event"] == "start" for e in read_metrics(run / "metrics.jsonl"))
+
+    def training_since_start(starts_before: int) -> bool:
+        events = read_metrics(run / "metrics.jsonl")
+        kinds = [e["event"] for e in events]
+        return kinds.count("start") > starts_before and kinds[-1] != "start"
+
+    rng = random.Random(5)
+    starts_before, process, kills = starts(), charlm_train(text, "-o", run), 0
+    while kills < 8:
+        # Half the kills land at a random moment after start (start-up, cache, first steps), half at a
+        # random point of training once it runs, which is when checkpoints and logs are being written.
+        if kills % 2 == 0:
+            time.sleep(rng.uniform(0.2, 2.5))
+        else:
+            deadline = time.time() + 60
+            while not training_since_start(starts_before):
+                assert process.poll() is None and time.time() < deadline, process.stderr.read()
+                time.sleep(0.02)
+            time.sleep(rng.uniform(0.0, 0.4))
+        if process.poll() is not None:  # it finished before the kill: fine, and it has to be clean
+            assert process.returncode == 0, process.stderr.read()
+            break
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        kills += 1
+        for name in ("last.pt", "best.pt"):
+            if (run / name).exists():
+                load_checkpoint(run / name)  # never half-written
+        assert all(isinstance(e, dict) for e in read_metrics(run / "metrics.jsonl"))
+        starts_before = starts()
+        if (run / "last.pt").exists() or (run / "best.pt").exists():
+            process = charlm_train("--resume", run)
+            continue
+        if any((run / name).exists() for name in ("metrics.jsonl", "config.yaml")):
+            # Killed before its first checkpoint: nothing to resume, and a new run must not mix in.
+            refused = subprocess.run([sys.executable, "-m", "charlm", "train", text, "-o", run, *settings],
+                                     env=env, capture_output=True, text=True)
+            assert refused.returncode == 2 and "delete them or choose another -o/--out" in refused.stderr
+            shutil.rmtree(run)
+            starts_before = 0
+        process = charlm_train(text, "-o", run)
+    if process.poll() is None or process.returncode != 0:
+        assert process.wait(timeout=300) == 0, process.stderr.read()
+    assert kills >= 5
+    assert not list(run.glob(".*.tmp"))  # a temp file a kill left mid-write is cleared by the next run
+
+    whole, killed = load_checkpoint(tmp_path / "whole" / "last.pt"), load_checkpoint(run / "last.pt")
+    assert killed["step"] == 500
+    for key in whole["model"]:
+        assert torch.equal(whole["model"][key], killed["model"][key]), key
+
+    def losses(directory):
+        return [(e["step"], e["loss"]) for e in read_metrics(directory / "metrics.jsonl") if e["event"] == "train"]
+    assert losses(run) == losses(tmp_path / "whole")
+
+
+def test_a_real_write_failure_mid_training_keeps_the_checkpoints(tmp_path, text_file):
+    """The OS refuses the checkpoint write (file-size limit: EFBIG, as a full disk gives ENOSPC)."""
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    overrides = {"train.max_steps": 10, "train.max_epochs": None, "model.hidden_size": 64}
+    train(small_config(**overrides), text_file, tmp_path / "run", progress=False)
+    before = {name: (tmp_path / "run" / name).read_bytes() for name in ("last.pt", "best.pt")}
+    limit = min(len(data) for data in before.values()) // 2
+
+    def limit_file_size():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # get the EFBIG error instead of being killed
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    result = subprocess.run(
+        [sys.executable, "-m", "charlm", "train", "--resume", str(tmp_path / "run"), "--max-steps", "30",
+         "--no-progress", "--no-sample"], preexec_fn=limit_file_size, capture_output=True, text=True,
+    )
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error")]
+    assert len(errors) == 1 and "Traceback" not in result.stderr
+    assert "File too large" in errors[0] and "file-size limit" in errors[0]
+    for name, data in before.items():
+        assert (tmp_path / "run" / name).read_bytes() == data
+    assert not list((tmp_path / "run").glob(".*.tmp"))
