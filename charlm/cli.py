@@ -263,6 +263,8 @@ def sample(checkpoint: Path, length: int | None, temperature: float | None, top_
         raise CharlmError("give --prime or --prime-file, not both")
     if num_samples < 1:
         raise CharlmError(f"--num-samples must be >= 1, got {num_samples}")
+    if top_k is not None and top_k < 1:
+        raise CharlmError(f"--top-k must be >= 1, got {top_k}; leave it out to sample from every character")
     if prime_file is not None:
         from charlm.data import read_text
 

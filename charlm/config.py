@@ -185,9 +185,13 @@ def parse_scalar(text: str) -> Any:
     return text
 
 
+TYPE_WORDS = {"int": "a whole number (e.g. 32)", "float": "a number (e.g. 0.003)", "bool": "true or false",
+              "str": "a string"}
+
+
 def _type_name(hint: Any) -> str:
     names = [a.__name__ for a in typing.get_args(hint) if a is not type(None)] or [hint.__name__]
-    return " or ".join(names)
+    return " or ".join(TYPE_WORDS.get(name, name) for name in names)
 
 
 def coerce(key: str, value: Any, hint: Any) -> Any:
@@ -205,8 +209,8 @@ def coerce(key: str, value: Any, hint: Any) -> Any:
     if value is None:
         if optional:
             return None
-        raise CharlmError(f"{key} cannot be empty: give a {_type_name(hint)}")
-    wrong = CharlmError(f"{key} must be a {_type_name(hint)}, got {value!r}")
+        raise CharlmError(f"{key} cannot be empty: give {_type_name(hint)}")
+    wrong = CharlmError(f"{key} must be {_type_name(hint)}, got {value!r}")
     if base is bool:
         if isinstance(value, bool):
             return value

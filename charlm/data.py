@@ -140,6 +140,10 @@ def iter_text(path: str | Path, encoding: str = "utf-8", chunk_bytes: int | None
                     f"{path} is not valid {encoding}: bad byte 0x{exc.object[exc.start]:02x} at offset {at};"
                     " convert it to UTF-8 or pass --encoding (e.g. latin-1, cp1252)"
                 ) from None
+            except UnicodeError as exc:  # e.g. UTF-16 without a byte-order mark
+                raise CharlmError(
+                    f"{path} is not valid {encoding} ({exc}): convert it to UTF-8 or pass the right --encoding"
+                ) from None
             if text:
                 yield text
             if final:

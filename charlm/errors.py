@@ -9,3 +9,9 @@ class CharlmError(Exception):
     The CLI prints ``error: <message>`` and exits with status 2, without a traceback
     (unless ``--debug``). Anything else that escapes is a bug in charlm.
     """
+
+    def __init__(self, message: str):
+        # A message quotes what the user gave, which may hold line breaks or control characters;
+        # escaped, the message stays one line on the terminal whatever went into it.
+        super().__init__("".join(ch if ch.isprintable() or ch == " " else ch.encode("unicode_escape").decode()
+                                 for ch in message))

@@ -43,3 +43,12 @@ def tinyshakespeare() -> Path:
 def pytest_configure(config):
     # Two cores: keep torch from oversubscribing when pytest and torch both want them.
     os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+# Fuzzing (hypothesis): reproducible by default, so CI sees the same examples every run;
+# HYPOTHESIS_PROFILE=explore searches far wider with fresh random examples.
+from hypothesis import settings as _hypothesis_settings  # noqa: E402
+
+_hypothesis_settings.register_profile("default", max_examples=200, derandomize=True, database=None)
+_hypothesis_settings.register_profile("explore", max_examples=5000)
+_hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))

@@ -50,7 +50,7 @@ def test_format_duration():
     ([("model.hiden_size", 3)], "did you mean 'model.hidden_size'"),
     ([("modle.cell", "gru")], "did you mean 'model'"),
     ([("model.cell", "lstn")], "did you mean 'lstm'"),
-    ([("model.hidden_size", "big")], "model.hidden_size must be a int"),
+    ([("model.hidden_size", "big")], "model.hidden_size must be a whole number"),
     ([("model.hidden_size", 0)], "model.hidden_size must be >= 1"),
     ([("model.dropout", 1.0)], "model.dropout must be in [0, 1)"),
     ([("data.val_fraction", 0.7)], "data.val_fraction must be in [0, 0.5]"),
@@ -61,7 +61,7 @@ def test_format_duration():
     ([("sample.temperature", 0)], "sample.temperature must be > 0"),
     ([("sample.top_p", 1.5)], "sample.top_p must be in (0, 1]"),
     ([("model.tie_weights", True), ("model.embedding_size", 32)], "tie_weights needs"),
-    ([("train.lr", True)], "train.lr must be a float"),
+    ([("train.lr", True)], "train.lr must be a number"),
     ([("lr", 0.1)], "did you mean 'train.lr'"),
     ([("data.encoding", "klingon")], "unknown encoding"),
 ])
@@ -97,3 +97,70 @@ def test_round_trip_through_dict():
     config = build_config(None, [("model.cell", "gru"), ("train.max_time", "2m")])
     again = Config.from_dict(config.to_dict())
     assert again == config
+
+
+def test_yaml_with_a_python_object_tag_is_refused_without_running(tmp_path):
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.yaml"
+    evil.write_text(f"model: !!python/object/apply:os.system ['touch {marker}']\n")
+    with pytest.raises(CharlmError, match="malformed YAML"):
+        build_config(str(evil))
+    assert not marker.exists()
+
+
+# ---- fuzzing: whatever comes in, the result is a config or one clean CharlmError line ----------
+
+import dataclasses  # noqa: E402
+import tempfile  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import yaml  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+REAL_KEYS = [f"{section.name}.{field.name}" for section in dataclasses.fields(Config)
+             for field in dataclasses.fields(section.type if isinstance(section.type, type) else
+                                             getattr(Config(), section.name))]
+SCALARS = (st.none() | st.booleans() | st.integers(-10**12, 10**12) | st.floats(allow_nan=True, allow_infinity=True)
+           | st.text(max_size=12))
+VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
+                                                                                         max_size=3), max_leaves=6)
+KEYS = st.sampled_from(REAL_KEYS) | st.text(max_size=20)
+
+
+def _clean_or_config(build):
+    try:
+        return build()
+    except CharlmError as exc:
+        assert str(exc) and "\n" not in str(exc), repr(str(exc))
+        return None
+
+
+def _build_from_yaml_text(text: str):
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "config.yaml"
+        path.write_text(text, encoding="utf-8", errors="surrogatepass")
+        return _clean_or_config(lambda: build_config(str(path)))
+
+
+@settings(deadline=None)
+@given(st.text(max_size=300))
+def test_fuzz_any_yaml_text(text):
+    _build_from_yaml_text(text)
+
+
+@settings(deadline=None)
+@given(st.dictionaries(st.sampled_from(["data", "model", "train", "sample"]) | st.text(max_size=8),
+                       st.dictionaries(st.sampled_from([k.split(".")[1] for k in REAL_KEYS]) | st.text(max_size=8),
+                                       VALUES, max_size=4) | VALUES, max_size=4))
+def test_fuzz_structured_yaml(mapping):
+    config = _build_from_yaml_text(yaml.safe_dump(mapping, allow_unicode=True))
+    if config is not None:  # what was accepted is a valid config that survives a round trip
+        validate(config)
+        assert Config.from_dict(config.to_dict()).to_dict() == config.to_dict()
+
+
+@settings(deadline=None)
+@given(st.text(max_size=60) | st.builds(lambda key, value: f"{key}={value}", KEYS, st.text(max_size=20)))
+def test_fuzz_set_assignments(assignment):
+    _clean_or_config(lambda: build_config(None, [parse_set(assignment)]))

@@ -204,3 +204,40 @@ def test_token_cache_is_built_chunk_by_chunk_with_a_progress_bar(tmp_path, monke
     assert len(seen) > 50 and max(seen) <= 1024  # never the whole file at once
     assert tokens.vocab.decode(tokens.tokens) == text
     assert "encoding big.txt" in capsys.readouterr().err
+
+
+# ---- fuzzing: any file either loads or fails with one clean line ------------------------------
+
+import tempfile  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+def _load_bytes(data: bytes, encoding: str = "utf-8"):
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "input.txt"
+        path.write_bytes(data)
+        try:
+            loaded = load_tokens(path, encoding, cache_dir=Path(folder) / "cache", progress=False)
+            return loaded.vocab.decode(np.asarray(loaded.tokens))
+        except CharlmError as exc:
+            assert str(exc) and "\n" not in str(exc)
+            return None
+
+
+@settings(deadline=None)
+@given(st.binary(max_size=400), st.sampled_from(["utf-8", "latin-1", "utf-16", "cp1252", "ascii"]))
+def test_fuzz_any_bytes_load_or_fail_cleanly(data, encoding):
+    _load_bytes(data, encoding)
+
+
+@settings(deadline=None)
+@given(st.text(min_size=1, max_size=300))
+def test_fuzz_any_text_round_trips_through_the_token_cache(text):
+    decoded = _load_bytes(text.encode("utf-8", "surrogatepass"))
+    if decoded is None:  # only empty, blank, surrogate-holding or NUL-led texts may be refused
+        assert text.isspace() or any(0xD800 <= ord(c) <= 0xDFFF for c in text) or "\x00" in text
+    else:
+        assert decoded == text.removeprefix("\ufeff")
