@@ -194,9 +194,12 @@ RESUME_FIXED_KEYS = ("train.batch_size", "train.seq_len", "train.seed")
 def _resume_config(run_dir: Path, overrides: list[tuple[str, Any]]):
     """The run's own config, with overrides allowed where they keep the run the same run."""
     from charlm.config import Config, build_config
-    from charlm.rundir import newest_checkpoint
+    from charlm.rundir import RunLock, newest_checkpoint
 
-    path, checkpoint = newest_checkpoint(run_dir)
+    if not run_dir.is_dir():
+        raise CharlmError(f"no run directory {run_dir} to resume: check the path given to --resume")
+    with RunLock(run_dir):  # a run still writing here is the better thing to report than its checkpoints
+        path, checkpoint = newest_checkpoint(run_dir)
     saved = Config.from_dict(checkpoint["config"], source=str(path)).to_dict()
     config = build_config(None, overrides, base=Config.from_dict(saved))
     # Repeating a setting of the run is fine (the same command line plus --resume works); changing one

@@ -66,3 +66,19 @@ def test_lock_file_names_its_holder(tmp_path):
     with RunLock(tmp_path):
         text = (tmp_path / LOCK_NAME).read_text()
     assert str(os.getpid()) in text and time.strftime("%Y-") in text
+
+
+def test_resume_into_a_directory_in_use_says_so(tmp_path, capfd):
+    from charlm.cli import main
+
+    holder = _hold_lock(tmp_path)
+    try:
+        with pytest.raises(SystemExit):
+            main(["train", "--resume", str(tmp_path), "--no-progress"])
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert "is in use by another `charlm train`" in capfd.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "--resume", str(tmp_path / "nope")])
+    assert "no run directory" in capfd.readouterr().err
