@@ -13,6 +13,15 @@ from typing import IO
 from charlm.errors import CharlmError
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 def _fsync_dir(directory: Path) -> None:
     # The rename is only durable once the directory entry itself reaches the disk.
     try:
@@ -55,6 +64,7 @@ def atomic_open(path: str | Path, mode: str = "wb", elsewhere: str = "-o/--out")
         raise CharlmError(describe_os_error(exc, path, "write", elsewhere)) from None
     tmp = Path(tmp_name)
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes it private; the file should get the usual mode
         text_args = {} if "b" in mode else {"encoding": "utf-8", "newline": ""}
         with os.fdopen(fd, mode, **text_args) as handle:
             yield handle

@@ -14,7 +14,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -169,10 +169,13 @@ def train(
     init_from: str | None = None,
     extend_vocab: bool = False,
     progress: bool = True,
+    on_eval: Callable[[int, float], bool] | None = None,
 ) -> TrainResult:
     """Train a model on ``text_path`` as ``config`` says, writing everything to ``out_dir``.
 
     ``resume`` continues the run in ``out_dir`` from its newest checkpoint, exactly where it was.
+    ``on_eval(step, val_loss)`` is called after each evaluation; returning True stops the run
+    (reason "pruned"): this is how a sweep stops hopeless trials early.
     """
     if not config.data.path and not config.data.corpus:
         config = copy.deepcopy(config)
@@ -183,7 +186,7 @@ def train(
         with RunLock(out_dir):  # one writer per run directory
             if not resume:
                 check_fresh(out_dir)
-            return _train(config, text_path, out_dir, resume, init_from, extend_vocab, progress)
+            return _train(config, text_path, out_dir, resume, init_from, extend_vocab, progress, on_eval)
     except CharlmError:
         if created:  # a run that failed before writing anything leaves no directory behind
             remove_if_only_lock(out_dir)
@@ -191,7 +194,7 @@ def train(
 
 
 def _train(config: Config, text_path: Path, out_dir: Path, resume: bool, init_from: str | None,
-           extend_vocab: bool, progress: bool) -> TrainResult:
+           extend_vocab: bool, progress: bool, on_eval: Callable[[int, float], bool] | None) -> TrainResult:
     train_cfg = config.train
     set_threads(train_cfg.threads)
     device = resolve_device(train_cfg.device)
@@ -354,6 +357,7 @@ def _train(config: Config, text_path: Path, out_dir: Path, resume: bool, init_fr
         + (f" | resuming at step {step:,}" if resume else "")
     )
     window_steps, window_start = 0, time.perf_counter()
+    prune = False
     last_val: float | None = None
     reason: str | None = None
     clip_norm = train_cfg.clip_norm if train_cfg.clip_norm > 0 else math.inf
@@ -372,6 +376,9 @@ def _train(config: Config, text_path: Path, out_dir: Path, resume: bool, init_fr
                 break
             if stop.requested:
                 reason = "interrupted"
+                break
+            if prune:
+                reason = "pruned"
                 break
             if train_cfg.patience and evals_since_best >= train_cfg.patience:
                 reason = "early_stopping"
@@ -454,6 +461,7 @@ def _train(config: Config, text_path: Path, out_dir: Path, resume: bool, init_fr
                 window_steps, good_steps, window_start = 0, 0, time.perf_counter()
             if step % train_cfg.eval_interval == 0:
                 last_val = run_eval()
+                prune = on_eval is not None and last_val is not None and on_eval(step, last_val)
             if step % train_cfg.checkpoint_interval == 0:
                 save_checkpoint(out_dir / "last.pt", payload())
                 saved_step = step
@@ -463,7 +471,7 @@ def _train(config: Config, text_path: Path, out_dir: Path, resume: bool, init_fr
     if reason != "diverged":  # keep the last periodic checkpoint: these weights lead to NaN
         # An interrupted run stops at once and without the extra evaluation, so that pausing and
         # resuming gives exactly the run that was never paused.
-        if step % train_cfg.eval_interval != 0 and reason != "interrupted":
+        if step % train_cfg.eval_interval != 0 and reason not in ("interrupted", "pruned"):
             last_val = run_eval()
         save_checkpoint(out_dir / "last.pt", payload())
         saved_step = step

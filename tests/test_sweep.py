@@ -1,0 +1,168 @@
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from charlm.errors import CharlmError
+from charlm.sweep import load_sweep, run_sweep
+
+FAST = ("{train.max_steps: %d, train.max_epochs: null, train.eval_interval: 10, model.num_layers: 1,"
+        " model.hidden_size: 16, train.batch_size: 8, train.seq_len: 16, train.sample_length: 0,"
+        " train.device: cpu, train.warmup_steps: 0, train.checkpoint_interval: 10}")
+
+
+@pytest.fixture
+def text(tmp_path):
+    from conftest import make_text
+
+    path = tmp_path / "text.txt"
+    path.write_text(make_text(20_000))
+    return path
+
+
+def _sweep_file(tmp_path, text, body, steps=20):
+    path = tmp_path / "sweep.yaml"
+    path.write_text(f"data: {{path: {text}}}\nset: {FAST % steps}\n{body}")
+    return path
+
+
+def _charlm(*args):
+    return subprocess.run([sys.executable, "-m", "charlm", *map(str, args)], capture_output=True, text=True,
+                          timeout=300)
+
+
+GRID = "method: grid\nparameters:\n  model.cell: {values: [gru, lstm]}\n  train.lr: {values: [0.003, 0.01]}\n"
+
+
+def test_grid_with_two_workers_runs_each_point_once_and_resumes_to_nothing(tmp_path, text):
+    sweep = _sweep_file(tmp_path, text, GRID)
+    dry = _charlm("sweep", sweep, "--dry-run")
+    assert dry.returncode == 0 and dry.stdout.count("  - model.cell=") == 4
+    out = tmp_path / "out"
+    result = _charlm("sweep", sweep, "-o", out, "--workers", "2")
+    assert result.returncode == 0, result.stderr
+    trials = sorted(p.name for p in out.glob("trial-*"))
+    assert trials == ["trial-0000", "trial-0001", "trial-0002", "trial-0003"]
+    for name in trials:
+        assert (out / name / "best.pt").exists() and (out / name / "metrics.jsonl").exists()
+    with open(out / "results.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert sorted((r["model.cell"], float(r["train.lr"])) for r in rows) == [
+        ("gru", 0.003), ("gru", 0.01), ("lstm", 0.003), ("lstm", 0.01)]
+    assert all(r["state"] == "complete" for r in rows)
+    losses = [float(r["best_val_loss"]) for r in rows]
+    assert losses == sorted(losses)  # best first
+    assert result.stdout.splitlines()[0].split()[:3] == ["trial", "model.cell", "train.lr"]
+    assert (out / "best").resolve() == (out / f"trial-{int(rows[0]['trial']):04d}").resolve()
+    assert _charlm("sample", out / "best", "--length", "20").returncode == 0  # an ordinary run
+
+    again = _charlm("sweep", sweep, "-o", out, "--workers", "2")
+    assert again.returncode == 0 and "4 of 4 trials done" in again.stderr
+    assert sorted(p.name for p in out.glob("trial-*")) == trials
+    report = _charlm("sweep", sweep, "-o", out, "--report")
+    assert report.stdout == again.stdout
+
+
+def test_a_pruner_stops_hopeless_trials(tmp_path, text):
+    body = ("method: random\ntrials: 6\nseed: 3\npruner: {type: median, startup_trials: 2}\n"
+            "parameters:\n  train.lr: {distribution: log_uniform, min: 1.0e-7, max: 3.0e-2}\n")
+    spec = load_sweep(_sweep_file(tmp_path, text, body, steps=60))
+    rows = run_sweep(spec, tmp_path / "out", workers=2, echo=lambda line: None)
+    states = [r.state for r in rows]
+    assert len(rows) == 6 and "PRUNED" in states and "COMPLETE" in states
+    pruned = [r for r in rows if r.state == "PRUNED"]
+    best = rows[0]
+    assert all(r.params["train.lr"] < best.params["train.lr"] for r in pruned)  # the tiny rates, as expected
+    assert all(r.steps < 60 for r in pruned)
+
+
+def test_an_interrupted_sweep_continues_where_it_stopped(tmp_path, text):
+    sweep = _sweep_file(tmp_path, text, GRID, steps=200)
+    out = tmp_path / "out"
+    scheduler = subprocess.Popen([sys.executable, "-m", "charlm", "sweep", str(sweep), "-o", str(out)],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (out / "trial-0000" / "last.pt").exists():
+        assert time.time() < deadline and scheduler.poll() is None
+        time.sleep(0.1)
+    scheduler.send_signal(signal.SIGTERM)
+    _, err = scheduler.communicate(timeout=120)
+    assert scheduler.returncode == 130 and "run the same command again to continue" in err
+    step_at_stop = _info_step(out / "trial-0000")
+
+    sweep.write_text(sweep.read_text())  # the same file, run again
+    result = _charlm("sweep", sweep, "-o", out, "--workers", "2")
+    assert result.returncode == 0, result.stderr
+    assert "interrupted trial(s) to re-run" in result.stderr and "resumed in trial-0000" in result.stderr
+    with open(out / "results.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["state"] for r in rows].count("complete") == 4
+    assert [r["state"] for r in rows].count("interrupted") >= 1
+    assert _info_step(out / "trial-0000") > step_at_stop  # the re-run continued that trial's run
+
+
+def _info_step(run):
+    import json
+
+    return json.loads(_charlm("info", run / "last.pt", "--json").stdout)["step"]
+
+
+def test_another_sweep_into_the_same_directory_is_refused(tmp_path, text):
+    out = tmp_path / "out"
+    first = _sweep_file(tmp_path, text, "method: grid\nparameters:\n  model.cell: {values: [gru]}\n", steps=10)
+    run_sweep(load_sweep(first), out, echo=lambda line: None)
+    first.write_text(first.read_text().replace("[gru]", "[lstm]"))
+    with pytest.raises(CharlmError, match="started from a different sweep file: use another -o/--out"):
+        run_sweep(load_sweep(first), out, echo=lambda line: None)
+
+
+@pytest.mark.parametrize("body, message", [
+    ("method: grid\nparameter:\n  model.cell: {values: [gru]}\n", "unknown key 'parameter' (did you mean 'parameters'?)"),
+    ("method: grd\nparameters:\n  model.cell: {values: [gru]}\n", "method must be one of grid, random, tpe, got 'grd'"),
+    ("method: grid\nparameters:\n  model.hiden_size: {values: [8]}\n", "did you mean 'model.hidden_size'"),
+    ("method: grid\nparameters:\n  model.cell: {values: [gru, lstn]}\n", "parameters.model.cell = 'lstn'"),
+    ("method: grid\nparameters:\n  model.cell: {values: []}\n", "must be a non-empty list"),
+    ("method: grid\nparameters:\n  train.lr: {distribution: uniform, min: 0.001, max: 0.01}\n", "a grid needs a list"),
+    ("method: random\nparameters:\n  model.dropout: {distribution: uniform, min: 0.0, max: 1.0}\n",
+     "model.dropout must be in [0, 1)"),
+    ("method: random\nparameters:\n  train.lr: {distribution: log_uniform, min: 0, max: 0.01}\n", "needs min > 0"),
+    ("method: random\nparameters:\n  train.lr: {distribution: uniform, min: 0.01, max: 0.001}\n",
+     "min (0.01) must be below max (0.001)"),
+    ("method: random\nparameters:\n  train.lr: {distribution: loguniform, min: 1.0e-4, max: 0.01}\n",
+     "did you mean 'log_uniform'"),
+    ("method: random\nparameters:\n  train.log_interval: {distribution: int, min: 1, max: 2.5}\n",
+     "max must be a whole number"),
+    ("method: random\ntrials: 0\nparameters:\n  model.cell: {values: [gru]}\n", "trials must be a whole number >= 1"),
+    ("method: tpe\npruner: medain\nparameters:\n  model.cell: {values: [gru]}\n", "did you mean 'median'"),
+    ("method: tpe\n", "parameters must map config keys"),
+    ("method: tpe\nparameters:\n  train.max_steps: {values: [5]}\n", "train.max_steps is both in set: and in parameters"),
+    ("- just\n- a list\n", "expected a mapping"),
+])
+def test_invalid_sweep_files_are_one_line_errors(tmp_path, text, body, message):
+    path = _sweep_file(tmp_path, text, body) if not body.startswith("-") else tmp_path / "list.yaml"
+    if body.startswith("-"):
+        path.write_text(body)
+    with pytest.raises(CharlmError) as info:
+        load_sweep(path)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_cli_sweep_errors_are_one_line(tmp_path, text):
+    result = _charlm("sweep", tmp_path / "nope.yaml")
+    assert result.returncode == 2 and result.stderr.startswith("error: config file") and "Traceback" not in result.stderr
+    result = _charlm("sweep", _sweep_file(tmp_path, text, GRID), "--workers", "0")
+    assert result.returncode == 2 and "--workers must be >= 1" in result.stderr
+
+
+def test_example_sweeps_are_valid():
+    from pathlib import Path
+
+    examples = sorted(Path("configs/sweeps").glob("*.yaml"))
+    assert len(examples) >= 3
+    for path in examples:
+        spec = load_sweep(path)
+        assert spec.parameters and spec.trials >= 1, path
