@@ -168,6 +168,8 @@ def train(file: Path | None, config_file: Path | None, corpus: str | None, out: 
         config, text_path, out, resume=resume_dir is not None,
         init_from=str(init_from) if init_from else None, extend_vocab=extend_vocab, progress=not no_progress,
     )
+    if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 speaks for the run
+        sys.exit(130 if result.stop_reason == "interrupted" else 0)
     best = f"{result.best_val_loss:.4f}" if result.best_val_loss is not None else "n/a"
     click.echo(
         f"stopped ({result.stop_reason}) at step {result.step:,} after {result.train_time:.0f}s;"
@@ -198,8 +200,10 @@ def _resume_config(run_dir: Path, overrides: list[tuple[str, Any]]):
 
     if not run_dir.is_dir():
         raise CharlmError(f"no run directory {run_dir} to resume: check the path given to --resume")
-    with RunLock(run_dir):  # a run still writing here is the better thing to report than its checkpoints
-        path, checkpoint = newest_checkpoint(run_dir)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone looks at the lock
+        with RunLock(run_dir):  # a run still writing here is the better thing to report than its checkpoints
+            pass
+    path, checkpoint = newest_checkpoint(run_dir)
     saved = Config.from_dict(checkpoint["config"], source=str(path)).to_dict()
     config = build_config(None, overrides, base=Config.from_dict(saved))
     # Repeating a setting of the run is fine (the same command line plus --resume works); changing one

@@ -95,3 +95,19 @@ class RunLog:
         self._file.close()
         if self._writer is not None:
             self._writer.close()
+
+
+class NullLog:
+    """What ranks other than 0 log to under torchrun: nothing."""
+
+    def event(self, kind: str, step: int, **values: Any) -> None:
+        pass
+
+    def text(self, tag: str, text: str, step: int) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

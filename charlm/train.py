@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import signal
 import sys
 import time
@@ -20,14 +21,14 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from charlm import __version__
+from charlm import __version__, distributed
 from charlm.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
 from charlm.config import Config, TrainConfig, format_duration
 from charlm.data import StreamBatches, TokenFile, Vocab, format_chars, load_tokens, split_tokens
 from charlm.errors import CharlmError
 from charlm.evaluate import evaluate_directions
 from charlm.fsutil import atomic_write_text, describe_os_error
-from charlm.logs import RunLog, truncate_metrics
+from charlm.logs import NullLog, RunLog, truncate_metrics
 from charlm.model import CharRNN, State, detach_state
 from charlm.rundir import RunLock, check_fresh, newest_checkpoint, remove_if_only_lock
 from charlm.runtime import autocast, resolve_device, resolve_precision, set_threads
@@ -35,6 +36,8 @@ from charlm.sample import generate, make_generator, start_tokens
 
 ARCHITECTURE_KEYS = ("cell", "hidden_size", "embedding_size", "num_layers", "tie_weights", "bidirectional")
 STATE_KEYS = {"forward": "carried_state", "backward": "carried_state_backward"}  # checkpoint keys
+# Why a loop stops, in rising priority (ranks that disagree take the highest).
+STOP_CODES = (None, "max_steps", "max_epochs", "max_time", "early_stopping", "pruned", "interrupted")
 
 
 @dataclass
@@ -180,13 +183,16 @@ def train(
     if not config.data.path and not config.data.corpus:
         config = copy.deepcopy(config)
         config.data.path = str(text_path)  # recorded, so that `charlm train --resume DIR` finds the text
+    ranks = distributed.setup(config.train.device)
+    if not ranks.is_main:  # under torchrun, rank 0 alone creates, locks and writes the run directory
+        return _train(config, text_path, out_dir, resume, init_from, extend_vocab, False, None, ranks)
     created = not out_dir.exists()
     _make_out_dir(out_dir)
     try:
         with RunLock(out_dir):  # one writer per run directory
             if not resume:
                 check_fresh(out_dir)
-            return _train(config, text_path, out_dir, resume, init_from, extend_vocab, progress, on_eval)
+            return _train(config, text_path, out_dir, resume, init_from, extend_vocab, progress, on_eval, ranks)
     except CharlmError:
         if created:  # a run that failed before writing anything leaves no directory behind
             remove_if_only_lock(out_dir)
@@ -194,9 +200,13 @@ def train(
 
 
 def _train(config: Config, text_path: Path, out_dir: Path, resume: bool, init_from: str | None,
-           extend_vocab: bool, progress: bool, on_eval: Callable[[int, float], bool] | None) -> TrainResult:
+           extend_vocab: bool, progress: bool, on_eval: Callable[[int, float], bool] | None,
+           ranks: distributed.Distributed) -> TrainResult:
     train_cfg = config.train
-    set_threads(train_cfg.threads)
+    main = ranks.is_main  # the one process that logs and writes checkpoints
+    set_threads(train_cfg.threads or (max(1, (os.cpu_count() or 1) // ranks.local_world) if ranks.enabled else 0))
+    distributed.check_batch(ranks, train_cfg.batch_size)
+    rows = ranks.share(train_cfg.batch_size)  # this process's streams
     device = resolve_device(train_cfg.device)
     precision = resolve_precision(train_cfg.precision, device)
 
@@ -239,6 +249,8 @@ def _train(config: Config, text_path: Path, out_dir: Path, resume: bool, init_fr
     else:
         model = CharRNN.from_config(config.model, len(vocab))
     model.to(device)
+    if ranks.rank > 0:
+        torch.manual_seed(train_cfg.seed + 1000 * ranks.rank)  # same weights, different dropout masks
     optimizer = build_optimizer(model, train_cfg, device)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     params = [p for p in model.parameters() if p.requires_grad]
@@ -263,8 +275,9 @@ def _train(config: Config, text_path: Path, out_dir: Path, resume: bool, init_fr
         bad_steps, skipped_steps = checkpoint.get("bad_steps", 0), checkpoint.get("skipped_steps", 0)
         for direction in carried:
             saved = checkpoint.get(STATE_KEYS[direction])
-            carried[direction] = None if saved is None else tuple(t.to(device) for t in saved)
-        restore_rng_states(checkpoint["rng"])
+            carried[direction] = None if saved is None else tuple(t[:, rows].to(device) for t in saved)
+        per_rank = checkpoint.get("rng_ranks")
+        restore_rng_states(per_rank[ranks.rank] if per_rank and len(per_rank) == ranks.world else checkpoint["rng"])
         window = checkpoint.get("log_window", {"sums": {}, "good_steps": 0})
         for name, value in window["sums"].items():
             window_sums[name].fill_(value)
@@ -277,10 +290,12 @@ def _train(config: Config, text_path: Path, out_dir: Path, resume: bool, init_fr
                 f"{out_dir} has already used its budget (train.{spent} = {shown}) at step {step:,}: give a"
                 f" larger --{spent.replace('_', '-')} to train further"
             )
-        truncate_metrics(out_dir / "metrics.jsonl", step)
+        if main:
+            truncate_metrics(out_dir / "metrics.jsonl", step)
 
-    atomic_write_text(out_dir / "config.yaml", _config_yaml(config))
-    log = RunLog(out_dir, purge_from=step + 1 if resume else None)
+    if main:
+        atomic_write_text(out_dir / "config.yaml", _config_yaml(config))
+    log = RunLog(out_dir, purge_from=step + 1 if resume else None) if main else NullLog()
     log.event(
         "start", step, resumed=resume, device=str(device), precision=precision, vocab_size=len(vocab),
         parameters=model.num_parameters(), train_chars=len(splits.train), val_chars=len(splits.val),
@@ -299,13 +314,14 @@ def _train(config: Config, text_path: Path, out_dir: Path, resume: bool, init_fr
             "step": step,
             "tokens_seen": tokens_seen,
             "data": {"sha256": token_file.sha256, "path": str(text_path), "epoch": epoch, "window": window},
-            **{STATE_KEYS[direction]: None if state is None else [t.detach().float().cpu() for t in state]
-               for direction, state in carried.items()},
+            **{STATE_KEYS[direction]: None if state is None else
+               [t.detach().float().cpu() for t in ranks.gather_state(state)] for direction, state in carried.items()},
             "rng": rng_states(),
+            "rng_ranks": ranks.gather_objects(rng_states()) if ranks.enabled else None,
             "best_val_loss": best_val,
             "evals_since_best": evals_since_best,
             "bad_steps": bad_steps,
-            "log_window": {"sums": {name: total.item() for name, total in window_sums.items()},
+            "log_window": {"sums": {name: (ranks.sum(total) / ranks.world).item() for name, total in window_sums.items()},
                            "good_steps": good_steps},
             "skipped_steps": skipped_steps,
             "parameters": model.num_parameters(),
@@ -313,8 +329,14 @@ def _train(config: Config, text_path: Path, out_dir: Path, resume: bool, init_fr
         }
 
     def say(message: str) -> None:
-        """A line on stderr that the progress bar steps around."""
-        tqdm.write(message, file=sys.stderr)
+        """A line on stderr that the progress bar steps around (rank 0's only)."""
+        if main:
+            tqdm.write(message, file=sys.stderr)
+
+    def save(name: str) -> None:
+        state = payload()  # every rank takes part: it gathers their streams' state
+        if main:
+            save_checkpoint(out_dir / name, state)
 
     def run_eval() -> float | None:
         nonlocal best_val, evals_since_best
@@ -323,19 +345,22 @@ def _train(config: Config, text_path: Path, out_dir: Path, resume: bool, init_fr
         val = splits.val if train_cfg.eval_max_chars is None else splits.val[: train_cfg.eval_max_chars]
         if len(val) < 2:
             return None
-        results = evaluate_directions(model, val, train_cfg.eval_batch_size, device, precision)
+        results = evaluate_directions(model, val, train_cfg.eval_batch_size, device, precision) if main else {}
+        # Rank 0 evaluates; the others take its result, so that all keep the same best and patience.
+        objective = ranks.broadcast(sum(r.loss for r in results.values()) / len(results) if main else None)
+        improved = best_val is None or objective < best_val
+        if improved:
+            best_val, evals_since_best = objective, 0
+            save("best.pt")
+        else:
+            evals_since_best += 1
+        if not main:
+            return objective
         result = results["forward"]
-        objective = sum(r.loss for r in results.values()) / len(results)  # what training minimises
         extra: dict[str, float] = {}
         if len(results) > 1:
             for direction, r in results.items():
                 extra.update({f"val_loss_{direction}": r.loss, f"val_bpc_{direction}": r.bpc})
-        improved = best_val is None or objective < best_val
-        if improved:
-            best_val, evals_since_best = objective, 0
-            save_checkpoint(out_dir / "best.pt", payload())
-        else:
-            evals_since_best += 1
         log.event("eval", step, val_loss=result.loss, val_bpc=result.bpc, val_chars=result.chars, **extra,
                   best_val_loss=best_val, time=train_time)
         if train_cfg.sample_length:
@@ -372,16 +397,16 @@ def _train(config: Config, text_path: Path, out_dir: Path, resume: bool, init_fr
             train_time = time_before + (time.perf_counter() - segment_start)
             epochs = step / batches.steps_per_epoch
             reason = stop_reason(train_cfg, step, epochs, train_time)
-            if reason:
-                break
             if stop.requested:
                 reason = "interrupted"
-                break
-            if prune:
+            elif prune:
                 reason = "pruned"
-                break
-            if train_cfg.patience and evals_since_best >= train_cfg.patience:
-                reason = "early_stopping"
+            elif train_cfg.patience and evals_since_best >= train_cfg.patience:
+                reason = reason or "early_stopping"
+            # Under torchrun every rank must stop at the same step and follow the same clock.
+            code, train_time = ranks.agree(STOP_CODES.index(reason), train_time)
+            reason = STOP_CODES[code]
+            if reason:
                 break
 
             epoch, window = batches.position(step)
@@ -394,6 +419,7 @@ def _train(config: Config, text_path: Path, out_dir: Path, resume: bool, init_fr
             losses = []
             for direction, stream in streams.items():
                 inputs, targets = stream.batch(step)
+                inputs, targets = inputs[rows], targets[rows]
                 x = torch.from_numpy(inputs).to(device, non_blocking=True)
                 y = torch.from_numpy(targets).to(device, non_blocking=True)
                 with autocast(device, precision):
@@ -403,6 +429,11 @@ def _train(config: Config, text_path: Path, out_dir: Path, resume: bool, init_fr
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)
+            if ranks.enabled:  # the mean gradient of the whole batch, as one process would have it
+                for p in params:
+                    if p.grad is None:
+                        p.grad = torch.zeros_like(p)
+                loss = ranks.average([p.grad for p in params], loss)
             if train_cfg.clip_value > 0:
                 torch.nn.utils.clip_grad_value_(params, train_cfg.clip_value)
             grad_norm = torch.nn.utils.clip_grad_norm_(params, clip_norm, foreach=True)
@@ -441,7 +472,8 @@ def _train(config: Config, text_path: Path, out_dir: Path, resume: bool, init_fr
                 elapsed = time.perf_counter() - window_start
                 # `loss` is the forward direction's; a window of only skipped steps has none.
                 per_step = 1 / good_steps if good_steps else math.nan
-                means = {name: total.item() * per_step for name, total in window_sums.items()}
+                totals = ranks.sum(torch.stack(list(window_sums.values()))) / ranks.world
+                means = {name: total.item() * per_step for name, total in zip(window_sums, totals)}
                 mean_loss = means["loss_forward"]
                 extra_losses = {f"loss_{d}": means[f"loss_{d}"] for d in streams} if len(streams) > 1 else {}
                 tokens_per_s = len(streams) * window_steps * batches.tokens_per_step / max(elapsed, 1e-9)
@@ -461,9 +493,9 @@ def _train(config: Config, text_path: Path, out_dir: Path, resume: bool, init_fr
                 window_steps, good_steps, window_start = 0, 0, time.perf_counter()
             if step % train_cfg.eval_interval == 0:
                 last_val = run_eval()
-                prune = on_eval is not None and last_val is not None and on_eval(step, last_val)
+                prune = main and on_eval is not None and last_val is not None and on_eval(step, last_val)
             if step % train_cfg.checkpoint_interval == 0:
-                save_checkpoint(out_dir / "last.pt", payload())
+                save("last.pt")
                 saved_step = step
 
     # ---- wrap up --------------------------------------------------------------------------
@@ -473,7 +505,7 @@ def _train(config: Config, text_path: Path, out_dir: Path, resume: bool, init_fr
         # resuming gives exactly the run that was never paused.
         if step % train_cfg.eval_interval != 0 and reason not in ("interrupted", "pruned"):
             last_val = run_eval()
-        save_checkpoint(out_dir / "last.pt", payload())
+        save("last.pt")
         saved_step = step
     bar.n = min(1000, int(1000 * budget_progress(train_cfg, step, step / batches.steps_per_epoch, train_time)))
     bar.close()

@@ -1,0 +1,140 @@
+"""Data-parallel training across processes, as started by ``torchrun``.
+
+``torchrun --nproc_per_node=N -m charlm train ...`` starts N copies of charlm with RANK, WORLD_SIZE
+and LOCAL_RANK set. Every rank builds the same model from the same seed; the config's
+``batch_size`` streams are split between the ranks (rank r takes its own contiguous share), each
+rank computes the gradient of its share, and one all-reduce per step averages them, so the update
+is the one a single process would make with the whole batch. Rank 0 alone writes logs and
+checkpoints; the checkpoint holds the carried state of all streams and the random state of every
+rank, so a run resumes under torchrun or in one process alike.
+
+Everything here is a no-op for a single process (``world == 1``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from charlm.errors import CharlmError
+
+
+@dataclass
+class Distributed:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    local_world: int = 1
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def share(self, batch_size: int) -> slice:
+        """This rank's rows of a batch of ``batch_size`` streams."""
+        per_rank = batch_size // self.world
+        return slice(self.rank * per_rank, (self.rank + 1) * per_rank)
+
+    def average(self, grads: list[torch.Tensor], loss: torch.Tensor) -> torch.Tensor:
+        """Average the gradients (in place) and the loss over all ranks with one all-reduce."""
+        if not self.enabled:
+            return loss
+        import torch.distributed as dist
+
+        flat = torch.cat([g.reshape(-1) for g in grads] + [loss.detach().reshape(1).float()])
+        dist.all_reduce(flat)
+        flat /= self.world
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset:offset + g.numel()].view_as(g))
+            offset += g.numel()
+        return flat[-1]
+
+    def agree(self, code: int, seconds: float) -> tuple[int, float]:
+        """The largest stop code and clock of all ranks, so every rank stops at the same step and
+        follows the same time-based schedule."""
+        if not self.enabled:
+            return code, seconds
+        import torch.distributed as dist
+
+        values = torch.tensor([float(code), seconds], dtype=torch.float64)
+        dist.all_reduce(values, op=dist.ReduceOp.MAX)
+        return int(values[0]), float(values[1])
+
+    def sum(self, values: torch.Tensor) -> torch.Tensor:
+        if self.enabled:
+            import torch.distributed as dist
+
+            values = values.clone()
+            dist.all_reduce(values)
+        return values
+
+    def broadcast(self, value: float | None) -> float | None:
+        """Rank 0's value (an evaluation's loss, or None) on every rank."""
+        if not self.enabled:
+            return value
+        import torch.distributed as dist
+
+        holder = torch.tensor([float("nan") if value is None else value], dtype=torch.float64)
+        dist.broadcast(holder, src=0)
+        return None if torch.isnan(holder).item() else float(holder.item())
+
+    def gather_state(self, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        """The carried state of every rank's streams, in stream order (the batch is dimension 1)."""
+        if not self.enabled:
+            return state
+        import torch.distributed as dist
+
+        gathered = []
+        for tensor in state:
+            parts = [torch.empty_like(tensor) for _ in range(self.world)]
+            dist.all_gather(parts, tensor.contiguous())
+            gathered.append(torch.cat(parts, dim=1))
+        return tuple(gathered)
+
+    def gather_objects(self, value: Any) -> list[Any]:
+        if not self.enabled:
+            return [value]
+        import torch.distributed as dist
+
+        values: list[Any] = [None] * self.world
+        dist.all_gather_object(values, value)
+        return values
+
+
+def setup(device_name: str) -> Distributed:
+    """Join the process group torchrun describes in the environment (once per process)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Distributed()
+    import torch.distributed as dist
+
+    info = Distributed(rank=int(os.environ.get("RANK", "0")), world=world,
+                       local_rank=int(os.environ.get("LOCAL_RANK", "0")),
+                       local_world=int(os.environ.get("LOCAL_WORLD_SIZE", str(world))))
+    if not dist.is_initialized():
+        use_cuda = device_name.startswith("cuda") or (device_name == "auto" and torch.cuda.is_available())
+        if use_cuda:
+            torch.cuda.set_device(info.local_rank)
+        try:
+            dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        except Exception as exc:
+            first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            raise CharlmError(f"cannot join the torchrun process group: {first}; check MASTER_ADDR/MASTER_PORT"
+                              " and that every node runs the same torchrun command") from None
+    return info
+
+
+def check_batch(info: Distributed, batch_size: int) -> None:
+    if info.enabled and batch_size % info.world:
+        raise CharlmError(
+            f"train.batch_size ({batch_size}) must divide evenly between the {info.world} processes:"
+            f" use a multiple of {info.world}"
+        )

@@ -1,0 +1,71 @@
+"""torchrun data parallelism on the CPU (gloo): two processes train what one process would."""
+
+import subprocess
+import sys
+
+import pytest
+
+from charlm.checkpoint import load_checkpoint
+from charlm.logs import read_metrics
+
+SETTINGS = ["--hidden-size", "32", "--num-layers", "2", "--batch-size", "8", "--seq-len", "16", "--device", "cpu",
+            "--max-epochs", "100", "--no-progress", "--no-sample", "--set", "train.eval_interval=10",
+            "--set", "train.log_interval=5", "--set", "train.warmup_steps=0", "--set", "train.lr_schedule=constant",
+            "--set", "train.sample_length=0", "--precision", "fp32"]
+
+
+def _torchrun(*args, processes=2):
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
+               "-m", "charlm", "train", *map(str, args), *SETTINGS]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+
+def _single(*args):
+    command = [sys.executable, "-m", "charlm", "train", *map(str, args), *SETTINGS, "--threads", "1"]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture
+def text(tmp_path):
+    from conftest import make_text
+
+    path = tmp_path / "text.txt"
+    path.write_text(make_text(20_000))
+    return path
+
+
+def _max_difference(a, b):
+    return max((a["model"][key] - b["model"][key]).abs().max().item() for key in a["model"])
+
+
+def test_two_processes_train_as_one_and_resume(tmp_path, text):
+    first = _torchrun(text, "-o", tmp_path / "ddp", "--max-steps", "15")
+    assert first.returncode == 0, first.stderr
+    assert first.stderr.count("stopped (max_steps) at step 15") == 1  # rank 0 alone reports
+    resumed = _torchrun("--resume", tmp_path / "ddp", "--max-steps", "30")
+    assert resumed.returncode == 0, resumed.stderr
+    whole = _single(text, "-o", tmp_path / "single", "--max-steps", "30")
+    assert whole.returncode == 0, whole.stderr
+
+    ddp, single = load_checkpoint(tmp_path / "ddp" / "last.pt"), load_checkpoint(tmp_path / "single" / "last.pt")
+    assert ddp["step"] == 30
+    assert ddp["carried_state"][0].shape == single["carried_state"][0].shape  # all 8 streams, as one process
+    assert _max_difference(ddp, single) < 1e-5  # the same updates, up to the order of float sums
+
+    losses = [e["loss"] for e in read_metrics(tmp_path / "ddp" / "metrics.jsonl") if e["event"] == "train"]
+    expected = [e["loss"] for e in read_metrics(tmp_path / "single" / "metrics.jsonl") if e["event"] == "train"]
+    assert losses == pytest.approx(expected, rel=1e-5) and losses[-1] < losses[0]
+    assert sorted(p.name for p in (tmp_path / "ddp").iterdir() if not p.name.startswith(".")) == [
+        "best.pt", "config.yaml", "last.pt", "metrics.jsonl", "tensorboard"]
+
+    # A torchrun checkpoint is an ordinary one: one process resumes it too.
+    more = _single("--resume", tmp_path / "ddp", "--max-steps", "35")
+    assert more.returncode == 0, more.stderr
+    assert load_checkpoint(tmp_path / "ddp" / "last.pt")["step"] == 35
+
+
+def test_a_batch_that_does_not_split_is_one_line(tmp_path, text):
+    result = _torchrun(text, "-o", tmp_path / "ddp", "--max-steps", "5", "--set", "train.batch_size=7")
+    assert result.returncode != 0
+    assert "train.batch_size (7) must divide evenly between the 2 processes: use a multiple of 2" in result.stderr
+    assert "charlm/train.py" not in result.stderr and "charlm/distributed.py" not in result.stderr  # no traceback of ours
