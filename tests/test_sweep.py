@@ -59,6 +59,11 @@ def test_grid_with_two_workers_runs_each_point_once_and_resumes_to_nothing(tmp_p
     assert result.stdout.splitlines()[0].split()[:3] == ["trial", "model.cell", "train.lr"]
     assert (out / "best").resolve() == (out / f"trial-{int(rows[0]['trial']):04d}").resolve()
     assert _charlm("sample", out / "best", "--length", "20").returncode == 0  # an ordinary run
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(out / "trial-0000" / "tensorboard"))
+    events.Reload()
+    assert events.PluginTagToContent("hparams")  # the HParams view across trials
 
     again = _charlm("sweep", sweep, "-o", out, "--workers", "2")
     assert again.returncode == 0 and "4 of 4 trials done" in again.stderr
