@@ -222,15 +222,9 @@ def _resume_config(run_dir: Path, overrides: list[tuple[str, Any]]):
 
 
 def _text_path(config) -> Path:
-    from charlm.data import check_text_file
+    from charlm.corpora import text_of
 
-    if config.data.path:
-        return check_text_file(config.data.path)
-    if config.data.corpus:
-        from charlm.corpora import get_corpus
-
-        return get_corpus(config.data.corpus)
-    raise CharlmError("no text to train on: give FILE, --corpus NAME, or data.path in the config")
+    return text_of(config, "no text to train on: give FILE, --corpus NAME, or data.path in the config")
 
 
 # ---- sample --------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import urllib.request
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from charlm.errors import CharlmError
 from charlm.fsutil import atomic_open
@@ -191,3 +192,15 @@ def extract_members(archive: Path, pattern: str, target: Path) -> int:
 def _safe_name(name: str) -> bool:
     path = PurePosixPath(name)
     return not path.is_absolute() and ".." not in path.parts
+
+
+def text_of(config: Any, missing: str) -> Path:
+    """The text file a config trains on: ``data.path``, or the named corpus (fetched if need be);
+    ``missing`` is the error when it names neither."""
+    from charlm.data import check_text_file
+
+    if config.data.path:
+        return check_text_file(config.data.path)
+    if config.data.corpus:
+        return get_corpus(config.data.corpus)
+    raise CharlmError(missing)

@@ -547,15 +547,9 @@ def run_trial(job_path: Path) -> int:
 
 
 def _text_path(config: Config) -> Path:
-    from charlm.data import check_text_file
+    from charlm.corpora import text_of
 
-    if config.data.path:
-        return check_text_file(config.data.path)
-    if config.data.corpus:
-        from charlm.corpora import get_corpus
-
-        return get_corpus(config.data.corpus)
-    raise CharlmError("the sweep has no text: give data: {path: FILE} (or corpus: NAME) in the sweep file")
+    return text_of(config, "the sweep has no text: give data: {path: FILE} (or corpus: NAME) in the sweep file")
 
 
 def _write_hparams(run: Path, params: dict[str, Any], best: float | None) -> None:
