@@ -23,6 +23,7 @@ from charlm.fsutil import atomic_open, atomic_write_text
 
 CHUNK_BYTES = 16 * 1024 * 1024  # files are read in chunks, so one larger than RAM still works
 CACHE_FORMAT = 1
+MARKER = "<line>"  # lines mode: marks a line's start and end; a vocabulary entry that no character equals
 CACHE_OPTION = "data.cache_dir"  # what moves the token cache, for error messages
 
 
@@ -34,14 +35,16 @@ class Vocab:
     """
 
     def __init__(self, chars: list[str]):
-        if len(set(chars)) != len(chars) or any(len(c) != 1 for c in chars):
-            raise ValueError("vocabulary must be distinct single characters")
+        if len(set(chars)) != len(chars) or any(len(c) != 1 and c != MARKER for c in chars):
+            raise ValueError("vocabulary must be distinct single characters (and at most the line marker)")
         self.chars = list(chars)
         self.index = {ch: i for i, ch in enumerate(self.chars)}
-        codepoints = np.array([ord(c) for c in self.chars], dtype=np.uint32)
+        self.marker: int | None = self.index.get(MARKER)  # lines mode: the start/end-of-line token
+        singles = [(i, c) for i, c in enumerate(self.chars) if c != MARKER]
+        codepoints = np.array([ord(c) for _, c in singles], dtype=np.uint32)
         order = np.argsort(codepoints, kind="stable")
         self._sorted_codepoints = codepoints[order]
-        self._sorted_ids = order
+        self._sorted_ids = np.array([i for i, _ in singles], dtype=np.int64)[order]
 
     def __len__(self) -> int:
         return len(self.chars)
@@ -65,11 +68,11 @@ class Vocab:
     def encode(self, text: str, skip_unknown: bool = False) -> np.ndarray:
         """Token ids of ``text``; unknown characters raise ValueError unless skipped."""
         codepoints = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-        if len(self) == 0:
+        if len(self._sorted_ids) == 0:
             ids = np.zeros(len(codepoints), dtype=np.int64)
             known = np.zeros(len(codepoints), dtype=bool)
         else:
-            position = np.minimum(np.searchsorted(self._sorted_codepoints, codepoints), len(self) - 1)
+            position = np.minimum(np.searchsorted(self._sorted_codepoints, codepoints), len(self._sorted_ids) - 1)
             known = self._sorted_codepoints[position] == codepoints
             ids = self._sorted_ids[position]
         if not known.all():
@@ -79,7 +82,8 @@ class Vocab:
         return ids.astype(self.dtype)
 
     def decode(self, ids: "np.ndarray | list[int]") -> str:
-        return "".join(self.chars[int(i)] for i in ids)
+        """The text of ``ids``; the line marker is never printed."""
+        return "".join(self.chars[int(i)] for i in ids if int(i) != self.marker)
 
     def to_list(self) -> list[str]:
         return list(self.chars)
