@@ -11,8 +11,9 @@ import torch
 
 from charlm.checkpoint import load_checkpoint, resolve_checkpoint
 from charlm.config import Config
-from charlm.data import Vocab, format_chars
+from charlm.data import MARKER, Vocab, format_chars
 from charlm.errors import CharlmError
+from charlm.lines import Lines
 from charlm.evaluate import evaluate_directions
 from charlm.model import CharRNN
 from charlm.runtime import resolve_device
@@ -78,10 +79,58 @@ class LanguageModel:
         made = "".join(chars[0] for chars in self.stream(prime, length, num_samples=1, reverse=reverse, **options))
         return made[::-1] + prime if reverse else prime + made
 
-    def evaluate_tokens(self, tokens: np.ndarray, batch_size: int | None = None) -> dict[str, Any]:
-        """Forward loss, bpc, perplexity and chars; for a bidirectional model also the backward ones."""
+    @property
+    def lines_mode(self) -> bool:
+        return self.vocab.marker is not None
+
+    def sample_lines(self, count: int, prime: str = "", max_length: int = 500, seed: int | None = None,
+                     **options: Any) -> list[str]:
+        """``count`` complete lines (lines mode), each ending where the model wrote the end marker or
+        after ``max_length`` characters; ``prime`` is the start of every line."""
+        made = [""] * count
+        done = [False] * count
+        for chars in self.stream(prime, max_length, count, seed=seed, **options):
+            for i, ch in enumerate(chars):
+                if done[i]:
+                    continue
+                if ch == MARKER:
+                    done[i] = True
+                else:
+                    made[i] += ch
+            if all(done):
+                break
+        return [prime + text for text in made]
+
+    def own_lines(self, split: str) -> "Lines":
+        """One split of the lines this model was trained on (lines mode), cut again as in training."""
+        from charlm.corpora import text_of
+        from charlm.data import file_sha256, load_tokens
+        from charlm.lines import split_into_lines, split_lines
+
+        data = self.config.data
+        path = text_of(self.config, f"{self.path} does not say what text it was trained on")
+        if file_sha256(path) != self.checkpoint["data"]["sha256"]:
+            raise CharlmError(f"{path} changed since {self.path} was trained: pass the file to use explicitly")
+        token_file = load_tokens(path, data.encoding, data.cache_dir, progress=False)
+        lines = split_into_lines(token_file.tokens, token_file.vocab, self.vocab)
+        splits = split_lines(lines, data.val_fraction, data.test_fraction, data.split_seed, data.holdout_cap)
+        return getattr(splits, split)
+
+    def training_lines(self) -> set[str]:
+        return set(self.own_lines("train").texts(self.vocab))
+
+    def file_lines(self, path: str | Path, encoding: str = "utf-8") -> "Lines":
+        """Every non-empty line of a file (lines mode); characters the model never saw are left out."""
+        from charlm.data import load_tokens
+        from charlm.lines import split_into_lines
+
+        token_file = load_tokens(path, encoding, self.config.data.cache_dir, progress=False)
+        return split_into_lines(token_file.tokens, token_file.vocab, self.vocab)
+
+    def evaluate_tokens(self, tokens: "np.ndarray | Lines", batch_size: int | None = None) -> dict[str, Any]:
+        """On a token stream or (lines mode) on lines: forward loss, bpc, perplexity and chars; for a bidirectional model also the backward ones."""
         batch_size = batch_size or self.config.train.eval_batch_size
-        results = evaluate_directions(self.model, tokens, batch_size, self.device)
+        results = evaluate_directions(self.model, tokens, batch_size, self.device, marker=self.vocab.marker)
         report = results["forward"].as_dict()
         if "backward" in results:
             backward = results["backward"]

@@ -246,13 +246,15 @@ def _decode_escapes(text: str) -> str:
 @click.option("-n", "--num-samples", type=int, default=1, show_default=True, help="Samples, generated as one batch.")
 @click.option("--stop", help="Stop a sample once it has produced this string (\\n means newline).")
 @click.option("--output", type=click.Path(path_type=Path), help="Also write the samples to this file.")
+@click.option("--novel", is_flag=True, help="Lines mode: keep only lines not in the training set.")
+@click.option("--unique", is_flag=True, help="Lines mode: drop repeated lines.")
 @click.option("--reverse", is_flag=True,
               help="Bidirectional models: write right to left; --prime is the end of the text.")
 @click.option("--device", default="cpu", show_default=True, help="cpu | cuda | mps | auto")
 def sample(checkpoint: Path, length: int | None, temperature: float | None, top_k: int | None,
            top_p: float | None, greedy: bool, prime: str | None, prime_file: Path | None,
-           seed: int | None, num_samples: int, stop: str | None, output: Path | None, reverse: bool,
-           device: str) -> None:
+           seed: int | None, num_samples: int, stop: str | None, output: Path | None, novel: bool, unique: bool,
+           reverse: bool, device: str) -> None:
     """Generate text from CHECKPOINT (a .pt file, or a run directory: its best.pt).
 
     With --reverse the text is generated right to left and printed in reading order, ending
@@ -295,6 +297,18 @@ def sample(checkpoint: Path, length: int | None, temperature: float | None, top_
     }
     prime = prime if prime is not None else (saved.prime if not model.vocab.missing(saved.prime) else "")
     model.check_text(prime)
+    if model.lines_mode:
+        if reverse or stop:
+            raise CharlmError("--reverse and --stop do not apply to a lines-mode model: each sample is one line")
+        rendered = _sample_lines(model, num_samples, prime, settings, greedy, seed, novel, unique)
+        sys.stdout.write(rendered)
+        if output is not None:
+            from charlm.fsutil import atomic_write_text
+
+            atomic_write_text(output, rendered)
+        return
+    if novel or unique:
+        raise CharlmError("--novel and --unique apply to models trained on lines: train with --set data.mode=lines")
     # Generated text in the order it is made; --reverse makes it right to left.
     made = [""] * num_samples
     stop_made = stop[::-1] if stop and reverse else stop
@@ -371,6 +385,34 @@ def sweep(sweep_file: Path, out: Path | None, workers: int, storage: str | None,
     click.echo(f"results: {out / 'results.csv'}; TensorBoard: tensorboard --logdir {out}", err=True)
 
 
+def _sample_lines(model, count: int, prime: str, settings: dict, greedy: bool, seed: int | None, novel: bool,
+                  unique: bool) -> str:
+    """``count`` lines, one per output line; with --novel/--unique, more rounds until enough pass."""
+    known = model.training_lines() if novel else set()
+    kept: list[str] = []
+    made = novel_count = rounds = 0
+    while len(kept) < count and rounds < 50:
+        round_seed = None if seed is None else seed + rounds
+        for line in model.sample_lines(count, prime, settings["length"], seed=round_seed, greedy=greedy,
+                                       temperature=settings["temperature"], top_k=settings["top_k"],
+                                       top_p=settings["top_p"]):
+            made += 1
+            is_novel = line not in known
+            novel_count += is_novel
+            if (novel and not is_novel) or (unique and line in kept) or len(kept) >= count:
+                continue
+            kept.append(line)
+        rounds += 1
+        if greedy:
+            break  # greedy lines are all the same: more rounds cannot add any
+    if novel:
+        click.echo(f"novel: {novel_count} of {made} generated lines ({100 * novel_count / max(made, 1):.0f}%)"
+                   " are not in the training set", err=True)
+    if len(kept) < count:
+        click.echo(f"warning: only {len(kept)} of {count} lines passed the filters", err=True)
+    return "".join(line + "\n" for line in kept)
+
+
 # ---- eval and info -------------------------------------------------------------------------
 
 @cli.command(name="eval")
@@ -388,7 +430,13 @@ def eval_command(checkpoint: Path, file: Path | None, split: str, encoding: str,
 
     model = charlm.load(str(checkpoint), device=device)
     data_cfg = model.config.data
-    if file is not None:
+    if model.lines_mode:  # whole lines, the end marker counted
+        array = model.file_lines(file, encoding) if file is not None else model.own_lines(split)
+        source = {"file": str(file or data_cfg.path or data_cfg.corpus), "unknown_chars": 0, "lines": len(array),
+                  **({} if file is not None else {"split": split})}
+        if len(array) == 0:
+            raise CharlmError(f"the run's {split} split has no lines: pass a FILE or choose another --split")
+    elif file is not None:
         tokens = load_tokens(file, encoding, data_cfg.cache_dir, vocab=model.vocab, progress=not as_json)
         source = {"file": str(file), "unknown_chars": tokens.unknown}
         array = tokens.tokens

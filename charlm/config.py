@@ -18,6 +18,7 @@ from typing import Any
 
 from charlm.errors import CharlmError
 
+DATA_MODES = ("stream", "lines")
 CELLS = ("rnn_tanh", "rnn_relu", "gru", "lstm")
 OPTIMIZERS = ("adamw", "sgd", "rmsprop")
 SCHEDULES = ("constant", "cosine", "step")
@@ -33,6 +34,9 @@ class DataConfig:
     val_fraction: float = 0.1  # contiguous split: train, then val, then test
     test_fraction: float = 0.0
     cache_dir: str | None = None  # token cache; default $XDG_CACHE_HOME/charlm/tokens
+    mode: str = "stream"  # stream: one long text | lines: one example per non-empty line (names, titles)
+    split_seed: int = 1337  # lines mode: the seeded shuffle that picks the held-out lines
+    holdout_cap: int | None = None  # lines mode: at most this many val (and test) lines, e.g. 1000
 
 
 @dataclass
@@ -354,6 +358,9 @@ def validate(config: Config) -> None:
     except LookupError:
         raise CharlmError(f"data.encoding: unknown encoding '{data.encoding}' (e.g. utf-8, latin-1, cp1252)") from None
 
+    _choice("data.mode", data.mode, DATA_MODES)
+    if data.holdout_cap is not None:
+        _check(data.holdout_cap >= 1, f"data.holdout_cap must be >= 1 (or null for no cap), got {data.holdout_cap}")
     _choice("model.cell", model.cell, CELLS)
     for key in ("hidden_size", "num_layers"):
         _check(getattr(model, key) >= 1, f"model.{key} must be >= 1, got {getattr(model, key)}")

@@ -85,6 +85,10 @@ class Vocab:
         """The text of ``ids``; the line marker is never printed."""
         return "".join(self.chars[int(i)] for i in ids if int(i) != self.marker)
 
+    def render(self, ids: "np.ndarray | list[int]") -> str:
+        """Like ``decode``, but a line marker shows as a line break (lines mode previews)."""
+        return "".join("\n" if int(i) == self.marker else self.chars[int(i)] for i in ids)
+
     def to_list(self) -> list[str]:
         return list(self.chars)
 

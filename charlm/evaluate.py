@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from charlm.data import eval_windows
+from charlm.lines import IGNORE, Lines, line_batches
 from charlm.model import CharRNN
 from charlm.runtime import autocast
 
@@ -67,8 +68,41 @@ def evaluate_tokens(
     return EvalResult(loss=total.item() / count if count else float("nan"), chars=count)
 
 
+@torch.no_grad()
+def evaluate_lines(
+    model: CharRNN,
+    lines: Lines,
+    batch_size: int,
+    marker: int,
+    device: torch.device,
+    precision: str = "fp32",
+    direction: str = "forward",
+) -> EvalResult:
+    """Mean loss per predicted character over whole lines, the end marker included (lines mode)."""
+    was_training = model.training
+    model.eval()
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    count = 0
+    try:
+        for inputs, targets in line_batches(lines, batch_size, marker, reverse=direction == "backward"):
+            x = torch.from_numpy(inputs).to(device)
+            y = torch.from_numpy(targets).to(device)
+            with autocast(device, precision):
+                logits, _ = model(x, direction=direction)
+            total += F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="sum",
+                                     ignore_index=IGNORE).double()
+            count += int((targets != IGNORE).sum())
+    finally:
+        model.train(was_training)
+    return EvalResult(loss=total.item() / count if count else float("nan"), chars=count)
+
+
 def evaluate_directions(
-    model: CharRNN, tokens: np.ndarray, batch_size: int, device: torch.device, precision: str = "fp32"
+    model: CharRNN, data: "np.ndarray | Lines", batch_size: int, device: torch.device, precision: str = "fp32",
+    marker: int | None = None,
 ) -> dict[str, EvalResult]:
-    """``evaluate_tokens`` for each direction the model has: {"forward": …[, "backward": …]}."""
-    return {d: evaluate_tokens(model, tokens, batch_size, device, precision, d) for d in model.directions}
+    """The loss of each direction the model has, {"forward": …[, "backward": …]}, on a token
+    stream or (lines mode) on whole lines."""
+    if isinstance(data, Lines):
+        return {d: evaluate_lines(model, data, batch_size, marker, device, precision, d) for d in model.directions}
+    return {d: evaluate_tokens(model, data, batch_size, device, precision, d) for d in model.directions}

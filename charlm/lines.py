@@ -73,17 +73,15 @@ def split_into_lines(stream: np.ndarray, stream_vocab: Vocab, vocab: Vocab) -> L
         stops = stops - trailing
     keep = stops > starts
     starts, stops = starts[keep], stops[keep]
-    # Map stream ids to lines ids; a line break never reaches here.
-    table = np.zeros(len(stream_vocab), dtype=np.int64)
-    for i, ch in enumerate(stream_vocab.chars):
-        table[i] = vocab.index.get(ch, 0)
-    pieces = [table[stream[a:b]] for a, b in zip(starts, stops)]
-    offsets = np.zeros(len(pieces) + 1, dtype=np.int64)
-    offsets[1:] = np.cumsum(stops - starts)
-    tokens = np.concatenate(pieces).astype(vocab.dtype) if pieces else np.zeros(0, dtype=vocab.dtype)
-    if len(pieces) == 0:
+    # Map stream ids to lines ids; characters the vocabulary lacks (another file's) are left out.
+    table = np.array([vocab.index.get(ch, -1) for ch in stream_vocab.chars], dtype=np.int64)
+    pieces = [piece[piece >= 0] for piece in (table[stream[a:b]] for a, b in zip(starts, stops))]
+    pieces = [piece for piece in pieces if len(piece)]
+    if not pieces:
         raise CharlmError("the text has no non-empty lines: lines mode needs one example per line")
-    return Lines(tokens=tokens, offsets=offsets)
+    offsets = np.zeros(len(pieces) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum([len(piece) for piece in pieces])
+    return Lines(tokens=np.concatenate(pieces).astype(vocab.dtype), offsets=offsets)
 
 
 @dataclass

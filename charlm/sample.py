@@ -42,7 +42,10 @@ def draw(logits: torch.Tensor, generator: torch.Generator | None = None) -> torc
 
 
 def start_tokens(vocab: Vocab, prime: str) -> list[int]:
-    """Token ids to feed first. An empty prime starts as if after a newline (or a space)."""
+    """Token ids to feed first. An empty prime starts as if after a newline (or a space); in lines
+    mode every sample starts with the line marker, and the prime is the start of the line."""
+    if vocab.marker is not None:
+        return [vocab.marker] + [vocab.index[c] for c in prime]
     if prime:
         return [vocab.index[c] for c in prime]
     for fallback in ("\n", " "):

@@ -28,6 +28,7 @@ from charlm.data import StreamBatches, TokenFile, Vocab, format_chars, load_toke
 from charlm.errors import CharlmError
 from charlm.evaluate import evaluate_directions
 from charlm.fsutil import atomic_write_text, describe_os_error
+from charlm.lines import IGNORE, LineBatches, lines_vocab, split_into_lines, split_lines
 from charlm.logs import NullLog, RunLog, truncate_metrics
 from charlm.model import CharRNN, State, detach_state
 from charlm.rundir import RunLock, check_fresh, newest_checkpoint, remove_if_only_lock
@@ -111,7 +112,7 @@ def sample_text(model: CharRNN, vocab: Vocab, config: Config, length: int, seed:
         model, start_tokens(vocab, prime), length, 1, config.sample.temperature,
         config.sample.top_k, config.sample.top_p, generator=make_generator(seed),
     )
-    text = prime + vocab.decode([int(step_ids[0]) for step_ids in ids])
+    text = prime + vocab.render([int(step_ids[0]) for step_ids in ids])
     model.train()
     return text
 
@@ -214,16 +215,20 @@ def _train(config: Config, text_path: Path, out_dir: Path, resume: bool, init_fr
     checkpoint: dict[str, Any] | None = None
     init_source: dict[str, Any] | None = None
     vocab: Vocab | None = None
+    lines_mode = config.data.mode == "lines"
     if resume:
         _, checkpoint = newest_checkpoint(out_dir)
         vocab = Vocab(checkpoint["vocab"])
     elif init_from:
+        if lines_mode:
+            raise CharlmError("--init-from is not available in lines mode: train the list from scratch")
         own = load_tokens(text_path, config.data.encoding, config.data.cache_dir, progress=progress)
         init_source, vocab = _init_from(config, own.vocab, init_from, extend_vocab)
+    # Lines mode reads the text's own token stream and cuts it into lines with its own vocabulary.
     token_file: TokenFile = load_tokens(
-        text_path, config.data.encoding, config.data.cache_dir, vocab=vocab, progress=progress
+        text_path, config.data.encoding, config.data.cache_dir, vocab=None if lines_mode else vocab,
+        progress=progress,
     )
-    vocab = token_file.vocab
     if checkpoint is not None and checkpoint["data"]["sha256"] != token_file.sha256:
         raise CharlmError(
             f"{text_path} changed since this run started: resume with the original file, or start a new"
@@ -231,13 +236,25 @@ def _train(config: Config, text_path: Path, out_dir: Path, resume: bool, init_fr
         )
     if token_file.unknown:
         raise CharlmError(f"{text_path} has characters outside the vocabulary ({token_file.unknown})")
-    splits = split_tokens(token_file.tokens, config.data.val_fraction, config.data.test_fraction)
-    streams = {"forward": StreamBatches(splits.train, train_cfg.batch_size, train_cfg.seq_len, train_cfg.seed)}
-    if config.model.bidirectional:
-        # The backward direction reads the training text reversed: its streams run from the end of
-        # the text towards the start, so the state it carries into a window comes from the text after it.
-        streams["backward"] = StreamBatches(splits.train[::-1], train_cfg.batch_size, train_cfg.seq_len,
-                                            train_cfg.seed)
+    if lines_mode:
+        vocab = vocab or lines_vocab(token_file.vocab)
+        line_splits = split_lines(split_into_lines(token_file.tokens, token_file.vocab, vocab),
+                                  config.data.val_fraction, config.data.test_fraction, config.data.split_seed,
+                                  config.data.holdout_cap)
+        train_part, val_part, unit = line_splits.train, line_splits.val, "lines"
+        streams = {direction: LineBatches(train_part, train_cfg.batch_size, vocab.marker, train_cfg.seed,
+                                          reverse=direction == "backward")
+                   for direction in (("forward", "backward") if config.model.bidirectional else ("forward",))}
+    else:
+        vocab = token_file.vocab
+        splits = split_tokens(token_file.tokens, config.data.val_fraction, config.data.test_fraction)
+        train_part, val_part, unit = splits.train, splits.val, "chars"
+        streams = {"forward": StreamBatches(train_part, train_cfg.batch_size, train_cfg.seq_len, train_cfg.seed)}
+        if config.model.bidirectional:
+            # The backward direction reads the training text reversed: its streams run from the end of
+            # the text towards the start, so the state it carries into a window comes from the text after it.
+            streams["backward"] = StreamBatches(train_part[::-1], train_cfg.batch_size, train_cfg.seq_len,
+                                                train_cfg.seed)
     batches = streams["forward"]  # both directions share its epoch and window arithmetic
 
     # ---- model and optimizer ----------------------------------------------------------------
@@ -298,7 +315,8 @@ def _train(config: Config, text_path: Path, out_dir: Path, resume: bool, init_fr
     log = RunLog(out_dir, purge_from=step + 1 if resume else None) if main else NullLog()
     log.event(
         "start", step, resumed=resume, device=str(device), precision=precision, vocab_size=len(vocab),
-        parameters=model.num_parameters(), train_chars=len(splits.train), val_chars=len(splits.val),
+        parameters=model.num_parameters(), **{f"train_{unit}": len(train_part), f"val_{unit}": len(val_part)},
+        **({"held_out_duplicates": line_splits.duplicates} if lines_mode else {}),
         steps_per_epoch=batches.steps_per_epoch, charlm_version=__version__,
     )
 
@@ -342,10 +360,12 @@ def _train(config: Config, text_path: Path, out_dir: Path, resume: bool, init_fr
         nonlocal best_val, evals_since_best
         # A capped val split keeps evaluations on a very large text to seconds; the cap is a prefix,
         # so every evaluation of a run sees the same characters.
-        val = splits.val if train_cfg.eval_max_chars is None else splits.val[: train_cfg.eval_max_chars]
-        if len(val) < 2:
+        capped = lines_mode or train_cfg.eval_max_chars is None
+        val = val_part if capped else val_part[: train_cfg.eval_max_chars]
+        if len(val) < (1 if lines_mode else 2):
             return None
-        results = evaluate_directions(model, val, train_cfg.eval_batch_size, device, precision) if main else {}
+        results = (evaluate_directions(model, val, train_cfg.eval_batch_size, device, precision, vocab.marker)
+                   if main else {})
         # Rank 0 evaluates; the others take its result, so that all keep the same best and patience.
         objective = ranks.broadcast(sum(r.loss for r in results.values()) / len(results) if main else None)
         improved = best_val is None or objective < best_val
@@ -376,8 +396,10 @@ def _train(config: Config, text_path: Path, out_dir: Path, resume: bool, init_fr
                bar_format="{l_bar}{bar}| {elapsed}<{remaining}{postfix}", desc="training")
     m = config.model
     say(
-        f"{text_path.name}: {len(splits.train):,} train / {len(splits.val):,} val chars, {len(vocab)} symbols"
-        f" | {m.num_layers}x{m.hidden_size} {m.cell}, {model.num_parameters() / 1e6:.2f}M params"
+        f"{text_path.name}: {len(train_part):,} train / {len(val_part):,} val {unit}, {len(vocab)} symbols"
+        + (f" ({line_splits.duplicates:,} held-out lines also in train)" if lines_mode and line_splits.duplicates
+           else "")
+        + f" | {m.num_layers}x{m.hidden_size} {m.cell}, {model.num_parameters() / 1e6:.2f}M params"
         f" | {device.type} {precision}, {torch.get_num_threads()} threads | {out_dir}"
         + (f" | resuming at step {step:,}" if resume else "")
     )
@@ -410,8 +432,9 @@ def _train(config: Config, text_path: Path, out_dir: Path, resume: bool, init_fr
                 break
 
             epoch, window = batches.position(step)
-            if window == 0:
-                carried = dict.fromkeys(streams)  # the streams wrap around: the old state is other text
+            if window == 0 or lines_mode:
+                # The streams wrap around (the old state is other text), or every line starts afresh.
+                carried = dict.fromkeys(streams)
             lr = learning_rate(train_cfg, step, budget_progress(train_cfg, step, epochs, train_time))
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -424,7 +447,7 @@ def _train(config: Config, text_path: Path, out_dir: Path, resume: bool, init_fr
                 y = torch.from_numpy(targets).to(device, non_blocking=True)
                 with autocast(device, precision):
                     logits, carried[direction] = model(x, carried[direction], direction=direction)
-                losses.append(F.cross_entropy(logits.float().flatten(0, 1), y.flatten()))
+                losses.append(F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=IGNORE))
             loss = torch.stack(losses).mean()
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()

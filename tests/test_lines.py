@@ -93,3 +93,79 @@ def test_too_few_lines():
         LineBatches(lines, 8, vocab.marker)
     with pytest.raises(CharlmError, match="too few to hold out"):
         split_lines(lines, 0.5, 0.5, seed=0)
+
+
+# ---- lines mode end to end ---------------------------------------------------------------------
+
+def _train_list(tmp_path, lines, steps=300, **overrides):
+    from charlm.config import build_config
+    from charlm.train import train
+
+    path = tmp_path / "list.txt"
+    path.write_text("\n".join(lines) + "\n")
+    settings = {"data.mode": "lines", "model.hidden_size": 48, "model.num_layers": 1, "train.batch_size": 8,
+                "train.max_steps": steps, "train.max_epochs": None, "train.eval_interval": 100, "train.lr": 1e-2,
+                "train.warmup_steps": 0, "train.threads": 1, "train.device": "cpu", "train.sample_length": 40,
+                "data.val_fraction": 0.1, **overrides}
+    config = build_config(None, list(settings.items()))
+    return train(config, path, tmp_path / "run", progress=False), path
+
+
+WORDS = ["apple", "banana", "cherry", "damson", "elderberry", "fig", "grape", "huckleberry", "kiwi", "lemon",
+         "mango", "nectarine", "orange", "papaya", "quince", "raspberry"]
+
+
+def test_a_tiny_list_is_learned_and_sampled_as_whole_lines(tmp_path):
+    import charlm
+
+    result, path = _train_list(tmp_path, WORDS * 8)
+    assert result.best_val_loss < 0.5
+    model = charlm.load(tmp_path / "run")
+    samples = model.sample_lines(40, temperature=0.3, seed=0)
+    assert all(MARKER not in line and "\n" not in line for line in samples)
+    assert sum(line in WORDS for line in samples) >= 36  # it reproduces its lines, each ending on the marker
+    primed = model.sample_lines(8, prime="ba", temperature=0.3, seed=1)
+    assert all(line.startswith("ba") for line in primed) and "banana" in primed  # the prime starts each line
+
+
+def test_cli_lines_sampling_novel_unique_and_eval(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    _train_list(tmp_path, WORDS * 8, steps=60)  # barely trained: plenty of novel lines
+    run = tmp_path / "run"
+
+    def charlm(*args):
+        return subprocess.run([sys.executable, "-m", "charlm", *map(str, args)], capture_output=True, text=True)
+
+    plain = charlm("sample", run, "-n", "12", "--seed", "1")
+    assert plain.returncode == 0 and len(plain.stdout.splitlines()) == 12 and MARKER not in plain.stdout
+    novel = charlm("sample", run, "-n", "12", "--seed", "1", "--novel", "--unique")
+    kept = novel.stdout.splitlines()
+    assert novel.returncode == 0 and not set(kept) & set(WORDS) and len(set(kept)) == len(kept)
+    assert "lines" in novel.stderr and "are not in the training set" in novel.stderr
+    report = json.loads(charlm("eval", run, "--json").stdout)
+    assert report["lines"] >= 1 and report["split"] == "val"
+    wrong = charlm("sample", run, "--reverse")
+    assert wrong.returncode == 2 and "lines-mode model" in wrong.stderr
+
+
+def test_lines_mode_resumes_exactly(tmp_path):
+    import torch
+
+    from charlm.checkpoint import load_checkpoint
+    from charlm.config import build_config
+    from charlm.train import train
+
+    path = tmp_path / "list.txt"
+    path.write_text("\n".join(WORDS * 8) + "\n")
+    settings = {"data.mode": "lines", "model.hidden_size": 32, "model.num_layers": 1, "train.batch_size": 8,
+                "train.max_epochs": None, "train.eval_interval": 10, "train.lr_schedule": "constant",
+                "train.threads": 1, "train.device": "cpu", "model.dropout": 0.1, "model.num_layers": 2}
+    train(build_config(None, [*settings.items(), ("train.max_steps", 30)]), path, tmp_path / "whole", progress=False)
+    train(build_config(None, [*settings.items(), ("train.max_steps", 15)]), path, tmp_path / "split", progress=False)
+    train(build_config(None, [*settings.items(), ("train.max_steps", 30)]), path, tmp_path / "split", resume=True,
+          progress=False)
+    whole, split = load_checkpoint(tmp_path / "whole" / "last.pt"), load_checkpoint(tmp_path / "split" / "last.pt")
+    assert all(torch.equal(whole["model"][k], split["model"][k]) for k in whole["model"])
