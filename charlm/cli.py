@@ -473,6 +473,7 @@ def eval_command(checkpoint: Path, file: Path | None, split: str, encoding: str,
 def info(checkpoint: Path, as_json: bool) -> None:
     """Config, vocabulary, size and progress of a checkpoint."""
     from charlm.checkpoint import load_checkpoint, resolve_checkpoint
+    from charlm.data import MARKER
 
     path = resolve_checkpoint(checkpoint)
     ckpt = load_checkpoint(path)
@@ -482,7 +483,8 @@ def info(checkpoint: Path, as_json: bool) -> None:
         "charlm_version": ckpt.get("charlm_version"),
         "format_version": ckpt.get("format_version"),
         "vocab_size": len(ckpt["vocab"]),
-        "vocab": "".join(ckpt["vocab"]),
+        "vocab": "".join(c for c in ckpt["vocab"] if c != MARKER),
+        "mode": ckpt["config"]["data"].get("mode", "stream"),
         "parameters": model_params,
         "step": ckpt.get("step"),
         "tokens_seen": ckpt.get("tokens_seen"),
@@ -503,7 +505,8 @@ def info(checkpoint: Path, as_json: bool) -> None:
     click.echo(f"model        {kind}{m['num_layers']} x {m['hidden_size']} {m['cell']}, embedding"
                f" {m['embedding_size'] or m['hidden_size']}, dropout {m['dropout']}, tied {m['tie_weights']}")
     click.echo(f"parameters   {model_params:,}")
-    click.echo(f"vocabulary   {report['vocab_size']} characters: {report['vocab']!r}")
+    lines = " (lines mode: the line marker and)" if report["mode"] == "lines" else ""
+    click.echo(f"vocabulary   {report['vocab_size']} symbols{lines}: {report['vocab']!r}")
     click.echo(f"trained      {report['step']:,} steps, {report['tokens_seen']:,} tokens,"
                f" {report['train_time_s'] or 0:.0f}s, precision {report['precision']}")
     both = " (mean of both directions)" if report["bidirectional"] else ""

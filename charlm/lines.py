@@ -84,6 +84,23 @@ def split_into_lines(stream: np.ndarray, stream_vocab: Vocab, vocab: Vocab) -> L
     return Lines(tokens=np.concatenate(pieces).astype(vocab.dtype), offsets=offsets)
 
 
+def looks_like_a_list(stream: np.ndarray, stream_vocab: Vocab) -> tuple[int, int] | None:
+    """(lines, median length) when a text reads like a list — many short lines, almost no blank ones
+    (a play or prose has blank lines between speeches and paragraphs) — else None."""
+    newline = stream_vocab.index.get("\n")
+    if newline is None:
+        return None
+    ends = np.flatnonzero(np.asarray(stream) == newline)
+    lengths = np.diff(np.concatenate([[-1], ends, [len(stream)]])) - 1
+    lengths = lengths[:-1] if lengths[-1] == 0 else lengths  # a final newline ends the last line
+    if len(lengths) < 100:
+        return None
+    median = int(np.median(lengths))
+    if np.mean(lengths == 0) < 0.02 and 0 < median <= 60:
+        return len(lengths), median
+    return None
+
+
 @dataclass
 class LineSplits:
     train: Lines

@@ -28,7 +28,7 @@ from charlm.data import StreamBatches, TokenFile, Vocab, format_chars, load_toke
 from charlm.errors import CharlmError
 from charlm.evaluate import evaluate_directions
 from charlm.fsutil import atomic_write_text, describe_os_error
-from charlm.lines import IGNORE, LineBatches, lines_vocab, split_into_lines, split_lines
+from charlm.lines import IGNORE, LineBatches, lines_vocab, looks_like_a_list, split_into_lines, split_lines
 from charlm.logs import NullLog, RunLog, truncate_metrics
 from charlm.model import CharRNN, State, detach_state
 from charlm.rundir import RunLock, check_fresh, newest_checkpoint, remove_if_only_lock
@@ -247,6 +247,10 @@ def _train(config: Config, text_path: Path, out_dir: Path, resume: bool, init_fr
                    for direction in (("forward", "backward") if config.model.bidirectional else ("forward",))}
     else:
         vocab = token_file.vocab
+        list_like = looks_like_a_list(token_file.tokens, vocab) if main and not resume else None
+        if list_like:
+            tqdm.write(f"hint: {text_path.name} looks like a list ({list_like[0]:,} lines, median {list_like[1]}"
+                       " characters): --set data.mode=lines trains on whole lines", file=sys.stderr)
         splits = split_tokens(token_file.tokens, config.data.val_fraction, config.data.test_fraction)
         train_part, val_part, unit = splits.train, splits.val, "chars"
         streams = {"forward": StreamBatches(train_part, train_cfg.batch_size, train_cfg.seq_len, train_cfg.seed)}

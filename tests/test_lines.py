@@ -169,3 +169,16 @@ def test_lines_mode_resumes_exactly(tmp_path):
           progress=False)
     whole, split = load_checkpoint(tmp_path / "whole" / "last.pt"), load_checkpoint(tmp_path / "split" / "last.pt")
     assert all(torch.equal(whole["model"][k], split["model"][k]) for k in whole["model"])
+
+
+def test_a_list_is_recognised_and_a_play_is_not(tinyshakespeare):
+    from charlm.data import read_text
+    from charlm.lines import looks_like_a_list
+
+    def verdict(text):
+        vocab = Vocab.from_text(text)
+        return looks_like_a_list(vocab.encode(text), vocab)
+
+    assert verdict("\n".join(WORDS * 10)) == (160, int(np.median([len(w) for w in WORDS])))
+    assert verdict(read_text(tinyshakespeare)[:200_000]) is None
+    assert verdict("short text\n" * 50) is None  # too few lines to tell
