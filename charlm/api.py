@@ -75,7 +75,10 @@ class LanguageModel:
 
     def sample(self, prime: str = "", length: int = 500, reverse: bool = False, **options: Any) -> str:
         """One sample in reading order: the prime then ``length`` generated characters, or with
-        ``reverse`` the ``length`` characters the backward direction wrote before the prime."""
+        ``reverse`` the ``length`` characters the backward direction wrote before the prime. In lines
+        mode, one line (at most ``length`` characters)."""
+        if self.lines_mode and not reverse:  # one sample of a list is one line
+            return self.sample_lines(1, prime, length, **options)[0]
         made = "".join(chars[0] for chars in self.stream(prime, length, num_samples=1, reverse=reverse, **options))
         return made[::-1] + prime if reverse else prime + made
 

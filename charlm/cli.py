@@ -184,9 +184,13 @@ def train(file: Path | None, config_file: Path | None, corpus: str | None, out: 
         model = charlm.load(str(out))
         sample_cfg = config.sample
         click.echo(f"--- sample from {model.path} ---", err=True)
-        click.echo(model.sample(sample_cfg.prime if not model.vocab.missing(sample_cfg.prime) else "",
-                                length=sample_cfg.length, temperature=sample_cfg.temperature,
-                                top_k=sample_cfg.top_k, top_p=sample_cfg.top_p, seed=sample_cfg.seed))
+        prime = sample_cfg.prime if not model.vocab.missing(sample_cfg.prime) else ""
+        options = {"temperature": sample_cfg.temperature, "top_k": sample_cfg.top_k, "top_p": sample_cfg.top_p,
+                   "seed": sample_cfg.seed}
+        if model.lines_mode:
+            click.echo("\n".join(model.sample_lines(10, prime, sample_cfg.length, **options)))
+        else:
+            click.echo(model.sample(prime, length=sample_cfg.length, **options))
 
 
 RESUMABLE_SECTIONS = ("train", "sample")

@@ -106,13 +106,17 @@ def build_optimizer(model: CharRNN, config: TrainConfig, device: torch.device) -
 
 
 def sample_text(model: CharRNN, vocab: Vocab, config: Config, length: int, seed: int) -> str:
-    """A short sample for the logs, drawn with the config's sampling settings."""
+    """A short sample for the logs, drawn with the config's sampling settings (lines mode: 8 lines)."""
     prime = config.sample.prime if not vocab.missing(config.sample.prime) else ""
-    ids = generate(
-        model, start_tokens(vocab, prime), length, 1, config.sample.temperature,
-        config.sample.top_k, config.sample.top_p, generator=make_generator(seed),
-    )
-    text = prime + vocab.render([int(step_ids[0]) for step_ids in ids])
+    options = {"temperature": config.sample.temperature, "top_k": config.sample.top_k, "top_p": config.sample.top_p}
+    if vocab.marker is not None:
+        from charlm.api import LanguageModel
+
+        lines = LanguageModel(model, vocab, config, {}, Path()).sample_lines(8, prime, length, seed=seed, **options)
+        model.train()
+        return "\n".join(lines)
+    ids = generate(model, start_tokens(vocab, prime), length, 1, generator=make_generator(seed), **options)
+    text = prime + vocab.decode([int(step_ids[0]) for step_ids in ids])
     model.train()
     return text
 
@@ -364,8 +368,8 @@ def _train(config: Config, text_path: Path, out_dir: Path, resume: bool, init_fr
         nonlocal best_val, evals_since_best
         # A capped val split keeps evaluations on a very large text to seconds; the cap is a prefix,
         # so every evaluation of a run sees the same characters.
-        capped = lines_mode or train_cfg.eval_max_chars is None
-        val = val_part if capped else val_part[: train_cfg.eval_max_chars]
+        whole = lines_mode or train_cfg.eval_max_chars is None  # a list's val lines are few: all of them
+        val = val_part if whole else val_part[: train_cfg.eval_max_chars]
         if len(val) < (1 if lines_mode else 2):
             return None
         results = (evaluate_directions(model, val, train_cfg.eval_batch_size, device, precision, vocab.marker)
