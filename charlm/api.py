@@ -11,9 +11,9 @@ import torch
 
 from charlm.checkpoint import load_checkpoint, resolve_checkpoint
 from charlm.config import Config
-from charlm.data import MARKER, Vocab, format_chars
+from charlm.data import MARKER, Vocab, format_chars, load_tokens, split_tokens
 from charlm.errors import CharlmError
-from charlm.lines import Lines
+from charlm.lines import Lines, split_into_lines, split_lines
 from charlm.evaluate import evaluate_directions
 from charlm.model import CharRNN
 from charlm.runtime import resolve_device
@@ -104,31 +104,40 @@ class LanguageModel:
                 break
         return [prime + text for text in made]
 
-    def own_lines(self, split: str) -> "Lines":
-        """One split of the lines this model was trained on (lines mode), cut again as in training."""
-        from charlm.corpora import text_of
-        from charlm.data import file_sha256, load_tokens
-        from charlm.lines import split_into_lines, split_lines
-
+    def own_data(self, split: str, progress: bool = False) -> "np.ndarray | Lines":
+        """One split (train, val or test) of the text this model was trained on, cut as in training:
+        a token array, or in lines mode its lines."""
         data = self.config.data
-        path = text_of(self.config, f"{self.path} does not say what text it was trained on")
-        if file_sha256(path) != self.checkpoint["data"]["sha256"]:
-            raise CharlmError(f"{path} changed since {self.path} was trained: pass the file to use explicitly")
-        token_file = load_tokens(path, data.encoding, data.cache_dir, progress=False)
-        lines = split_into_lines(token_file.tokens, token_file.vocab, self.vocab)
-        splits = split_lines(lines, data.val_fraction, data.test_fraction, data.split_seed, data.holdout_cap)
-        return getattr(splits, split)
+        path = Path(self.checkpoint["data"]["path"])
+        if not path.is_file():
+            raise CharlmError(f"the run's text {path} is gone: pass the file to use as FILE")
+        token_file = load_tokens(path, data.encoding, data.cache_dir, vocab=None if self.lines_mode else self.vocab,
+                                 progress=progress)
+        if token_file.sha256 != self.checkpoint["data"]["sha256"]:
+            raise CharlmError(f"{path} changed since {self.path} was trained: pass the file to use as FILE")
+        if self.lines_mode:
+            lines = split_into_lines(token_file.tokens, token_file.vocab, self.vocab)
+            return getattr(split_lines(lines, data.val_fraction, data.test_fraction, data.split_seed,
+                                       data.holdout_cap), split)
+        return getattr(split_tokens(token_file.tokens, data.val_fraction, data.test_fraction), split)
+
+    def file_data(self, path: str | Path, encoding: str = "utf-8", progress: bool = False
+                  ) -> tuple["np.ndarray | Lines", int]:
+        """A file as this model reads it (a token array, or in lines mode its lines), and how many of
+        its characters the model never saw (they are left out)."""
+        cache = self.config.data.cache_dir
+        if not self.lines_mode:
+            token_file = load_tokens(path, encoding, cache, vocab=self.vocab, progress=progress)
+            return token_file.tokens, token_file.unknown
+        token_file = load_tokens(path, encoding, cache, progress=progress)
+        counts = np.bincount(np.asarray(token_file.tokens), minlength=len(token_file.vocab))
+        unknown = sum(int(n) for ch, n in zip(token_file.vocab.chars, counts)
+                      if ch not in self.vocab.index and ch not in "\n\r")
+        return split_into_lines(token_file.tokens, token_file.vocab, self.vocab), unknown
 
     def training_lines(self) -> set[str]:
-        return set(self.own_lines("train").texts(self.vocab))
-
-    def file_lines(self, path: str | Path, encoding: str = "utf-8") -> "Lines":
-        """Every non-empty line of a file (lines mode); characters the model never saw are left out."""
-        from charlm.data import load_tokens
-        from charlm.lines import split_into_lines
-
-        token_file = load_tokens(path, encoding, self.config.data.cache_dir, progress=False)
-        return split_into_lines(token_file.tokens, token_file.vocab, self.vocab)
+        """The lines this model was trained on (lines mode)."""
+        return set(self.own_data("train").texts(self.vocab))
 
     def evaluate_tokens(self, tokens: "np.ndarray | Lines", batch_size: int | None = None) -> dict[str, Any]:
         """On a token stream or (lines mode) on lines: forward loss, bpc, perplexity and chars; for a bidirectional model also the backward ones."""

@@ -200,13 +200,12 @@ RESUME_FIXED_KEYS = ("train.batch_size", "train.seq_len", "train.seed")
 def _resume_config(run_dir: Path, overrides: list[tuple[str, Any]]):
     """The run's own config, with overrides allowed where they keep the run the same run."""
     from charlm.config import Config, build_config
-    from charlm.rundir import RunLock, newest_checkpoint
+    from charlm.rundir import check_not_in_use, newest_checkpoint
 
     if not run_dir.is_dir():
         raise CharlmError(f"no run directory {run_dir} to resume: check the path given to --resume")
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone looks at the lock
-        with RunLock(run_dir):  # a run still writing here is the better thing to report than its checkpoints
-            pass
+        check_not_in_use(run_dir)  # a run still writing here is the better thing to report than its checkpoints
     path, checkpoint = newest_checkpoint(run_dir)
     saved = Config.from_dict(checkpoint["config"], source=str(path)).to_dict()
     config = build_config(None, overrides, base=Config.from_dict(saved))
@@ -430,32 +429,18 @@ def _sample_lines(model, count: int, prime: str, settings: dict, greedy: bool, s
 def eval_command(checkpoint: Path, file: Path | None, split: str, encoding: str, as_json: bool, device: str) -> None:
     """Loss, bits per character and perplexity of CHECKPOINT on FILE or on its own val split."""
     import charlm
-    from charlm.data import load_tokens, split_tokens
 
     model = charlm.load(str(checkpoint), device=device)
-    data_cfg = model.config.data
-    if model.lines_mode:  # whole lines, the end marker counted
-        array = model.file_lines(file, encoding) if file is not None else model.own_lines(split)
-        source = {"file": str(file or data_cfg.path or data_cfg.corpus), "unknown_chars": 0, "lines": len(array),
-                  **({} if file is not None else {"split": split})}
-        if len(array) == 0:
-            raise CharlmError(f"the run's {split} split has no lines: pass a FILE or choose another --split")
-    elif file is not None:
-        tokens = load_tokens(file, encoding, data_cfg.cache_dir, vocab=model.vocab, progress=not as_json)
-        source = {"file": str(file), "unknown_chars": tokens.unknown}
-        array = tokens.tokens
+    if file is not None:
+        array, unknown = model.file_data(file, encoding, progress=not as_json)
+        source = {"file": str(file), "unknown_chars": unknown}
     else:
-        path = Path(model.checkpoint["data"]["path"])
-        if not path.is_file():
-            raise CharlmError(f"the run's text {path} is gone: pass the file to evaluate on as FILE")
-        tokens = load_tokens(path, data_cfg.encoding, data_cfg.cache_dir, vocab=model.vocab, progress=not as_json)
-        if tokens.sha256 != model.checkpoint["data"]["sha256"]:
-            raise CharlmError(f"{path} changed since training: pass the file to evaluate on as FILE")
-        splits = split_tokens(tokens.tokens, data_cfg.val_fraction, data_cfg.test_fraction)
-        array = getattr(splits, split)
-        source = {"file": str(path), "split": split, "unknown_chars": 0}
-        if len(array) < 2:
+        array = model.own_data(split, progress=not as_json)
+        source = {"file": model.checkpoint["data"]["path"], "split": split, "unknown_chars": 0}
+        if len(array) < (1 if model.lines_mode else 2):
             raise CharlmError(f"the run's {split} split is empty: pass a FILE or choose another --split")
+    if model.lines_mode:
+        source["lines"] = len(array)
     result = model.evaluate_tokens(array)
     report = {**result, **source, "checkpoint": str(model.path)}
     if as_json:

@@ -89,6 +89,12 @@ def _describe_holder(path: Path) -> str:
         return ""
 
 
+def check_not_in_use(directory: Path) -> None:
+    """Refuse a directory that a running `charlm train` holds (the lock is taken and let go at once)."""
+    with RunLock(directory):
+        pass
+
+
 def check_fresh(directory: Path) -> None:
     """Refuse to start a new run where one already is (its files would mix with ours)."""
     if (directory / "last.pt").exists() or (directory / "best.pt").exists():

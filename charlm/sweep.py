@@ -240,6 +240,8 @@ def _optuna():
 
 def _distributions(spec: SweepSpec) -> dict[str, Any]:
     optuna = _optuna()
+    if spec.method == "grid":  # the grid sampler hands out grid points; all it needs is their lists
+        return {p.key: optuna.distributions.CategoricalDistribution(p.grid_values()) for p in spec.parameters}
     result = {}
     for p in spec.parameters:
         if p.values is not None:
@@ -249,8 +251,6 @@ def _distributions(spec: SweepSpec) -> dict[str, Any]:
         else:
             result[p.key] = optuna.distributions.FloatDistribution(float(p.low), float(p.high),
                                                                  log=p.distribution == "log_uniform")
-    if spec.method == "grid":  # the grid sampler hands out grid points; all it needs is their lists
-        result = {p.key: optuna.distributions.CategoricalDistribution(p.grid_values()) for p in spec.parameters}
     return result
 
 
@@ -400,9 +400,10 @@ def run_sweep(spec: SweepSpec, out_dir: Path, workers: int = 1, storage_url: str
                     del running[number]
                     _after_trial(study, storage, number, process.returncode, trial_dir, echo)
                 settled, running_anywhere = _counts(study)
-                if settled + running_anywhere >= spec.trials or len(running) >= workers:
-                    if not running and settled + running_anywhere >= spec.trials:
-                        break
+                enough = settled + running_anywhere >= spec.trials  # finished or under way, here or elsewhere
+                if enough and not running:
+                    break
+                if enough or len(running) >= workers:
                     time.sleep(0.1)
                     continue
                 trial = study.ask(distributions)
@@ -410,7 +411,7 @@ def run_sweep(spec: SweepSpec, out_dir: Path, workers: int = 1, storage_url: str
                 trial_dir, resume = _trial_dir(study, trial, out_dir)
                 running[trial.number] = _launch(spec, storage_url, trial, trial_dir, resume, threads, echo)
         except KeyboardInterrupt:
-            for process, log_file, _ in running.values():
+            for process, _, _ in running.values():
                 process.terminate()
             for process, log_file, _ in running.values():
                 process.wait()
@@ -528,14 +529,11 @@ def run_trial(job_path: Path) -> int:
         return 0  # recorded: the scheduler goes on with the next trial
     if result.stop_reason == "interrupted":
         return 130  # left RUNNING: the scheduler (this run or the next) queues it to run again
-    run = trial_dir
     trial.set_user_attr("steps", result.step)
     trial.set_user_attr("seconds", result.train_time)
     trial.set_user_attr("stop_reason", result.stop_reason)
-    from charlm.checkpoint import load_checkpoint
-
-    trial.set_user_attr("parameters", int(load_checkpoint(run / "last.pt")["parameters"]))
-    _write_hparams(run, job["params"], result.best_val_loss)
+    trial.set_user_attr("parameters", result.parameters)
+    _write_hparams(trial_dir, job["params"], result.best_val_loss)
     if result.stop_reason == "pruned":
         study.tell(job["trial"], state=optuna.trial.TrialState.PRUNED)
     elif result.best_val_loss is None:

@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -37,8 +37,9 @@ from charlm.sample import generate, make_generator, start_tokens
 
 ARCHITECTURE_KEYS = ("cell", "hidden_size", "embedding_size", "num_layers", "tie_weights", "bidirectional")
 STATE_KEYS = {"forward": "carried_state", "backward": "carried_state_backward"}  # checkpoint keys
-# Why a loop stops, in rising priority (ranks that disagree take the highest).
-STOP_CODES = (None, "max_steps", "max_epochs", "max_time", "early_stopping", "pruned", "interrupted")
+# Why a loop stops, in rising priority: ranks that disagree take the highest, as one process takes
+# the first of its checks (a spent budget before a stop request, before pruning, before patience).
+STOP_CODES = (None, "early_stopping", "pruned", "interrupted", "max_time", "max_epochs", "max_steps")
 
 
 @dataclass
@@ -50,7 +51,7 @@ class TrainResult:
     last_val_loss: float | None
     train_time: float
     tokens_per_s: float
-    history: list[dict[str, Any]] = field(default_factory=list)
+    parameters: int = 0
 
 
 def learning_rate(config: TrainConfig, step: int, progress: float) -> float:
@@ -420,19 +421,15 @@ def _train(config: Config, text_path: Path, out_dir: Path, resume: bool, init_fr
     tokens_per_s = 0.0
     model.train()
     segment_start, time_before = time.perf_counter(), train_time
-    saved_step: int | None = step if resume else None  # step of the last.pt on disk
 
     with StopRequest() as stop:
         while True:
             train_time = time_before + (time.perf_counter() - segment_start)
             epochs = step / batches.steps_per_epoch
-            reason = stop_reason(train_cfg, step, epochs, train_time)
-            if stop.requested:
-                reason = "interrupted"
-            elif prune:
-                reason = "pruned"
-            elif train_cfg.patience and evals_since_best >= train_cfg.patience:
-                reason = reason or "early_stopping"
+            reason = (stop_reason(train_cfg, step, epochs, train_time)
+                      or ("interrupted" if stop.requested else None)
+                      or ("pruned" if prune else None)
+                      or ("early_stopping" if train_cfg.patience and evals_since_best >= train_cfg.patience else None))
             # Under torchrun every rank must stop at the same step and follow the same clock.
             code, train_time = ranks.agree(STOP_CODES.index(reason), train_time)
             reason = STOP_CODES[code]
@@ -527,25 +524,22 @@ def _train(config: Config, text_path: Path, out_dir: Path, resume: bool, init_fr
                 prune = main and on_eval is not None and last_val is not None and on_eval(step, last_val)
             if step % train_cfg.checkpoint_interval == 0:
                 save("last.pt")
-                saved_step = step
 
     # ---- wrap up --------------------------------------------------------------------------
     train_time = time_before + (time.perf_counter() - segment_start)
     if reason != "diverged":  # keep the last periodic checkpoint: these weights lead to NaN
         # An interrupted run stops at once and without the extra evaluation, so that pausing and
         # resuming gives exactly the run that was never paused.
-        if step % train_cfg.eval_interval != 0 and reason not in ("interrupted", "pruned"):
+        if step % train_cfg.eval_interval != 0 and reason != "interrupted":
             last_val = run_eval()
         save("last.pt")
-        saved_step = step
     bar.n = min(1000, int(1000 * budget_progress(train_cfg, step, step / batches.steps_per_epoch, train_time)))
     bar.close()
     log.event("end", step, reason=reason, time=train_time, best_val_loss=best_val, last_val_loss=last_val,
               tokens=tokens_seen, skipped_steps=skipped_steps)
     log.close()
     if reason == "diverged":
-        kept = (f"{out_dir / 'last.pt'} (step {saved_step:,}) is kept" if saved_step is not None
-                else "no checkpoint had been written yet")
+        kept = _newest_kept(out_dir)
         clip = (f"lower train.clip_norm (now {train_cfg.clip_norm:g})" if train_cfg.clip_norm > 0
                 else "turn on train.clip_norm (e.g. 1.0)")
         raise CharlmError(
@@ -554,7 +548,17 @@ def _train(config: Config, text_path: Path, out_dir: Path, resume: bool, init_fr
             f" or start again; {kept}"
         )
     return TrainResult(out_dir=out_dir, step=step, stop_reason=reason or "done", best_val_loss=best_val,
-                       last_val_loss=last_val, train_time=train_time, tokens_per_s=tokens_per_s)
+                       last_val_loss=last_val, train_time=train_time, tokens_per_s=tokens_per_s,
+                       parameters=model.num_parameters())
+
+
+def _newest_kept(out_dir: Path) -> str:
+    """Which checkpoint a run that stopped on NaNs leaves to resume from, for its error message."""
+    try:
+        path, checkpoint = newest_checkpoint(out_dir)
+    except CharlmError:
+        return "no checkpoint had been written yet"
+    return f"{path} (step {checkpoint['step']:,}) is kept"
 
 
 def _config_yaml(config: Config) -> str:
