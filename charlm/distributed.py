@@ -99,6 +99,21 @@ class Distributed:
             gathered.append(torch.cat(parts, dim=1))
         return tuple(gathered)
 
+    def close(self, finished: bool) -> None:
+        """Leave the process group. Without this, gloo's worker threads are still running when the
+        interpreter exits and the C++ runtime aborts the process ("terminate called without an active
+        exception"), which torchrun reports as a failed run. After a normal finish the ranks first
+        wait for each other, so none tears down a connection another still uses."""
+        if not self.enabled:
+            return
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            return
+        if finished:
+            dist.barrier()
+        dist.destroy_process_group()
+
     def gather_objects(self, value: Any) -> list[Any]:
         if not self.enabled:
             return [value]

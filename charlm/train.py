@@ -190,6 +190,18 @@ def train(
         config = copy.deepcopy(config)
         config.data.path = str(text_path)  # recorded, so that `charlm train --resume DIR` finds the text
     ranks = distributed.setup(config.train.device)
+    finished = False
+    try:
+        result = _train_as_rank(config, text_path, out_dir, resume, init_from, extend_vocab, progress, on_eval, ranks)
+        finished = True
+        return result
+    finally:
+        ranks.close(finished)
+
+
+def _train_as_rank(config: Config, text_path: Path, out_dir: Path, resume: bool, init_from: str | None,
+                   extend_vocab: bool, progress: bool, on_eval: Callable[[int, float], bool] | None,
+                   ranks: distributed.Distributed) -> TrainResult:
     if not ranks.is_main:  # under torchrun, rank 0 alone creates, locks and writes the run directory
         return _train(config, text_path, out_dir, resume, init_from, extend_vocab, False, None, ranks)
     created = not out_dir.exists()

@@ -44,6 +44,7 @@ def test_two_processes_train_as_one_and_resume(tmp_path, text):
     assert first.stderr.count("stopped (max_steps) at step 15") == 1  # rank 0 alone reports
     resumed = _torchrun("--resume", tmp_path / "ddp", "--max-steps", "30")
     assert resumed.returncode == 0, resumed.stderr
+    assert "terminate called" not in first.stderr + resumed.stderr  # the process group is left before exit
     whole = _single(text, "-o", tmp_path / "single", "--max-steps", "30")
     assert whole.returncode == 0, whole.stderr
 
