@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install train test bench bench-quick presets clean
+.PHONY: install train test bench bench-quick presets figures clean
 
 install: $(STAMP)
 
@@ -37,6 +37,17 @@ bench-quick: $(STAMP)
 # Val loss and throughput of the tinyshakespeare presets (about 12 minutes; the README quotes it).
 presets: $(STAMP)
 	$(BIN)/python bench/presets.py configs/tinyshakespeare-60s.yaml configs/tinyshakespeare-10m.yaml
+
+# The README's "Looking inside a model" figures (about 6 minutes): gradient curves of fresh and of
+# 60-second-trained models of each cell on tinyshakespeare, and the memory task; writes docs/.
+figures: $(STAMP)
+	rm -rf runs/figures
+	for cell in rnn_tanh gru lstm; do \
+	  $(BIN)/charlm train -c configs/tinyshakespeare-60s.yaml --cell $$cell --no-sample -o runs/figures/$$cell || exit 1; \
+	done
+	$(BIN)/charlm inspect gradients configs/tinyshakespeare-60s.yaml --cells rnn_tanh,gru,lstm \
+	  runs/figures/rnn_tanh runs/figures/gru runs/figures/lstm -o docs
+	$(BIN)/charlm inspect memory -o docs
 
 clean:
 	rm -rf $(VENV) .pytest_cache *.egg-info

@@ -46,6 +46,7 @@ class ModelConfig:
     embedding_size: int | None = None  # None: same as hidden_size
     num_layers: int = 2
     dropout: float = 0.0  # between layers and before the head
+    embedding_dropout: float = 0.0  # on the embedded input characters (small data: a strong regulariser)
     tie_weights: bool = False  # share embedding and head weights (needs embedding_size == hidden_size)
     forget_bias: float = 1.0  # LSTM only: initial forget-gate bias (sum of torch's two bias vectors)
     bidirectional: bool = False  # also train a backward stack that predicts the previous character
@@ -78,7 +79,9 @@ class TrainConfig:
     eval_interval: int = 250  # steps between evaluations on the val split
     eval_batch_size: int = 32  # streams the val split is cut into
     eval_max_chars: int | None = 2_000_000  # evaluate on the val split's first this many; null: all of it
+    ema_decay: float = 0.0  # > 0: evaluate and publish an exponential moving average of the weights (e.g. 0.999)
     log_interval: int = 25  # steps between progress-bar and metrics updates
+    log_layer_grads: bool = False  # also log each layer's gradient norm (TensorBoard grad_norm/*) every log_interval
     checkpoint_interval: int = 1000  # steps between writes of last.pt
     max_bad_steps: int = 5  # a NaN/Inf loss or gradient skips its step; this many in a row stop training
     sample_length: int = 300  # characters of the text sample logged at each evaluation
@@ -367,6 +370,9 @@ def validate(config: Config) -> None:
     if model.embedding_size is not None:
         _check(model.embedding_size >= 1, f"model.embedding_size must be >= 1, got {model.embedding_size}")
     _check(0.0 <= model.dropout < 1.0, f"model.dropout must be in [0, 1), got {model.dropout}")
+    _check(0.0 <= train.ema_decay < 1.0, f"train.ema_decay must be in [0, 1) (0: off), got {train.ema_decay}")
+    _check(0.0 <= model.embedding_dropout < 1.0,
+           f"model.embedding_dropout must be in [0, 1), got {model.embedding_dropout}")
     if model.tie_weights:
         embedding = model.embedding_size or model.hidden_size
         _check(

@@ -83,3 +83,8 @@ def atomic_open(path: str | Path, mode: str = "wb", elsewhere: str = "-o/--out")
 def atomic_write_text(path: str | Path, text: str, elsewhere: str = "-o/--out") -> None:
     with atomic_open(path, "w", elsewhere) as handle:
         handle.write(text)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes, elsewhere: str = "-o/--out") -> None:
+    with atomic_open(path, "wb", elsewhere) as handle:
+        handle.write(data)

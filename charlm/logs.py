@@ -78,7 +78,7 @@ class RunLog:
             raise CharlmError(describe_os_error(exc, self.path, "append to")) from None
         if self._writer is not None:
             for key, value in values.items():
-                tag = TENSORBOARD_TAGS.get((kind, key))
+                tag = TENSORBOARD_TAGS.get((kind, key)) or (f"grad_norm/{key}" if kind == "grads" else None)
                 if tag is not None and value is not None:
                     self._writer.add_scalar(tag, value, step)
 

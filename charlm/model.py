@@ -33,6 +33,7 @@ class CharRNN(nn.Module):
         embedding_size: int | None = None,
         num_layers: int = 2,
         dropout: float = 0.0,
+        embedding_dropout: float = 0.0,
         tie_weights: bool = False,
         forget_bias: float = 1.0,
         bidirectional: bool = False,
@@ -54,6 +55,7 @@ class CharRNN(nn.Module):
         )
         self.rnn = self._make_stack(cell, rnn_args)
         self.dropout = nn.Dropout(dropout)
+        self.embedding_dropout = nn.Dropout(embedding_dropout)
         self.head = nn.Linear(hidden_size, vocab_size)
         if bidirectional:
             self.rnn_backward = self._make_stack(cell, rnn_args)
@@ -86,6 +88,7 @@ class CharRNN(nn.Module):
             embedding_size=config.embedding_size,
             num_layers=config.num_layers,
             dropout=config.dropout,
+            embedding_dropout=config.embedding_dropout,
             tie_weights=config.tie_weights,
             forget_bias=config.forget_bias,
             bidirectional=config.bidirectional,
@@ -136,7 +139,7 @@ class CharRNN(nn.Module):
         stack, head = self.stack_and_head(direction)
         if state is None:
             state = self.initial_state(tokens.shape[0], tokens.device)
-        embedded = self.embedding(tokens)
+        embedded = self.embedding_dropout(self.embedding(tokens))
         rnn_state = state if self.cell == "lstm" else state[0]
         output, new_state = stack(embedded, rnn_state)
         logits = head(self.dropout(output))
@@ -151,6 +154,20 @@ class CharRNN(nn.Module):
         forward, _ = self(tokens)
         backward, _ = self(tokens.flip(1), direction="backward")
         return forward, backward.flip(1)
+
+    def layer_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Parameters by layer: ``embedding``, ``layer0``…, ``head`` (and ``backward_layer0``…,
+        ``backward_head``), for per-layer gradient norms."""
+        groups: dict[str, list[nn.Parameter]] = {}
+        for name, parameter in self.named_parameters():  # a tied head's weight is listed once, as the embedding
+            module, _, leaf = name.partition(".")
+            prefix = "backward_" if module.endswith("_backward") else ""
+            if module.startswith("rnn"):
+                group = f"{prefix}layer{leaf.rsplit('_l', 1)[1]}"
+            else:
+                group = prefix + module.removesuffix("_backward")
+            groups.setdefault(group, []).append(parameter)
+        return groups
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())  # tied weights are counted once

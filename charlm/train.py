@@ -7,6 +7,7 @@ except every ``log_interval`` steps, when the accumulated loss is read once.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
@@ -22,6 +23,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from charlm import __version__, distributed
+from charlm.averaging import WeightAverage
 from charlm.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
 from charlm.config import Config, TrainConfig, format_duration
 from charlm.data import StreamBatches, TokenFile, Vocab, format_chars, load_tokens, split_tokens
@@ -287,6 +289,7 @@ def _train(config: Config, text_path: Path, out_dir: Path, resume: bool, init_fr
     else:
         model = CharRNN.from_config(config.model, len(vocab))
     model.to(device)
+    average = WeightAverage(model, train_cfg.ema_decay) if train_cfg.ema_decay > 0 else None
     if ranks.rank > 0:
         torch.manual_seed(train_cfg.seed + 1000 * ranks.rank)  # same weights, different dropout masks
     optimizer = build_optimizer(model, train_cfg, device)
@@ -303,7 +306,9 @@ def _train(config: Config, text_path: Path, out_dir: Path, resume: bool, init_fr
                                                                       "grad_norm", "clipped")}
     good_steps = 0  # steps in the window that were not skipped
     if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
+        model.load_state_dict(checkpoint.get("raw_model", checkpoint["model"]))  # raw: "model" may be averaged
+        if average is not None:
+            average.load(model, checkpoint["model"], checkpoint.get("ema_updates", 0))
         optimizer.load_state_dict(checkpoint["optimizer"])
         if "scaler" in checkpoint:
             scaler.load_state_dict(checkpoint["scaler"])
@@ -341,12 +346,19 @@ def _train(config: Config, text_path: Path, out_dir: Path, resume: bool, init_fr
         steps_per_epoch=batches.steps_per_epoch, charlm_version=__version__,
     )
 
+    def averaged() -> contextlib.AbstractContextManager:
+        """Evaluate, sample and publish the averaged weights when train.ema_decay is on."""
+        return average.applied() if average is not None else contextlib.nullcontext()
+
     def payload() -> dict[str, Any]:
         epoch, window = batches.position(step)
+        with averaged():
+            published = {name: value.detach().clone() for name, value in model.state_dict().items()}
         return {
             "config": config.to_dict(),
             "vocab": vocab.to_list(),
-            "model": model.state_dict(),
+            "model": published,
+            **({"raw_model": model.state_dict(), "ema_updates": average.updates} if average is not None else {}),
             "optimizer": optimizer.state_dict(),
             "scaler": scaler.state_dict(),
             "scheduler": {"train_time": train_time, "step": step},
@@ -385,8 +397,11 @@ def _train(config: Config, text_path: Path, out_dir: Path, resume: bool, init_fr
         val = val_part if whole else val_part[: train_cfg.eval_max_chars]
         if len(val) < (1 if lines_mode else 2):
             return None
-        results = (evaluate_directions(model, val, train_cfg.eval_batch_size, device, precision, vocab.marker)
-                   if main else {})
+        with averaged():
+            results = (evaluate_directions(model, val, train_cfg.eval_batch_size, device, precision, vocab.marker)
+                       if main else {})
+            sample = (sample_text(model, vocab, config, train_cfg.sample_length, seed=step)
+                      if main and train_cfg.sample_length else None)
         # Rank 0 evaluates; the others take its result, so that all keep the same best and patience.
         objective = ranks.broadcast(sum(r.loss for r in results.values()) / len(results) if main else None)
         improved = best_val is None or objective < best_val
@@ -404,8 +419,8 @@ def _train(config: Config, text_path: Path, out_dir: Path, resume: bool, init_fr
                 extra.update({f"val_loss_{direction}": r.loss, f"val_bpc_{direction}": r.bpc})
         log.event("eval", step, val_loss=result.loss, val_bpc=result.bpc, val_chars=result.chars, **extra,
                   best_val_loss=best_val, time=train_time)
-        if train_cfg.sample_length:
-            log.text("sample", sample_text(model, vocab, config, train_cfg.sample_length, seed=step), step)
+        if sample is not None:
+            log.text("sample", sample, step)
         log.flush()
         say(f"step {step:>7,} | val loss {result.loss:.4f} | {result.bpc:.3f} bpc"
             + (f" | backward {extra['val_loss_backward']:.4f}" if extra else "")
@@ -476,6 +491,8 @@ def _train(config: Config, text_path: Path, out_dir: Path, resume: bool, init_fr
                 loss = ranks.average([p.grad for p in params], loss)
             if train_cfg.clip_value > 0:
                 torch.nn.utils.clip_grad_value_(params, train_cfg.clip_value)
+            if train_cfg.log_layer_grads and (step + 1) % train_cfg.log_interval == 0:
+                log.event("grads", step + 1, **layer_grad_norms(model))  # before clipping: what backprop gave
             grad_norm = torch.nn.utils.clip_grad_norm_(params, clip_norm, foreach=True)
             step += 1
             tokens_seen += batches.tokens_per_step
@@ -501,6 +518,8 @@ def _train(config: Config, text_path: Path, out_dir: Path, resume: bool, init_fr
                 bad_steps = 0
                 scaler.step(optimizer)
                 scaler.update()
+                if average is not None:
+                    average.update()
                 carried = {direction: detach_state(state) for direction, state in carried.items()}
                 for direction, direction_loss in zip(streams, losses):
                     window_sums[f"loss_{direction}"] += direction_loss.detach()
@@ -562,6 +581,16 @@ def _train(config: Config, text_path: Path, out_dir: Path, resume: bool, init_fr
     return TrainResult(out_dir=out_dir, step=step, stop_reason=reason or "done", best_val_loss=best_val,
                        last_val_loss=last_val, train_time=train_time, tokens_per_s=tokens_per_s,
                        parameters=model.num_parameters())
+
+
+def layer_grad_norms(model: CharRNN) -> dict[str, float]:
+    """The gradient norm of each layer's parameters (see ``CharRNN.layer_groups``)."""
+    norms = {}
+    for group, parameters in model.layer_groups().items():
+        grads = [p.grad.detach().float() for p in parameters if p.grad is not None]
+        if grads:
+            norms[group] = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])).item()
+    return norms
 
 
 def _newest_kept(out_dir: Path) -> str:

@@ -179,6 +179,35 @@ def test_tensorboard_holds_every_curve_and_a_sample(tmp_path, text_file):
     assert any("sample" in tag for tag in events.Tags()["tensors"])
 
 
+def test_per_layer_gradient_norms_are_logged_when_asked(tmp_path, text_file):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    config = small_config(**{"train.max_steps": 40, "model.num_layers": 2, "train.log_layer_grads": True,
+                             "train.clip_norm": 0.01})
+    train(config, text_file, tmp_path / "run", progress=False)
+    events = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    grads = [e for e in events if e["event"] == "grads"]
+    assert [e["step"] for e in grads] == [e["step"] for e in events if e["event"] == "train"] == [10, 20, 30, 40]
+    assert all(set(e) == {"event", "step", "embedding", "layer0", "layer1", "head"} for e in grads)
+    # Norms before clipping: clip_norm 0.01 is far below what backprop gives, and clipped norms could not exceed it.
+    assert all(g[k] > 0 for g in grads for k in ("embedding", "layer0", "layer1", "head"))
+    assert all(math.sqrt(sum(g[k] ** 2 for k in ("embedding", "layer0", "layer1", "head"))) > 0.1 for g in grads)
+    tensorboard = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    tensorboard.Reload()
+    assert {"grad_norm/embedding", "grad_norm/layer0", "grad_norm/layer1", "grad_norm/head"} <= set(
+        tensorboard.Tags()["scalars"])
+    train(small_config(**{"train.max_steps": 10}), text_file, tmp_path / "off", progress=False)
+    assert not any(e["event"] == "grads" for e in read_metrics(tmp_path / "off" / "metrics.jsonl"))
+
+
+def test_layer_groups_cover_every_parameter_once():
+    model = CharRNN(10, cell="lstm", hidden_size=8, num_layers=3, bidirectional=True)
+    groups = model.layer_groups()
+    assert set(groups) == {"embedding", "layer0", "layer1", "layer2", "head",
+                           "backward_layer0", "backward_layer1", "backward_layer2", "backward_head"}
+    assert sum(p.numel() for ps in groups.values() for p in ps) == model.num_parameters()
+
+
 def test_precision_auto_follows_the_hardware(monkeypatch):
     import charlm.runtime as runtime
     from charlm.errors import CharlmError
@@ -438,3 +467,31 @@ def test_a_real_write_failure_mid_training_keeps_the_checkpoints(tmp_path, text_
     for name, data in before.items():
         assert (tmp_path / "run" / name).read_bytes() == data
     assert not list((tmp_path / "run").glob(".*.tmp"))
+
+
+def test_weight_averaging_publishes_the_average_and_resumes_exactly(tmp_path, text_file):
+    settings = {"train.ema_decay": 0.99, "train.max_steps": 1, "train.eval_interval": 10, "model.dropout": 0.1,
+                "train.lr_schedule": "constant", "train.warmup_steps": 5}  # the same schedule for 20 and 40 steps
+    config = small_config(**settings)
+    train(config, text_file, tmp_path / "one", progress=False)
+    checkpoint = load_checkpoint(tmp_path / "one" / "last.pt")
+    before = _initial_weights(config, len(checkpoint["vocab"]))
+    # The first update is weighted 0.9 (the decay ramps up as min(0.99, (1 + n) / (10 + n))).
+    for key, initial in before.items():
+        expected = initial + 0.9 * (checkpoint["raw_model"][key] - initial)
+        torch.testing.assert_close(checkpoint["model"][key], expected)
+    assert checkpoint["ema_updates"] == 1
+
+    settings["train.max_steps"] = 40
+    train(small_config(**settings), text_file, tmp_path / "whole", progress=False)
+    train(small_config(**{**settings, "train.max_steps": 20}), text_file, tmp_path / "half", progress=False)
+    train(small_config(**settings), text_file, tmp_path / "half", resume=True, progress=False)
+    whole, half = load_checkpoint(tmp_path / "whole" / "last.pt"), load_checkpoint(tmp_path / "half" / "last.pt")
+    for part in ("model", "raw_model"):
+        assert all(torch.equal(whole[part][k], half[part][k]) for k in whole[part])
+    assert not torch.equal(whole["model"]["head.weight"], whole["raw_model"]["head.weight"])
+    evals = [e["val_loss"] for e in read_metrics(tmp_path / "whole" / "metrics.jsonl") if e["event"] == "eval"]
+    import charlm
+
+    model = charlm.load(tmp_path / "whole" / "last.pt")  # what sampling and eval use: the average
+    assert model.evaluate_tokens(model.own_data("val"))["loss"] == pytest.approx(evals[-1], rel=1e-5)

@@ -1,0 +1,59 @@
+"""Weight averaging: an exponential moving average (EMA) of the weights along training.
+
+SGD's weights jitter around a minimum at whatever scale the learning rate sets; their running
+average sits closer to its middle, so it usually evaluates better than the latest weights and
+costs one copy of the parameters. With ``train.ema_decay`` set, evaluations, best.pt, last.pt's
+``model`` and the end-of-training sample use the averaged weights (so ``charlm sample`` and
+``charlm eval`` see them); the raw weights the optimizer works on are kept in the checkpoint too,
+so a resumed run continues exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class WeightAverage:
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.updates = 0
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.shadow = [p.detach().clone() for p in self.params]
+
+    def current_decay(self) -> float:
+        # Early on the average would be dominated by the random initial weights: ramp the decay up
+        # (as TensorFlow's ExponentialMovingAverage does with num_updates).
+        return min(self.decay, (1 + self.updates) / (10 + self.updates))
+
+    @torch.no_grad()
+    def update(self) -> None:
+        """Fold the current weights into the average (after each optimizer step)."""
+        weight = 1.0 - self.current_decay()
+        torch._foreach_lerp_(self.shadow, [p.detach() for p in self.params], weight)
+        self.updates += 1
+
+    @contextlib.contextmanager
+    def applied(self) -> Iterator[None]:
+        """Within the block the model holds the averaged weights; the raw ones come back after."""
+        with torch.no_grad():
+            raw = [p.detach().clone() for p in self.params]
+            torch._foreach_copy_(self.params, self.shadow)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                torch._foreach_copy_(self.params, raw)
+
+    def load(self, model: nn.Module, averaged_state: dict[str, Any], updates: int) -> None:
+        """Restore the average from a checkpoint's averaged ``model`` state (the raw weights are
+        already in ``model``)."""
+        with self.applied():
+            model.load_state_dict(averaged_state)
+            with torch.no_grad():
+                torch._foreach_copy_(self.shadow, [p.detach() for p in self.params])
+        self.updates = updates

@@ -1,0 +1,143 @@
+"""Vanishing gradients through time, measured on a real model.
+
+For a position t of a text, L_t is the loss of the prediction made after reading character t and
+x_{t-k} is the input vector (the embedding) the model read k steps earlier. ‖∂L_t/∂x_{t-k}‖ says how
+much that prediction can still be moved by what was read k steps before: a plain tanh RNN's
+curve falls exponentially with k, a gated cell's (GRU, LSTM) falls far more slowly.
+
+Each measured position gets its own window: ``burn_in`` characters read without gradients bring
+the state to what it is in the middle of a text, then K + 1 characters are read with gradients on
+their embeddings and the loss at the last one is differentiated. The rows of a batch never
+interact (no dropout in eval mode), so one backward pass gives every row's own gradient.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from charlm.errors import CharlmError
+from charlm.model import CharRNN
+
+
+@dataclass
+class GradientCurve:
+    """‖∂L_t/∂x_{t-k}‖ for k = 0…K, averaged over ``positions`` positions of a text."""
+
+    label: str
+    cell: str
+    mean: list[float]
+    median: list[float]
+    positions: int
+    details: dict = field(default_factory=dict)
+
+    @property
+    def max_distance(self) -> int:
+        return len(self.mean) - 1
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _no_cudnn(model: CharRNN) -> contextlib.AbstractContextManager:
+    # cuDNN refuses to run an RNN's backward pass in eval mode; the native kernels do not.
+    if model.head.weight.is_cuda:
+        return torch.backends.cudnn.flags(enabled=False)
+    return contextlib.nullcontext()
+
+
+def input_gradient_norms(model: CharRNN, windows: torch.Tensor, burn_in: int) -> torch.Tensor:
+    """(rows, K + 1) gradient norms: column k is ‖∂L_t/∂x_{t-k}‖, with t the last input of each row.
+
+    ``windows`` is (rows, burn_in + K + 2) token ids: ``burn_in`` ids to warm the state up, the
+    K + 1 inputs, then the target of the last input.
+    """
+    model.eval()
+    stack, head = model.stack_and_head("forward")
+    rows = windows.shape[0]
+    with torch.no_grad():
+        state = model.initial_state(rows, windows.device)
+        if burn_in:
+            _, state = model(windows[:, :burn_in], state)
+    inputs, target = windows[:, burn_in:-1], windows[:, -1]
+    embedded = model.embedding(inputs).detach().requires_grad_(True)
+    with _no_cudnn(model), torch.enable_grad():
+        output, _ = stack(embedded, state if model.cell == "lstm" else state[0])
+        logits = head(output[:, -1])
+        # A sum, not a mean: each row's loss depends on its own inputs only, so the gradient of the
+        # sum with respect to a row's embeddings is exactly that row's own gradient.
+        loss = F.cross_entropy(logits.float(), target, reduction="sum")
+        (grad,) = torch.autograd.grad(loss, embedded)
+    return grad.norm(dim=-1).flip(1)
+
+
+def sample_windows(tokens: np.ndarray, count: int, length: int, seed: int) -> np.ndarray:
+    """``count`` windows of ``length`` consecutive tokens at seeded random places of ``tokens``."""
+    tokens = np.asarray(tokens)
+    if len(tokens) < length:
+        raise CharlmError(
+            f"the text has {len(tokens):,} characters but one measurement needs {length:,}"
+            " (burn-in + max distance + 2): give a longer text or a smaller --max-distance"
+        )
+    starts = np.random.default_rng(seed).integers(0, len(tokens) - length + 1, size=count)
+    return np.stack([tokens[s:s + length] for s in starts]).astype(np.int64)
+
+
+def gradient_curve(
+    model: CharRNN,
+    tokens: np.ndarray,
+    label: str,
+    max_distance: int = 200,
+    positions: int = 256,
+    burn_in: int = 100,
+    batch_size: int = 64,
+    seed: int = 0,
+    progress: bool = False,
+) -> GradientCurve:
+    """The mean and median of ‖∂L_t/∂x_{t-k}‖ over ``positions`` random positions of ``tokens``."""
+    from tqdm import tqdm
+
+    # In float64: a tanh RNN's gradient falls below float32's smallest number within 100 steps,
+    # and a curve that drops to exactly zero says less than one that keeps falling.
+    model = copy.deepcopy(model).double()
+    device = model.head.weight.device
+    windows = sample_windows(tokens, positions, burn_in + max_distance + 2, seed)
+    norms = []
+    for start in tqdm(range(0, positions, batch_size), desc=label, unit="batch", disable=not progress,
+                      leave=False):
+        batch = torch.from_numpy(windows[start:start + batch_size]).to(device)
+        norms.append(input_gradient_norms(model, batch, burn_in).double().cpu())
+    table = torch.cat(norms)
+    return GradientCurve(label=label, cell=model.cell, mean=table.mean(0).tolist(),
+                         median=table.median(0).values.tolist(), positions=positions,
+                         details={"burn_in": burn_in, "seed": seed})
+
+
+def summary_line(curve: GradientCurve) -> str:
+    """e.g. ``lstm  k=1 3.1e-02  k=10 …  k=200 …  falls 1e-4x``: the curve at a few distances."""
+    marks = [k for k in (1, 10, 50, 100, 200, 500, 1000) if k <= curve.max_distance]
+    values = "  ".join(f"k={k} {curve.mean[k]:.2e}" for k in marks)
+    ratio = curve.mean[marks[-1]] / curve.mean[1] if curve.mean[1] > 0 else float("nan")
+    return f"{curve.label}: {values}  (k={marks[-1]} / k=1: {ratio:.1e})"
+
+
+def plot_curves(curves: list[GradientCurve], path: Path, text_name: str) -> None:
+    from charlm.inspection.plot import line_plot
+
+    # One colour per cell type; fresh models dashed, so a cell's fresh and trained curves pair up.
+    palette = {"rnn_tanh": "tab:blue", "rnn_relu": "tab:purple", "gru": "tab:orange", "lstm": "tab:green"}
+    series = []
+    for c in curves:
+        style = {"linestyle": "--" if "fresh" in c.label else "-"}
+        twins = [o for o in curves if o.cell == c.cell and ("fresh" in o.label) == ("fresh" in c.label)]
+        if len(twins) == 1:  # several models of one cell and kind keep matplotlib's own colours
+            style["color"] = palette.get(c.cell)
+        series.append((c.label, list(range(1, c.max_distance + 1)), c.mean[1:], style))
+    line_plot(path, series, title=f"How far back the loss reaches ({text_name}; dashed: fresh)",
+              xlabel="distance k (characters back)", ylabel="mean ‖∂L_t / ∂x_(t−k)‖", log_y=True)
