@@ -171,3 +171,19 @@ def test_example_sweeps_are_valid():
     for path in examples:
         spec = load_sweep(path)
         assert spec.parameters and spec.trials >= 1, path
+
+
+def test_a_sweep_over_a_list_trains_in_lines_mode(tmp_path):
+    lines = [f"{first}{second}" for first in ("ann", "bob", "cid", "dee", "eve") for second in ("a", "ie", "y", "o")]
+    path = tmp_path / "list.txt"
+    path.write_text("\n".join(lines * 4) + "\n")
+    sweep = _sweep_file(tmp_path, path, "config: {data: {mode: lines}}\nmethod: grid\nparameters:\n"
+                                          "  model.cell: {values: [gru, lstm]}\n")
+    result = _charlm("sweep", sweep, "-o", tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    import charlm
+
+    for trial in ("trial-0000", "trial-0001"):
+        model = charlm.load(tmp_path / "out" / trial)
+        assert model.lines_mode and model.config.data.mode == "lines"
+        assert all("\n" not in line for line in model.sample_lines(5, seed=0))
