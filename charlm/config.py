@@ -46,7 +46,8 @@ class ModelConfig:
     embedding_size: int | None = None  # None: same as hidden_size
     num_layers: int = 2
     dropout: float = 0.0  # between layers and before the head
-    embedding_dropout: float = 0.0  # on the embedded input characters (small data: a strong regulariser)
+    embedding_dropout: float = 0.0  # on the embedded input characters
+    weight_dropout: float = 0.0  # DropConnect on the recurrent (hidden-to-hidden) weights, one mask per batch
     tie_weights: bool = False  # share embedding and head weights (needs embedding_size == hidden_size)
     forget_bias: float = 1.0  # LSTM only: initial forget-gate bias (sum of torch's two bias vectors)
     bidirectional: bool = False  # also train a backward stack that predicts the previous character
@@ -371,6 +372,7 @@ def validate(config: Config) -> None:
         _check(model.embedding_size >= 1, f"model.embedding_size must be >= 1, got {model.embedding_size}")
     _check(0.0 <= model.dropout < 1.0, f"model.dropout must be in [0, 1), got {model.dropout}")
     _check(0.0 <= train.ema_decay < 1.0, f"train.ema_decay must be in [0, 1) (0: off), got {train.ema_decay}")
+    _check(0.0 <= model.weight_dropout < 1.0, f"model.weight_dropout must be in [0, 1), got {model.weight_dropout}")
     _check(0.0 <= model.embedding_dropout < 1.0,
            f"model.embedding_dropout must be in [0, 1), got {model.embedding_dropout}")
     if model.tie_weights:

@@ -34,6 +34,7 @@ class CharRNN(nn.Module):
         num_layers: int = 2,
         dropout: float = 0.0,
         embedding_dropout: float = 0.0,
+        weight_dropout: float = 0.0,
         tie_weights: bool = False,
         forget_bias: float = 1.0,
         bidirectional: bool = False,
@@ -56,6 +57,7 @@ class CharRNN(nn.Module):
         self.rnn = self._make_stack(cell, rnn_args)
         self.dropout = nn.Dropout(dropout)
         self.embedding_dropout = nn.Dropout(embedding_dropout)
+        self.weight_dropout = weight_dropout
         self.head = nn.Linear(hidden_size, vocab_size)
         if bidirectional:
             self.rnn_backward = self._make_stack(cell, rnn_args)
@@ -89,6 +91,7 @@ class CharRNN(nn.Module):
             num_layers=config.num_layers,
             dropout=config.dropout,
             embedding_dropout=config.embedding_dropout,
+            weight_dropout=config.weight_dropout,
             tie_weights=config.tie_weights,
             forget_bias=config.forget_bias,
             bidirectional=config.bidirectional,
@@ -141,7 +144,15 @@ class CharRNN(nn.Module):
             state = self.initial_state(tokens.shape[0], tokens.device)
         embedded = self.embedding_dropout(self.embedding(tokens))
         rnn_state = state if self.cell == "lstm" else state[0]
-        output, new_state = stack(embedded, rnn_state)
+        if self.training and self.weight_dropout > 0:
+            # DropConnect on the hidden-to-hidden weights (AWD-LSTM's WeightDrop): one mask per
+            # forward pass, the same at every time step, so the recurrence itself is regularised
+            # while the fused kernel still runs. Evaluation uses the whole weights.
+            dropped = {name: nn.functional.dropout(weight, self.weight_dropout)
+                       for name, weight in stack.named_parameters() if name.startswith("weight_hh")}
+            output, new_state = torch.func.functional_call(stack, dropped, (embedded, rnn_state))
+        else:
+            output, new_state = stack(embedded, rnn_state)
         logits = head(self.dropout(output))
         return logits, (tuple(new_state) if self.cell == "lstm" else (new_state,))
 

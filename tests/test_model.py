@@ -135,3 +135,23 @@ def test_bidirectional_shares_the_embedding_and_ties_both_heads():
         single(torch.zeros(1, 3, dtype=torch.long), direction="backward")
     model.extend_vocab(9)
     assert model.head_backward.weight is model.embedding.weight and model.head_backward.bias.shape == (9,)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_weight_dropout_masks_recurrent_weights_in_training_only(cell):
+    torch.manual_seed(0)
+    model = CharRNN(12, cell=cell, hidden_size=16, num_layers=2, weight_dropout=0.5)
+    plain = CharRNN(12, cell=cell, hidden_size=16, num_layers=2)
+    plain.load_state_dict(model.state_dict())  # the same parameters: nothing extra is stored
+    tokens = torch.randint(0, 12, (3, 7))
+    model.eval(), plain.eval()
+    assert torch.equal(model(tokens)[0], plain(tokens)[0])  # evaluation uses the whole weights
+    model.train()
+    logits, _ = model(tokens)
+    assert not torch.allclose(logits, plain(tokens)[0])
+    logits.sum().backward()
+    for layer in range(2):
+        grad = getattr(model.rnn, f"weight_hh_l{layer}").grad
+        zero_share = (grad == 0).float().mean().item()
+        assert 0.35 < zero_share < 0.65  # about half the recurrent weights were dropped for this batch
+        assert (getattr(model.rnn, f"weight_ih_l{layer}").grad != 0).float().mean() > 0.9  # input weights untouched
