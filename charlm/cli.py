@@ -530,7 +530,7 @@ def _out_dir(out: Path) -> Path:
     return out
 
 
-@inspect_group.command(name="gradients")
+@inspect_group.command(name="gradients", short_help="Gradient norm by distance k back: vanishing gradients (PNG + JSON).")
 @click.argument("sources", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--cells", help="With configs (or none): one fresh model per cell, e.g. rnn_tanh,gru,lstm.")
 @click.option("--max-distance", "max_distance", type=int, default=200, show_default=True,
@@ -555,6 +555,7 @@ def inspect_gradients(sources: tuple[Path, ...], cells: str | None, max_distance
       charlm inspect gradients --cells rnn_tanh,gru,lstm ../shared/corpora/tinyshakespeare.txt
     """
     from charlm.data import check_text_file
+    from charlm.fsutil import atomic_write_text
     from charlm.inspection.gradients import gradient_curve, plot_curves, summary_line
     from charlm.inspection.sources import is_model_source, load_subjects
 
@@ -578,8 +579,6 @@ def inspect_gradients(sources: tuple[Path, ...], cells: str | None, max_distance
         if not as_json:
             click.echo(summary_line(curve))
     _out_dir(out)
-    from charlm.fsutil import atomic_write_text
-
     report = {"text": str(text) if text else "each model's own val split", "max_distance": max_distance,
               "positions": positions, "burn_in": burn_in, "seed": seed, "curves": [c.as_dict() for c in curves]}
     atomic_write_text(out / "gradients.json", json.dumps(report, indent=1) + "\n")
@@ -590,7 +589,7 @@ def inspect_gradients(sources: tuple[Path, ...], cells: str | None, max_distance
         click.echo(f"wrote {out / 'gradients.png'} and {out / 'gradients.json'}", err=True)
 
 
-@inspect_group.command(name="memory")
+@inspect_group.command(name="memory", short_help="The long-range memory task: accuracy by cell type and gap.")
 @click.option("--cells", default="rnn_tanh,gru,lstm", show_default=True, help="Cell types to compare.")
 @click.option("--gaps", default="5,20,50,100,200", show_default=True,
               help="Characters between the key and the answer.")
@@ -635,7 +634,7 @@ def inspect_memory(cells: str, gaps: str, steps: int, hidden_size: int, seed: in
     click.echo(f"wrote {out / 'memory.png'} and {out / 'memory.json'}", err=True)
 
 
-@inspect_group.command(name="text")
+@inspect_group.command(name="text", short_help="A text coloured by surprisal or a hidden unit (HTML); --find-units.")
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("-o", "--out", type=click.Path(path_type=Path), help="Write the HTML page here (e.g. page.html).")

@@ -491,7 +491,7 @@ def _train(config: Config, text_path: Path, out_dir: Path, resume: bool, init_fr
                 loss = ranks.average([p.grad for p in params], loss)
             if train_cfg.clip_value > 0:
                 torch.nn.utils.clip_grad_value_(params, train_cfg.clip_value)
-            if train_cfg.log_layer_grads and (step + 1) % train_cfg.log_interval == 0:
+            if main and train_cfg.log_layer_grads and (step + 1) % train_cfg.log_interval == 0:
                 log.event("grads", step + 1, **layer_grad_norms(model))  # before clipping: what backprop gave
             grad_norm = torch.nn.utils.clip_grad_norm_(params, clip_norm, foreach=True)
             step += 1
