@@ -38,8 +38,6 @@ CUE = "="
 WORDS = ("the", "dog", "cat", "sat", "on", "mat", "big", "red", "ran", "far", "and", "it", "was", "a", "of", "to")
 FILLER = "".join(sorted(set("".join(WORDS)) | {" "}))
 VOCAB = Vocab(sorted(set(KEYS + ANSWERS + CUE + FILLER + "\n")))
-DEFAULT_CELLS = ("rnn_tanh", "gru", "lstm")
-DEFAULT_GAPS = (5, 20, 50, 100, 200)
 
 
 def make_lines(count: int, gap: int, rng: np.random.Generator) -> tuple[list[str], np.ndarray]:
