@@ -169,7 +169,9 @@ def train(file: Path | None, config_file: Path | None, corpus: str | None, out: 
         init_from=str(init_from) if init_from else None, extend_vocab=extend_vocab, progress=not no_progress,
     )
     if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 speaks for the run
-        sys.exit(130 if result.stop_reason == "interrupted" else 0)
+        code = 130 if result.stop_reason == "interrupted" else 0
+        _leave_torchrun_worker(code)
+        sys.exit(code)
     best = f"{result.best_val_loss:.4f}" if result.best_val_loss is not None else "n/a"
     click.echo(
         f"stopped ({result.stop_reason}) at step {result.step:,} after {result.train_time:.0f}s;"
@@ -177,6 +179,7 @@ def train(file: Path | None, config_file: Path | None, corpus: str | None, out: 
     )
     if result.stop_reason == "interrupted":
         click.echo(f"resume with: charlm train --resume {out}", err=True)
+        _leave_torchrun_worker(130)
         sys.exit(130)
     elif not no_sample:
         import charlm
@@ -191,6 +194,20 @@ def train(file: Path | None, config_file: Path | None, corpus: str | None, out: 
             click.echo("\n".join(model.sample_lines(10, prime, sample_cfg.length, **options)))
         else:
             click.echo(model.sample(prime, length=sample_cfg.length, **options))
+    _leave_torchrun_worker(0)
+
+
+def _leave_torchrun_worker(code: int) -> None:
+    """Under torchrun, end a worker that has finished (files closed, output flushed) without
+    Python's interpreter teardown: there gloo's C++ threads can still release tensors and abort
+    the process ("terminate called without an active exception", pytorch/pytorch#190489), which
+    torchrun reports as a failed run. Seen now and then in CI even after destroy_process_group.
+    A no-op outside torchrun."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 RESUMABLE_SECTIONS = ("train", "sample")
