@@ -1,36 +1,175 @@
-"""Where a checkpoint is written and read.
+"""Where a checkpoint is written and read: the ``Checkpoint`` type, and the safe file beneath it.
 
-A checkpoint is a dict of plain tensors, numbers, strings, lists and dicts, so it loads with
+A checkpoint holds what the model is (config, vocabulary, parameter count, precision, the text it
+read), its weights (the published ones that sampling and evaluation use, and the optimizer's own
+when weight averaging makes them differ), and where training stands (``TrainState``, optimizer,
+scaler, random states), so that a resume continues exactly. Every reader goes through
+``Checkpoint.load``.
+
+On disk it is a dict of plain tensors, numbers, strings, lists and dicts, so it loads with
 ``torch.load(weights_only=True)``: a file that carries anything else (such as a pickled object
 that would run code) is refused, not executed. Writes go to a temporary file that is fsynced and
 then renamed over the target, so a crash at any moment leaves the previous checkpoint intact.
+
+Format 2 groups the training state under ``state``; format 1 (charlm before that) kept its fields
+at the top level, and still loads (``_from_format_1``).
 """
 
 from __future__ import annotations
 
 import pickle
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from charlm import __version__
+from charlm.config import Config
+from charlm.data import MARKER, Vocab
 from charlm.errors import CharlmError
 from charlm.fsutil import atomic_open
+from charlm.model import CharRNN
+from charlm.state import TrainState
 
 FORMAT_NAME = "charlm-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
-def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
-    """Write ``payload`` atomically, stamped with the format and charlm versions."""
-    stamped = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "charlm_version": __version__}
-    stamped.update(payload)
+@dataclass
+class TextRecord:
+    """The text a run trained on: where it was, and its checksum (a resume checks it is unchanged)."""
+
+    path: str
+    sha256: str
+
+
+@dataclass
+class Checkpoint:
+    # what the model is
+    config: Config
+    vocab: Vocab
+    parameters: int
+    precision: str  # what training ran in: fp32, bf16 or fp16
+    text: TextRecord
+    # its weights
+    model: dict[str, torch.Tensor]  # published: averaged when train.ema_decay is on
+    # where training stands, for a resume
+    state: TrainState
+    optimizer: dict[str, Any]
+    scaler: dict[str, Any] | None
+    rng: dict[str, Any]
+    rng_ranks: list[dict[str, Any]] | None = None  # under torchrun, every rank's random state
+    raw_model: dict[str, torch.Tensor] | None = None  # the optimizer's weights, when they differ from model
+    ema_updates: int = 0
+    charlm_version: str = __version__
+    source: str = field(default="checkpoint", compare=False)  # where it was loaded from, for messages
+    format_version: int = field(default=FORMAT_VERSION, compare=False)  # the file's (to_dict writes the newest)
+
+
+    @property
+    def step(self) -> int:
+        return self.state.step
+
+    @property
+    def lines_mode(self) -> bool:
+        return self.vocab.marker is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        payload = {
+            "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "charlm_version": self.charlm_version,
+            "config": self.config.to_dict(), "vocab": self.vocab.to_list(), "parameters": self.parameters,
+            "precision": self.precision, "data": {"path": self.text.path, "sha256": self.text.sha256},
+            "model": self.model, "state": self.state.to_checkpoint(),
+            "optimizer": self.optimizer, "scaler": self.scaler, "rng": self.rng, "rng_ranks": self.rng_ranks,
+        }
+        if self.raw_model is not None:
+            payload.update(raw_model=self.raw_model, ema_updates=self.ema_updates)
+        return payload
+
+    @classmethod
+    def from_dict(cls, payload: dict[str, Any], source: str = "checkpoint") -> "Checkpoint":
+        """The checkpoint a loaded file holds; anything missing or malformed is one CharlmError line."""
+        version = payload.get("format_version", FORMAT_VERSION)
+        if version == 1:
+            payload = _from_format_1(payload)
+        try:
+            return cls(
+                config=Config.from_dict(payload["config"], source=f"{source} config"),
+                vocab=Vocab(payload["vocab"]), parameters=payload["parameters"], precision=payload["precision"],
+                text=TextRecord(**payload["data"]), model=payload["model"],
+                state=TrainState.from_checkpoint(payload["state"]), optimizer=payload["optimizer"],
+                scaler=payload["scaler"], rng=payload["rng"], rng_ranks=payload["rng_ranks"],
+                raw_model=payload.get("raw_model"), ema_updates=payload.get("ema_updates", 0),
+                charlm_version=payload["charlm_version"], source=source, format_version=version,
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise CharlmError(f"{source} is a damaged charlm checkpoint ({_first_line(exc)})") from None
+
+    def save(self, path: str | Path) -> None:
+        """Write atomically: ``path`` holds the old checkpoint or this one, never part of one."""
+        _write(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Checkpoint":
+        """A checkpoint file, or a run directory's best.pt (else last.pt), loaded onto the CPU, safely."""
+        path = resolve_checkpoint(path)
+        return cls.from_dict(_read(path), str(path))
+
+    def build_model(self, raw: bool = False) -> CharRNN:
+        """The model with the published weights (``raw``: the optimizer's own), on the CPU."""
+        model = CharRNN.from_config(self.config.model, len(self.vocab))
+        weights = self.raw_model if raw and self.raw_model is not None else self.model
+        try:
+            model.load_state_dict(weights)
+        except RuntimeError as exc:
+            raise CharlmError(f"{self.source} is a damaged charlm checkpoint: its weights do not fit its model"
+                              f" ({_first_line(exc)})") from None
+        return model
+
+    def summary(self) -> dict[str, Any]:
+        """What ``charlm info`` reports, as JSON-ready values."""
+        return {
+            "checkpoint": self.source, "charlm_version": self.charlm_version, "format_version": self.format_version,
+            "vocab_size": len(self.vocab), "vocab": "".join(c for c in self.vocab.chars if c != MARKER),
+            "mode": self.config.data.mode, "parameters": self.parameters, "step": self.state.step,
+            "tokens_seen": self.state.tokens_seen, "train_time_s": self.state.train_time,
+            "best_val_loss": self.state.best_val_loss, "precision": self.precision,
+            "bidirectional": self.config.model.bidirectional,
+            "data": {"path": self.text.path, "sha256": self.text.sha256}, "config": self.config.to_dict(),
+        }
+
+
+def _from_format_1(payload: dict[str, Any]) -> dict[str, Any]:
+    """Format 1 in format 2's layout: the training state's fields gathered under ``state``. Keys that
+    later format-1 versions added are filled with what their absence meant."""
+    state = {
+        "step": payload["step"], "tokens_seen": payload["tokens_seen"],
+        "train_time": payload["scheduler"]["train_time"], "best_val_loss": payload["best_val_loss"],
+        "evals_since_best": payload["evals_since_best"], "bad_steps": payload.get("bad_steps", 0),
+        "skipped_steps": payload.get("skipped_steps", 0),
+        "carried": {direction: payload[key] for direction, key in
+                    (("forward", "carried_state"), ("backward", "carried_state_backward")) if key in payload},
+        "log_window": payload.get("log_window", {"sums": {}, "good_steps": 0}),
+    }
+    data = payload["data"]
+    return {**payload, "state": state, "data": {"path": data["path"], "sha256": data["sha256"]},
+            "scaler": payload.get("scaler"), "rng_ranks": payload.get("rng_ranks")}
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0][:100] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if isinstance(exc, KeyError) else text or type(exc).__name__
+
+
+# ---- the file: safe to read, atomic to write --------------------------------------------------
+
+def _write(path: str | Path, payload: dict[str, Any]) -> None:
     with atomic_open(path, "wb") as handle:
         writer = _KeepWriteError(handle)
         try:
-            torch.save(stamped, writer)
+            torch.save(payload, writer)
         except RuntimeError:
             if writer.error is not None:
                 raise writer.error from None  # atomic_open turns it into one line and cleans up
@@ -69,9 +208,8 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return path
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint onto the CPU, safely; every way it can be wrong is one CharlmError line."""
-    path = resolve_checkpoint(path)
+def _read(path: Path) -> dict[str, Any]:
+    """The file's dict, loaded onto the CPU with weights_only; every way it can be wrong is one line."""
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -88,9 +226,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         message = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
         if isinstance(exc, OSError) and exc.strerror:
             message = exc.strerror
-        raise CharlmError(
-            f"{path} is not a readable charlm checkpoint (truncated or corrupt? {message})"
-        ) from None
+        raise CharlmError(f"{path} is not a readable charlm checkpoint (truncated or corrupt? {message})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_NAME:
         raise CharlmError(f"{path} is not a charlm checkpoint: train a model with `charlm train` first")
     version = payload.get("format_version")

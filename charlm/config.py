@@ -109,6 +109,12 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def to_yaml(self, header: str = "") -> str:
+        """The config as a YAML file (``-c`` reads it back), after a ``# header`` comment line."""
+        import yaml
+
+        return (f"# {header}\n" if header else "") + yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+
     @classmethod
     def from_dict(cls, raw: dict[str, Any], source: str = "config") -> "Config":
         config = cls()

@@ -14,6 +14,7 @@ Everything here is a no-op for a single process (``world == 1``).
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,16 +125,24 @@ class Distributed:
         return values
 
 
-def setup(device_name: str) -> Distributed:
-    """Join the process group torchrun describes in the environment (once per process)."""
+def from_environment() -> Distributed:
+    """This process's place as torchrun describes it in the environment (one process: rank 0 of 1),
+    without joining the process group."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Distributed()
-    import torch.distributed as dist
-
-    info = Distributed(rank=int(os.environ.get("RANK", "0")), world=world,
+    return Distributed(rank=int(os.environ.get("RANK", "0")), world=world,
                        local_rank=int(os.environ.get("LOCAL_RANK", "0")),
                        local_world=int(os.environ.get("LOCAL_WORLD_SIZE", str(world))))
+
+
+def setup(device_name: str) -> Distributed:
+    """Join the process group torchrun describes in the environment (once per process)."""
+    info = from_environment()
+    if not info.enabled:
+        return info
+    import torch.distributed as dist
+
     if not dist.is_initialized():
         use_cuda = device_name.startswith("cuda") or (device_name == "auto" and torch.cuda.is_available())
         if use_cuda:
@@ -153,3 +162,16 @@ def check_batch(info: Distributed, batch_size: int) -> None:
             f"train.batch_size ({batch_size}) must divide evenly between the {info.world} processes:"
             f" use a multiple of {info.world}"
         )
+
+
+def leave_worker(code: int) -> None:
+    """Under torchrun, end a worker that has finished (files closed, output flushed) without
+    Python's interpreter teardown: there gloo's C++ threads can still release tensors and abort
+    the process ("terminate called without an active exception", pytorch/pytorch#190489), which
+    torchrun reports as a failed run. Seen now and then in CI even after destroy_process_group.
+    A no-op outside torchrun."""
+    if not from_environment().enabled:
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -1,4 +1,5 @@
-"""The run directory: one writer at a time, and which checkpoint a resume continues from.
+"""The run directory: one writer at a time, which checkpoint a resume continues from, and what a
+resume may change.
 
 A run directory holds ``config.yaml``, ``metrics.jsonl``, ``tensorboard/``, ``best.pt`` and
 ``last.pt``. While ``charlm train`` writes to it, it holds an OS lock on ``.lock`` in it. The
@@ -8,16 +9,22 @@ crashed run never leaves the directory locked; the file itself only says who hel
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from charlm.errors import CharlmError
 from charlm.fsutil import describe_os_error
+
+if TYPE_CHECKING:
+    from charlm.checkpoint import Checkpoint
+    from charlm.config import Config
 
 LOCK_NAME = ".lock"
 RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl", "config.yaml", "tensorboard")
@@ -109,21 +116,78 @@ def check_fresh(directory: Path) -> None:
         )
 
 
-def newest_checkpoint(directory: Path) -> tuple[Path, dict[str, Any]]:
+def newest_checkpoint(directory: Path) -> tuple[Path, "Checkpoint"]:
     """The full checkpoint a resume continues from: last.pt or best.pt, whichever is further along.
 
     Both carry the whole training state. best.pt is written at every improving evaluation and
     last.pt every ``checkpoint_interval`` steps, so after a crash best.pt can be the newer one.
     """
-    from charlm.checkpoint import load_checkpoint
+    from charlm.checkpoint import Checkpoint
 
-    found = [(path, load_checkpoint(path)) for path in (directory / "last.pt", directory / "best.pt")
+    found = [(path, Checkpoint.load(path)) for path in (directory / "last.pt", directory / "best.pt")
              if path.is_file()]
     if not found:
         raise CharlmError(
             f"{directory} has no last.pt or best.pt to resume from: check the directory, or start a new run"
         )
-    return max(found, key=lambda item: item[1].get("step", 0))
+    return max(found, key=lambda item: item[1].step)  # a tie goes to last.pt
+
+
+# What a resume may change: the schedule, budgets and sampling, but nothing that makes it another
+# run (the model, the data, how batches are cut and seeded).
+RESUMABLE_SECTIONS = ("train", "sample")
+RESUME_FIXED_KEYS = ("train.batch_size", "train.seq_len", "train.seed")
+
+
+def resume_config(run_dir: Path, overrides: Sequence[tuple[str, Any]], check_lock: bool = True) -> "Config":
+    """The run's own config with ``overrides`` applied, refusing those that would make it another run.
+
+    Repeating a setting of the run is fine, so the run's original command plus ``--resume DIR``
+    works. ``check_lock``: see first whether another process is still training there (under
+    torchrun rank 0 alone looks).
+    """
+    from charlm.config import Config, build_config
+
+    if not run_dir.is_dir():
+        raise CharlmError(f"no run directory {run_dir} to resume: check the path given to --resume")
+    if check_lock:
+        check_not_in_use(run_dir)  # a run still writing here is the better thing to report than its checkpoints
+    path, checkpoint = newest_checkpoint(run_dir)
+    saved = checkpoint.config.to_dict()
+    config = build_config(None, overrides, base=Config.from_dict(saved))
+    for key, _ in overrides:
+        if key in ("data.path", "data.corpus"):
+            continue  # the same text may have moved; its checksum is checked against the run's
+        section, name = key.split(".", 1)
+        changed = getattr(getattr(config, section), name) != saved[section][name]
+        if changed and (section not in RESUMABLE_SECTIONS or key in RESUME_FIXED_KEYS):
+            raise CharlmError(f"{key} cannot change when resuming (it would be another run): start a new run,"
+                              f" e.g. with --init-from {path}")
+    return config
+
+
+@contextlib.contextmanager
+def run_directory(directory: Path, fresh: bool, owner: bool = True) -> Iterator[None]:
+    """Exclusive use of ``directory`` for one run, created if need be; ``fresh`` refuses a directory
+    that already holds a run. Only the ``owner`` (rank 0 under torchrun) creates and locks it. A run
+    that fails before writing anything leaves no directory behind."""
+    if not owner:
+        yield
+        return
+    created = not directory.exists()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CharlmError(describe_os_error(exc, directory, "create the run directory")) from None
+    try:
+        with RunLock(directory):
+            if fresh:
+                check_fresh(directory)
+            yield
+    except CharlmError:
+        if created:
+            remove_if_only_lock(directory)
+        raise
 
 
 def remove_if_only_lock(directory: Path) -> None:

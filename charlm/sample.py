@@ -1,13 +1,22 @@
 """Text generation: the prime read once by the fused kernel, then one hand-written step per character
-(``charlm.step.FastStep``), never re-running what was already read."""
+(``charlm.step.FastStep``), never re-running what was already read.
+
+``generate`` yields token ids; ``Sampler`` turns them into text for a model and its vocabulary:
+samples that stop at a string, samples written right to left, whole lines (lines mode) with
+novel/unique filters. ``charlm.api.LanguageModel`` is a ``Sampler``; training's previews use one.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
-from charlm.data import Vocab
+from charlm.config import SampleConfig
+from charlm.data import MARKER, Vocab, format_chars
+from charlm.errors import CharlmError
 from charlm.model import CharRNN
 from charlm.step import FastStep
 
@@ -101,3 +110,128 @@ def make_generator(seed: int | None) -> torch.Generator:
     else:
         generator.manual_seed(seed)
     return generator
+
+
+@dataclass
+class LineDraw:
+    """Lines drawn through filters: those kept, and how many were made and how many of those were novel."""
+
+    lines: list[str]
+    made: int
+    novel: int
+
+
+class Sampler:
+    """Generate text from ``model`` with its vocabulary ``vocab``.
+
+    Sampling options, wherever ``**options`` appears: ``temperature`` (> 0), ``top_k`` (0: off),
+    ``top_p`` (1: off), ``greedy`` and ``seed`` (same seed, same text).
+    """
+
+    def __init__(self, model: CharRNN, vocab: Vocab):
+        self.model = model
+        self.vocab = vocab
+
+    @property
+    def lines_mode(self) -> bool:
+        return self.vocab.marker is not None
+
+    def check_text(self, text: str, what: str = "prime") -> None:
+        missing = self.vocab.missing(text)
+        if missing:
+            raise CharlmError(
+                f"{what} has characters the model never saw: {format_chars(missing)}; remove them"
+                f" (the model knows {len(self.vocab)} characters, see `charlm info`)"
+            )
+
+    def stream(self, prime: str = "", length: int = 500, num_samples: int = 1, temperature: float = 1.0,
+               top_k: int = 0, top_p: float = 1.0, greedy: bool = False, seed: int | None = None,
+               reverse: bool = False) -> Iterator[list[str]]:
+        """Yield, per step, the next character of each of ``num_samples`` samples.
+
+        With ``reverse`` the backward direction writes right to left: ``prime`` is the end of the
+        text and each step yields the character before the ones already made.
+        """
+        self.check_text(prime)
+        if reverse and not self.model.bidirectional:
+            raise CharlmError("this model has no backward direction, so it cannot sample in reverse:"
+                              " train with --set model.bidirectional=true")
+        ids = start_tokens(self.vocab, prime[::-1] if reverse else prime)
+        direction = "backward" if reverse else "forward"
+        for step_ids in generate(self.model, ids, length, num_samples, temperature, top_k, top_p, greedy,
+                                 make_generator(seed), direction):
+            yield [self.vocab.chars[i] for i in step_ids.tolist()]
+
+    def texts(self, prime: str = "", length: int = 500, num_samples: int = 1, stop: str | None = None,
+              reverse: bool = False, on_text: Callable[[str], None] | None = None, **options: Any) -> list[str]:
+        """``num_samples`` samples in reading order: the prime then ``length`` generated characters, or
+        with ``reverse`` the characters written before the prime, then the prime. A sample ends early
+        once it has produced ``stop``. ``on_text`` receives sample 0 as it is made (the prime first;
+        not with ``reverse``, whose text is only in reading order at the end)."""
+        made = [""] * num_samples
+        done = [False] * num_samples
+        wanted = stop[::-1] if stop and reverse else stop  # made right to left, so the stop string is too
+        live = on_text if not reverse else None
+        if live:
+            live(prime)
+        for chars in self.stream(prime, length, num_samples, reverse=reverse, **options):
+            for i, ch in enumerate(chars):
+                if done[i]:
+                    continue
+                made[i] += ch
+                if live and i == 0:
+                    live(ch)
+                done[i] = bool(wanted) and made[i].endswith(wanted)
+            if all(done):
+                break
+        return [text[::-1] + prime if reverse else prime + text for text in made]
+
+    def sample(self, prime: str = "", length: int = 500, reverse: bool = False, **options: Any) -> str:
+        """One sample (see ``texts``); in lines mode, one line of at most ``length`` characters."""
+        if self.lines_mode and not reverse:  # one sample of a list is one line
+            return self.lines(1, prime, length, **options)[0]
+        return self.texts(prime, length, reverse=reverse, **options)[0]
+
+    def lines(self, count: int, prime: str = "", max_length: int = 500, **options: Any) -> list[str]:
+        """``count`` complete lines (lines mode), each ending where the model wrote the end marker or
+        after ``max_length`` characters; ``prime`` is the start of every line."""
+        made = [""] * count
+        done = [False] * count
+        for chars in self.stream(prime, max_length, count, **options):
+            for i, ch in enumerate(chars):
+                if not done[i]:
+                    done[i] = ch == MARKER
+                    made[i] += "" if done[i] else ch
+            if all(done):
+                break
+        return [prime + text for text in made]
+
+    def filtered_lines(self, count: int, exclude: set[str] | None = None, unique: bool = False, prime: str = "",
+                       max_length: int = 500, seed: int | None = None, greedy: bool = False,
+                       **options: Any) -> LineDraw:
+        """Up to ``count`` lines, leaving out those in ``exclude`` (say, the training set) and, with
+        ``unique``, repeats; drawn in rounds of ``count`` (at most 50) until enough pass."""
+        kept: list[str] = []
+        made = novel = 0
+        for round_number in range(50):
+            round_seed = None if seed is None else seed + round_number
+            for line in self.lines(count, prime, max_length, seed=round_seed, greedy=greedy, **options):
+                made += 1
+                is_novel = exclude is None or line not in exclude
+                novel += is_novel
+                if is_novel and not (unique and line in kept) and len(kept) < count:
+                    kept.append(line)
+            if len(kept) >= count or greedy:  # greedy lines are all the same: more rounds add nothing
+                break
+        return LineDraw(kept, made, novel)
+
+
+def preview(sampler: Sampler, settings: SampleConfig, length: int, seed: int | None, lines: int) -> str:
+    """A sample as a run's ``sample`` settings describe it: in lines mode ``lines`` whole lines (one a
+    line), else ``length`` characters after the prime. A prime with characters the model lacks is
+    left out rather than refused: this is a look at the model, not a request."""
+    prime = settings.prime if not sampler.vocab.missing(settings.prime) else ""
+    options = {"temperature": settings.temperature, "top_k": settings.top_k, "top_p": settings.top_p, "seed": seed}
+    if sampler.lines_mode:
+        return "\n".join(sampler.lines(lines, prime, length, **options))
+    return sampler.texts(prime, length, **options)[0]

@@ -52,3 +52,22 @@ from hypothesis import settings as _hypothesis_settings  # noqa: E402
 _hypothesis_settings.register_profile("default", max_examples=200, derandomize=True, database=None)
 _hypothesis_settings.register_profile("explore", max_examples=5000)
 _hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+def tiny_checkpoint(step: int = 0, **state):
+    """A real, small ``Checkpoint`` (an untrained 1x8 LSTM over "ab"), at ``step``, without training."""
+    import torch
+
+    from charlm.checkpoint import Checkpoint, TextRecord, rng_states
+    from charlm.config import Config
+    from charlm.data import Vocab
+    from charlm.model import CharRNN
+    from charlm.state import TrainState
+
+    config = Config()
+    config.model.hidden_size, config.model.num_layers = 8, 1
+    model = CharRNN.from_config(config.model, 2)
+    return Checkpoint(config=config, vocab=Vocab(["a", "b"]), parameters=model.num_parameters(), precision="fp32",
+                      text=TextRecord("text.txt", "0" * 64), model=model.state_dict(),
+                      state=TrainState(step=step, **state), optimizer=torch.optim.AdamW(model.parameters()).state_dict(),
+                      scaler={}, rng=rng_states())

@@ -1,33 +1,105 @@
 import errno
 import io
 import os
-import pickle
 
 import pytest
 import torch
 
-from charlm.checkpoint import FORMAT_VERSION, load_checkpoint, resolve_checkpoint, save_checkpoint
+from charlm.checkpoint import FORMAT_VERSION, Checkpoint, resolve_checkpoint
 from charlm.errors import CharlmError
+from conftest import tiny_checkpoint
 
 
-def test_round_trip(tmp_path):
-    payload = {"model": {"w": torch.randn(3, 4)}, "vocab": ["a", "b"], "step": 7, "best_val_loss": None,
-               "nested": {"x": [1, 2.5, "s"]}}
-    save_checkpoint(tmp_path / "c.pt", payload)
-    loaded = load_checkpoint(tmp_path / "c.pt")
-    assert torch.equal(loaded["model"]["w"], payload["model"]["w"])
-    assert loaded["vocab"] == ["a", "b"] and loaded["step"] == 7 and loaded["nested"] == payload["nested"]
-    assert loaded["format_version"] == FORMAT_VERSION
+def test_round_trip_through_a_plain_file(tmp_path):
+    state = {"best_val_loss": 1.25, "evals_since_best": 2, "bad_steps": 1, "skipped_steps": 3, "train_time": 12.5,
+             "tokens_seen": 4096, "carried": {"forward": (torch.randn(1, 4, 8), torch.randn(1, 4, 8))}}
+    saved = tiny_checkpoint(step=7, **state)
+    saved.state.window.sums = {"loss_forward": torch.tensor(3.5), "grad_norm": torch.tensor(0.25)}
+    saved.state.window.good_steps = 2
+    saved.save(tmp_path / "c.pt")
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+    plain = torch.load(tmp_path / "c.pt", weights_only=True)  # no charlm needed to read the weights
+    assert plain["format_version"] == FORMAT_VERSION and set(plain["model"]) == set(saved.model)
+
+    loaded = Checkpoint.load(tmp_path / "c.pt")
+    assert loaded.step == 7 and loaded.vocab == saved.vocab and loaded.config == saved.config
+    assert all(torch.equal(loaded.model[k], saved.model[k]) for k in saved.model)
+    for key, value in state.items():
+        if key != "carried":
+            assert getattr(loaded.state, key) == value, key
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state.carried["forward"], state["carried"]["forward"]))
+    assert {k: v.item() for k, v in loaded.state.window.sums.items()} == {"loss_forward": 3.5, "grad_norm": 0.25}
+    assert loaded.state.window.good_steps == 2 and loaded.source == str(tmp_path / "c.pt")
+    assert loaded.summary()["step"] == 7 and loaded.summary()["format_version"] == FORMAT_VERSION
+
+
+def test_the_model_it_builds_has_its_weights():
+    checkpoint = tiny_checkpoint()
+    model = checkpoint.build_model()
+    assert all(torch.equal(model.state_dict()[k], checkpoint.model[k]) for k in checkpoint.model)
+    checkpoint.raw_model = {k: torch.zeros_like(v) for k, v in checkpoint.model.items()}
+    assert all((v == 0).all() for v in checkpoint.build_model(raw=True).state_dict().values())
+
+
+def format_1(checkpoint: Checkpoint) -> dict:
+    """A checkpoint in the layout charlm wrote before format 2 (the training state's fields at the top)."""
+    payload = checkpoint.to_dict()
+    state = payload.pop("state")
+    payload.update(
+        format_version=1, scheduler={"train_time": state["train_time"], "step": state["step"]},
+        data={**payload["data"], "epoch": 0, "window": 0}, carried_state=state["carried"]["forward"],
+        **({"carried_state_backward": state["carried"]["backward"]} if "backward" in state["carried"] else {}),
+        **{key: state[key] for key in ("step", "tokens_seen", "best_val_loss", "evals_since_best", "bad_steps",
+                                       "skipped_steps", "log_window")},
+    )
+    return payload
+
+
+def test_format_1_run_directories_still_sample_evaluate_and_resume_exactly(tmp_path, text_file):
+    import charlm
+    from charlm.config import build_config
+    from charlm.train import train
+
+    settings = [("model.hidden_size", 16), ("model.num_layers", 2), ("model.dropout", 0.1), ("train.batch_size", 4),
+                ("train.seq_len", 8), ("train.threads", 1), ("train.device", "cpu"), ("train.precision", "fp32"),
+                ("train.eval_interval", 5), ("train.sample_length", 0), ("train.max_epochs", None)]
+    train(build_config(None, [*settings, ("train.max_steps", 20)]), text_file, tmp_path / "whole", progress=False)
+    train(build_config(None, [*settings, ("train.max_steps", 10)]), text_file, tmp_path / "old", progress=False)
+    for name in ("last.pt", "best.pt"):  # rewrite the run as the previous format would have left it
+        torch.save(format_1(Checkpoint.load(tmp_path / "old" / name)), tmp_path / "old" / name)
+    assert Checkpoint.load(tmp_path / "old").format_version == 1
+    model = charlm.load(tmp_path / "old")
+    assert model.sample("The ", length=10, seed=0).startswith("The ")
+    assert model.evaluate_tokens(model.own_data("val"))["loss"] > 0
+
+    train(build_config(None, [*settings, ("train.max_steps", 20)]), text_file, tmp_path / "old", resume=True,
+          progress=False)
+    whole, resumed = Checkpoint.load(tmp_path / "whole" / "last.pt"), Checkpoint.load(tmp_path / "old" / "last.pt")
+    assert resumed.format_version == FORMAT_VERSION and resumed.step == 20
+    assert all(torch.equal(whole.model[k], resumed.model[k]) for k in whole.model)
+
+
+def test_a_charlm_file_with_parts_missing_is_damaged_not_a_crash(tmp_path):
+    payload = tiny_checkpoint().to_dict()
+    del payload["state"]
+    torch.save(payload, tmp_path / "c.pt")
+    with pytest.raises(CharlmError, match="damaged charlm checkpoint \\(KeyError: 'state'\\)"):
+        Checkpoint.load(tmp_path / "c.pt")
+    checkpoint = tiny_checkpoint()
+    checkpoint.model["head.bias"] = torch.zeros(3)
+    with pytest.raises(CharlmError, match="damaged charlm checkpoint: its weights do not fit its model"):
+        checkpoint.build_model()
 
 
 def test_run_directory_resolves_to_best_then_last(tmp_path):
-    save_checkpoint(tmp_path / "last.pt", {})
+    tiny_checkpoint().save(tmp_path / "last.pt")
     assert resolve_checkpoint(tmp_path) == tmp_path / "last.pt"
-    save_checkpoint(tmp_path / "best.pt", {})
+    tiny_checkpoint().save(tmp_path / "best.pt")
     assert resolve_checkpoint(tmp_path) == tmp_path / "best.pt"
+    (tmp_path / "empty").mkdir()
     with pytest.raises(CharlmError, match="holds no checkpoint"):
-        resolve_checkpoint(tmp_path / "empty") if (tmp_path / "empty").mkdir() is None else None
+        resolve_checkpoint(tmp_path / "empty")
 
 
 class _Payload:
@@ -43,7 +115,7 @@ def test_pickle_payload_is_refused_without_running(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"format": "charlm-checkpoint", "format_version": 1, "x": _Payload(str(marker))}, path)
     with pytest.raises(CharlmError, match="refused"):
-        load_checkpoint(path)
+        Checkpoint.load(path)
     assert not marker.exists()
 
 
@@ -55,34 +127,29 @@ def test_garbage_files(tmp_path, content, message):
     path = tmp_path / "bad.pt"
     path.write_bytes(content)
     with pytest.raises(CharlmError, match=message):
-        load_checkpoint(path)
+        Checkpoint.load(path)
 
 
 def test_truncated_file(tmp_path):
-    save_checkpoint(tmp_path / "c.pt", {"w": torch.randn(1000)})
+    tiny_checkpoint().save(tmp_path / "c.pt")
     data = (tmp_path / "c.pt").read_bytes()
     (tmp_path / "c.pt").write_bytes(data[: len(data) // 2])
     with pytest.raises(CharlmError, match="truncated or corrupt"):
-        load_checkpoint(tmp_path / "c.pt")
+        Checkpoint.load(tmp_path / "c.pt")
 
 
 def test_foreign_and_newer_checkpoints(tmp_path):
     torch.save({"state_dict": {}}, tmp_path / "other.pt")
     with pytest.raises(CharlmError, match="not a charlm checkpoint"):
-        load_checkpoint(tmp_path / "other.pt")
+        Checkpoint.load(tmp_path / "other.pt")
     torch.save({"format": "charlm-checkpoint", "format_version": FORMAT_VERSION + 1}, tmp_path / "new.pt")
     with pytest.raises(CharlmError, match="upgrade charlm"):
-        load_checkpoint(tmp_path / "new.pt")
+        Checkpoint.load(tmp_path / "new.pt")
 
 
 def test_missing(tmp_path):
     with pytest.raises(CharlmError, match="not found"):
-        load_checkpoint(tmp_path / "nope.pt")
-
-
-def test_pickle_module_is_not_used_for_loading():
-    # Guard: the loader must never fall back to a full unpickle.
-    assert pickle.UnpicklingError  # the exception type the refusal path relies on exists
+        Checkpoint.load(tmp_path / "nope.pt")
 
 
 @pytest.mark.parametrize("error, hint", [
@@ -92,7 +159,7 @@ def test_pickle_module_is_not_used_for_loading():
 ])
 def test_failed_write_keeps_the_old_checkpoint_and_leaves_no_temp_file(tmp_path, monkeypatch, error, hint):
     path = tmp_path / "last.pt"
-    save_checkpoint(path, {"step": 1, "w": torch.ones(100)})
+    tiny_checkpoint(step=1).save(path)
     before = path.read_bytes()
     real_save = torch.save
 
@@ -104,10 +171,10 @@ def test_failed_write_keeps_the_old_checkpoint_and_leaves_no_temp_file(tmp_path,
 
     monkeypatch.setattr(torch, "save", failing_save)
     with pytest.raises(CharlmError) as info:
-        save_checkpoint(path, {"step": 2, "w": torch.zeros(100)})
+        tiny_checkpoint(step=2).save(path)
     assert str(info.value).startswith(f"cannot write {path}: ") and hint in str(info.value)
     assert "\n" not in str(info.value)
-    assert path.read_bytes() == before and load_checkpoint(path)["step"] == 1
+    assert path.read_bytes() == before and Checkpoint.load(path).step == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
 
 
@@ -115,4 +182,4 @@ def test_unwritable_directory(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     with pytest.raises(CharlmError, match="cannot write .*file/last.pt: Not a directory"):
-        save_checkpoint(blocker / "last.pt", {"step": 1})
+        tiny_checkpoint().save(blocker / "last.pt")

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from charlm.checkpoint import load_checkpoint
+from charlm.checkpoint import Checkpoint
 from charlm.logs import read_metrics
 
 SETTINGS = ["--hidden-size", "32", "--num-layers", "2", "--batch-size", "8", "--seq-len", "16", "--device", "cpu",
@@ -35,7 +35,7 @@ def text(tmp_path):
 
 
 def _max_difference(a, b):
-    return max((a["model"][key] - b["model"][key]).abs().max().item() for key in a["model"])
+    return max((a.model[key] - b.model[key]).abs().max().item() for key in a.model)
 
 
 def test_two_processes_train_as_one_and_resume(tmp_path, text):
@@ -48,9 +48,9 @@ def test_two_processes_train_as_one_and_resume(tmp_path, text):
     whole = _single(text, "-o", tmp_path / "single", "--max-steps", "30")
     assert whole.returncode == 0, whole.stderr
 
-    ddp, single = load_checkpoint(tmp_path / "ddp" / "last.pt"), load_checkpoint(tmp_path / "single" / "last.pt")
-    assert ddp["step"] == 30
-    assert ddp["carried_state"][0].shape == single["carried_state"][0].shape  # all 8 streams, as one process
+    ddp, single = Checkpoint.load(tmp_path / "ddp" / "last.pt"), Checkpoint.load(tmp_path / "single" / "last.pt")
+    assert ddp.step == 30
+    assert ddp.state.carried["forward"][0].shape == single.state.carried["forward"][0].shape  # all 8 streams, as one process
     assert _max_difference(ddp, single) < 1e-5  # the same updates, up to the order of float sums
 
     losses = [e["loss"] for e in read_metrics(tmp_path / "ddp" / "metrics.jsonl") if e["event"] == "train"]
@@ -62,7 +62,7 @@ def test_two_processes_train_as_one_and_resume(tmp_path, text):
     # A torchrun checkpoint is an ordinary one: one process resumes it too.
     more = _single("--resume", tmp_path / "ddp", "--max-steps", "35")
     assert more.returncode == 0, more.stderr
-    assert load_checkpoint(tmp_path / "ddp" / "last.pt")["step"] == 35
+    assert Checkpoint.load(tmp_path / "ddp" / "last.pt").step == 35
 
 
 def test_a_batch_that_does_not_split_is_one_line(tmp_path, text):

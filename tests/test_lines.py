@@ -154,7 +154,7 @@ def test_cli_lines_sampling_novel_unique_and_eval(tmp_path):
 def test_lines_mode_resumes_exactly(tmp_path):
     import torch
 
-    from charlm.checkpoint import load_checkpoint
+    from charlm.checkpoint import Checkpoint
     from charlm.config import build_config
     from charlm.train import train
 
@@ -167,8 +167,8 @@ def test_lines_mode_resumes_exactly(tmp_path):
     train(build_config(None, [*settings.items(), ("train.max_steps", 15)]), path, tmp_path / "split", progress=False)
     train(build_config(None, [*settings.items(), ("train.max_steps", 30)]), path, tmp_path / "split", resume=True,
           progress=False)
-    whole, split = load_checkpoint(tmp_path / "whole" / "last.pt"), load_checkpoint(tmp_path / "split" / "last.pt")
-    assert all(torch.equal(whole["model"][k], split["model"][k]) for k in whole["model"])
+    whole, split = Checkpoint.load(tmp_path / "whole" / "last.pt"), Checkpoint.load(tmp_path / "split" / "last.pt")
+    assert all(torch.equal(whole.model[k], split.model[k]) for k in whole.model)
 
 
 def test_a_list_is_recognised_and_a_play_is_not(tinyshakespeare):

@@ -40,10 +40,10 @@ def test_a_failed_append_is_one_line(tmp_path):
         log.event("train", 1, loss=1.0)
 
 
-def test_resume_after_a_crash_hides_the_lost_steps_in_tensorboard(tmp_path, text_file, monkeypatch):
+def test_resume_after_a_crash_hides_the_lost_steps_in_tensorboard(tmp_path, text_file):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from test_train import _inject, small_config
+    from test_train import _at_steps, _train_poisoned, small_config
 
     from charlm.train import train
 
@@ -53,13 +53,11 @@ def test_resume_after_a_crash_hides_the_lost_steps_in_tensorboard(tmp_path, text
     class Crash(Exception):
         pass
 
-    def crash(original, *args, **kwargs):
+    def crash(trainer, losses):
         raise Crash
 
-    with monkeypatch.context() as patch:  # dies during step 28: last.pt holds step 20, the logs reach 25
-        _inject(patch, "torch.nn.functional.cross_entropy", {28}, crash)
-        with pytest.raises(Crash):
-            train(small_config(**overrides), text_file, tmp_path / "run", progress=False)
+    with pytest.raises(Crash):  # dies during step 28: last.pt holds step 20, the logs reach 25
+        _train_poisoned(small_config(**overrides), text_file, tmp_path / "run", _at_steps({28}, "forward", crash))
     assert [e["step"] for e in read_metrics(tmp_path / "run" / "metrics.jsonl") if e["event"] == "train"][-1] == 25
     train(small_config(**overrides), text_file, tmp_path / "run", resume=True, progress=False)
 

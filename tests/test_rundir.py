@@ -5,11 +5,10 @@ import sys
 import time
 
 import pytest
-import torch
 
-from charlm.checkpoint import save_checkpoint
 from charlm.errors import CharlmError
 from charlm.rundir import LOCK_NAME, RunLock, check_fresh, newest_checkpoint
+from conftest import tiny_checkpoint
 
 
 def _hold_lock(directory):
@@ -44,7 +43,7 @@ def test_fresh_run_refuses_a_directory_with_a_run(tmp_path):
     (tmp_path / "metrics.jsonl").write_text("")
     with pytest.raises(CharlmError, match="stopped before its first checkpoint \\(metrics.jsonl\\)"):
         check_fresh(tmp_path)
-    save_checkpoint(tmp_path / "best.pt", {"step": 3})
+    tiny_checkpoint(step=3).save(tmp_path / "best.pt")
     with pytest.raises(CharlmError, match="--resume"):
         check_fresh(tmp_path)
 
@@ -52,11 +51,11 @@ def test_fresh_run_refuses_a_directory_with_a_run(tmp_path):
 def test_resume_takes_the_newer_of_last_and_best(tmp_path):
     with pytest.raises(CharlmError, match="no last.pt or best.pt"):
         newest_checkpoint(tmp_path)
-    save_checkpoint(tmp_path / "last.pt", {"step": 1000, "w": torch.zeros(1)})
-    save_checkpoint(tmp_path / "best.pt", {"step": 1250, "w": torch.ones(1)})
+    tiny_checkpoint(step=1000).save(tmp_path / "last.pt")
+    tiny_checkpoint(step=1250).save(tmp_path / "best.pt")
     path, checkpoint = newest_checkpoint(tmp_path)
-    assert path.name == "best.pt" and checkpoint["step"] == 1250
-    save_checkpoint(tmp_path / "last.pt", {"step": 1250, "w": torch.zeros(1)})
+    assert path.name == "best.pt" and checkpoint.step == 1250
+    tiny_checkpoint(step=1250).save(tmp_path / "last.pt")
     assert newest_checkpoint(tmp_path)[0].name == "last.pt"  # a tie goes to last.pt
     (tmp_path / "last.pt").unlink()
     assert newest_checkpoint(tmp_path)[0].name == "best.pt"

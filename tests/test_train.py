@@ -3,12 +3,14 @@ import math
 import pytest
 import torch
 
-from charlm.checkpoint import load_checkpoint
+from charlm.checkpoint import Checkpoint
 from charlm.config import TrainConfig, build_config
 from charlm.errors import CharlmError
 from charlm.logs import read_metrics
 from charlm.model import CharRNN
-from charlm.train import budget_progress, learning_rate, stop_reason, train
+from charlm.schedule import budget_progress, learning_rate, stop_reason
+from charlm.train import fit, session, train
+from charlm.trainer import Outcome, TrainRequest
 
 
 def small_config(**overrides):
@@ -45,9 +47,9 @@ def test_clipping_really_clips(tmp_path, text_file, mode):
                              "train.max_steps": 1, "train.log_interval": 1, "train.lr_schedule": "constant",
                              **clip})
     result = train(config, text_file, tmp_path / "run", progress=False)
-    checkpoint = load_checkpoint(tmp_path / "run" / "last.pt")
-    before = _initial_weights(config, len(checkpoint["vocab"]))
-    deltas = torch.cat([(checkpoint["model"][k] - before[k]).flatten() for k in before])
+    checkpoint = Checkpoint.load(tmp_path / "run" / "last.pt")
+    before = _initial_weights(config, len(checkpoint.vocab))
+    deltas = torch.cat([(checkpoint.model[k] - before[k]).flatten() for k in before])
     event = next(e for e in read_metrics(tmp_path / "run" / "metrics.jsonl") if e["event"] == "train")
     if mode == "norm":
         assert event["grad_norm"] > 0.1  # the raw gradient is far larger than the clip...
@@ -87,12 +89,13 @@ def test_run_directory_contents_and_checkpoint(tmp_path, text_file):
     run = tmp_path / "run"
     assert {p.name for p in run.iterdir()} >= {"config.yaml", "metrics.jsonl", "tensorboard", "last.pt", "best.pt"}
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
-    checkpoint = load_checkpoint(run / "last.pt")
-    for key in ("config", "vocab", "model", "optimizer", "scheduler", "step", "tokens_seen", "data",
-                "carried_state", "rng", "best_val_loss", "charlm_version", "format_version"):
-        assert key in checkpoint
-    assert checkpoint["step"] == 60 and checkpoint["tokens_seen"] == 60 * 8 * 16
-    assert checkpoint["best_val_loss"] == pytest.approx(result.best_val_loss)
+    plain = torch.load(run / "last.pt", weights_only=True)  # a plain dict of tensors and primitives
+    assert set(plain) == {"format", "format_version", "charlm_version", "config", "vocab", "parameters", "precision",
+                          "data", "model", "state", "optimizer", "scaler", "rng", "rng_ranks"}
+    checkpoint = Checkpoint.load(run / "last.pt")
+    assert checkpoint.step == 60 and checkpoint.state.tokens_seen == 60 * 8 * 16
+    assert checkpoint.state.best_val_loss == pytest.approx(result.best_val_loss)
+    assert checkpoint.state.carried["forward"][0].shape == (1, 8, 32)  # (layers, streams, hidden)
     events = read_metrics(run / "metrics.jsonl")
     assert [e["step"] for e in events if e["event"] == "eval"] == [50, 60]
     assert math.isfinite(events[-1]["best_val_loss"])
@@ -108,7 +111,7 @@ def test_existing_run_is_not_overwritten(tmp_path, text_file):
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
-def test_pause_and_resume_gives_the_same_run_bit_for_bit(tmp_path, text_file, monkeypatch, cell):
+def test_pause_and_resume_gives_the_same_run_bit_for_bit(tmp_path, text_file, cell):
     # Cosine schedule, warmup, dropout, two layers, a log window cut in half by the pause: all of it
     # has to come back from the checkpoint for the two runs to agree exactly.
     overrides = {"train.max_steps": 40, "train.max_epochs": None, "model.dropout": 0.2, "model.cell": cell,
@@ -120,22 +123,20 @@ def test_pause_and_resume_gives_the_same_run_bit_for_bit(tmp_path, text_file, mo
     import os
     import signal
 
-    def interrupt(original, *args, **kwargs):
+    def interrupt(trainer, losses):
         os.kill(os.getpid(), signal.SIGINT)
-        return original(*args, **kwargs)
+        return losses
 
-    with monkeypatch.context() as patch:
-        _inject(patch, "torch.nn.functional.cross_entropy", {20}, interrupt)
-        paused = train(small_config(**overrides), text_file, tmp_path / "split", progress=False)
+    paused = _train_poisoned(small_config(**overrides), text_file, tmp_path / "split", _at_steps({20}, "forward", interrupt))
     assert (paused.stop_reason, paused.step) == ("interrupted", 20)
     train(small_config(**overrides), text_file, tmp_path / "split", resume=True, progress=False)
 
-    whole = load_checkpoint(tmp_path / "whole" / "last.pt")
-    split = load_checkpoint(tmp_path / "split" / "last.pt")
-    assert split["step"] == 40
-    for key in whole["model"]:
-        assert torch.equal(whole["model"][key], split["model"][key]), key
-    for a, b in zip(whole["optimizer"]["state"].values(), split["optimizer"]["state"].values()):
+    whole = Checkpoint.load(tmp_path / "whole" / "last.pt")
+    split = Checkpoint.load(tmp_path / "split" / "last.pt")
+    assert split.step == 40
+    for key in whole.model:
+        assert torch.equal(whole.model[key], split.model[key]), key
+    for a, b in zip(whole.optimizer["state"].values(), split.optimizer["state"].values()):
         assert all(torch.equal(a[name], b[name]) for name in a)
 
     def logged(run, kind, key):
@@ -248,11 +249,11 @@ def test_bidirectional_learns_both_directions_and_resumes_exactly(tmp_path, text
     train(small_config(**overrides), text_file, tmp_path / "whole", progress=False)
     train(small_config(**{**overrides, "train.max_steps": 20}), text_file, tmp_path / "split", progress=False)
     train(small_config(**overrides), text_file, tmp_path / "split", resume=True, progress=False)
-    whole = load_checkpoint(tmp_path / "whole" / "last.pt")
-    split = load_checkpoint(tmp_path / "split" / "last.pt")
-    for key in whole["model"]:
-        assert torch.equal(whole["model"][key], split["model"][key]), key
-    assert whole["carried_state_backward"] is not None
+    whole = Checkpoint.load(tmp_path / "whole" / "last.pt")
+    split = Checkpoint.load(tmp_path / "split" / "last.pt")
+    for key in whole.model:
+        assert torch.equal(whole.model[key], split.model[key]), key
+    assert whole.state.carried["backward"] is not None
     evaluation = [e for e in read_metrics(tmp_path / "whole" / "metrics.jsonl") if e["event"] == "eval"][-1]
     assert evaluation["val_loss_forward"] < 2.8 and evaluation["val_loss_backward"] < 2.8  # chance: ln 27 = 3.3
     assert evaluation["val_loss"] == evaluation["val_loss_forward"]
@@ -263,74 +264,86 @@ def test_init_from_keeps_the_checkpoint_architecture(tmp_path, text_file):
           progress=False)
     config = small_config(**{"train.max_steps": 5, "model.hidden_size": 64, "model.dropout": 0.3})
     train(config, text_file, tmp_path / "b", init_from=str(tmp_path / "a" / "last.pt"), progress=False)
-    model_config = load_checkpoint(tmp_path / "b" / "last.pt")["config"]["model"]
-    assert model_config["bidirectional"] is True and model_config["hidden_size"] == 32
-    assert model_config["dropout"] == 0.3  # regularisation stays the user's choice
+    model_config = Checkpoint.load(tmp_path / "b" / "last.pt").config.model
+    assert model_config.bidirectional is True and model_config.hidden_size == 32
+    assert model_config.dropout == 0.3  # regularisation stays the user's choice
 
 
-def _inject(monkeypatch, function_path, bad_calls, poison):
-    """Wrap a torch function so that the training calls numbered in ``bad_calls`` (1-based) go bad."""
-    module_path, name = function_path.rsplit(".", 1)
-    import importlib
-
-    module = importlib.import_module(module_path)
-    original = getattr(module, name)
-    calls = {"n": 0}
-
-    def wrapper(*args, **kwargs):
-        if not torch.is_grad_enabled():  # evaluation: leave alone
-            return original(*args, **kwargs)
-        calls["n"] += 1
-        if calls["n"] in bad_calls:
-            return poison(original, *args, **kwargs)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(module, name, wrapper)
+def _train_poisoned(config, text, out_dir, poison):
+    """Train as ``train`` does, after ``poison(trainer)`` has tampered with the trainer it set up."""
+    request = TrainRequest(config, text, out_dir, progress=False)
+    with session(request) as trainer:
+        poison(trainer)
+        return fit(trainer)
 
 
-def _nan_loss(original, *args, **kwargs):
-    return original(*args, **kwargs) * float("nan")
+def _at_steps(steps, method, after):
+    """A poison: wrap ``trainer.<method>`` so that on the steps numbered in ``steps`` (1-based, as logged)
+    ``after(trainer, result)`` gives what it returns instead."""
+    def poison(trainer):
+        original = getattr(trainer, method)
+
+        def wrapped(*args):
+            result = original(*args)
+            return after(trainer, result) if trainer.state.step + 1 in steps else result
+        setattr(trainer, method, wrapped)
+    return poison
 
 
-def _inf_gradient(original, params, *args, **kwargs):
-    params = list(params)
-    params[0].grad[0, 0] = float("inf")
-    return original(params, *args, **kwargs)
+def _nan_loss(trainer, losses):
+    return {direction: loss * float("nan") for direction, loss in losses.items()}
 
 
-@pytest.mark.parametrize("function_path, poison", [
-    ("torch.nn.functional.cross_entropy", _nan_loss),
-    ("torch.nn.utils.clip_grad_norm_", _inf_gradient),
-])
-def test_a_nan_or_inf_step_is_skipped_with_a_warning(tmp_path, text_file, monkeypatch, capsys, function_path, poison):
-    _inject(monkeypatch, function_path, {5, 6, 9}, poison)
+def _inf_gradient(trainer, loss):
+    trainer.params[0].grad[0, 0] = float("inf")  # the loss stays finite: only the norm can tell
+    return loss
+
+
+@pytest.mark.parametrize("method, fault", [("forward", _nan_loss), ("backward", _inf_gradient)])
+def test_a_nan_or_inf_step_is_skipped_with_a_warning(tmp_path, text_file, capsys, method, fault):
     config = small_config(**{"train.max_steps": 20, "train.max_epochs": None, "train.log_interval": 5})
-    result = train(config, text_file, tmp_path / "run", progress=False)
+    result = _train_poisoned(config, text_file, tmp_path / "run", _at_steps({5, 6, 9}, method, fault))
     assert result.step == 20 and result.stop_reason == "max_steps"
     events = read_metrics(tmp_path / "run" / "metrics.jsonl")
     assert [e["step"] for e in events if e["event"] == "skip"] == [5, 6, 9]
     assert [e["bad_steps"] for e in events if e["event"] == "skip"] == [1, 2, 1]
     assert events[-1]["skipped_steps"] == 3
     assert all(math.isfinite(e["loss"]) for e in events if e["event"] == "train")
-    weights = load_checkpoint(tmp_path / "run" / "last.pt")["model"]
+    weights = Checkpoint.load(tmp_path / "run" / "last.pt").model
     assert all(torch.isfinite(w).all() for w in weights.values())
     err = capsys.readouterr().err
     assert err.count("is NaN or infinite; skipped this update") == 3
 
 
-def test_several_bad_steps_in_a_row_stop_and_keep_the_last_good_checkpoint(tmp_path, text_file, monkeypatch):
-    _inject(monkeypatch, "torch.nn.functional.cross_entropy", set(range(13, 1000)), _nan_loss)
+def test_a_skipped_step_leaves_weights_optimizer_and_state_alone(tmp_path, text_file):
+    config = small_config(**{"train.max_steps": 20, "train.max_epochs": None})
+    with session(TrainRequest(config, text_file, tmp_path / "run", progress=False)) as trainer:
+        for _ in range(3):
+            assert trainer.step(trainer.batch()) is Outcome.GOOD
+        weights = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+        moments = [v.clone() for state in trainer.optimizer.state.values() for v in state.values()]
+        _at_steps({4}, "forward", _nan_loss)(trainer)
+        assert trainer.step(trainer.batch()) is Outcome.SKIPPED
+        assert all(torch.equal(weights[k], v) for k, v in trainer.model.state_dict().items())
+        assert all(torch.equal(a, b) for a, b in zip(moments, (v for state in trainer.optimizer.state.values()
+                                                                for v in state.values())))
+        assert trainer.state.carried == {"forward": None}  # the next window starts afresh
+        assert (trainer.state.step, trainer.state.bad_steps, trainer.state.window.good_steps) == (4, 1, 3)
+        assert trainer.step(trainer.batch()) is Outcome.GOOD and trainer.state.bad_steps == 0
+
+
+def test_several_bad_steps_in_a_row_stop_and_keep_the_last_good_checkpoint(tmp_path, text_file):
     config = small_config(**{"train.max_steps": 100, "train.max_epochs": None, "train.checkpoint_interval": 10,
                              "train.max_bad_steps": 3, "train.eval_interval": 1000})
     with pytest.raises(CharlmError) as info:
-        train(config, text_file, tmp_path / "run", progress=False)
+        _train_poisoned(config, text_file, tmp_path / "run", _at_steps(set(range(13, 1000)), "forward", _nan_loss))
     message = str(info.value)
     assert "stopped at step 15: 3 steps in a row had a NaN or infinite loss" in message
     assert "lower train.lr (now 0.004) or lower train.clip_norm (now 5)" in message
     assert f"{tmp_path / 'run' / 'last.pt'} (step 10) is kept" in message
-    checkpoint = load_checkpoint(tmp_path / "run" / "last.pt")
-    assert checkpoint["step"] == 10
-    assert all(torch.isfinite(w).all() for w in checkpoint["model"].values())
+    checkpoint = Checkpoint.load(tmp_path / "run" / "last.pt")
+    assert checkpoint.step == 10
+    assert all(torch.isfinite(w).all() for w in checkpoint.model.values())
 
 
 def test_resuming_a_finished_run_asks_for_a_bigger_budget(tmp_path, text_file):
@@ -411,7 +424,7 @@ def test_kill_9_at_random_moments_loses_nothing_and_resumes_exactly(tmp_path):
         kills += 1
         for name in ("last.pt", "best.pt"):
             if (run / name).exists():
-                load_checkpoint(run / name)  # never half-written
+                Checkpoint.load(run / name)  # never half-written
         assert all(isinstance(e, dict) for e in read_metrics(run / "metrics.jsonl"))
         starts_before = starts()
         if (run / "last.pt").exists() or (run / "best.pt").exists():
@@ -430,10 +443,10 @@ def test_kill_9_at_random_moments_loses_nothing_and_resumes_exactly(tmp_path):
     assert kills >= 5
     assert not list(run.glob(".*.tmp"))  # a temp file a kill left mid-write is cleared by the next run
 
-    whole, killed = load_checkpoint(tmp_path / "whole" / "last.pt"), load_checkpoint(run / "last.pt")
-    assert killed["step"] == 500
-    for key in whole["model"]:
-        assert torch.equal(whole["model"][key], killed["model"][key]), key
+    whole, killed = Checkpoint.load(tmp_path / "whole" / "last.pt"), Checkpoint.load(run / "last.pt")
+    assert killed.step == 500
+    for key in whole.model:
+        assert torch.equal(whole.model[key], killed.model[key]), key
 
     def losses(directory):
         return [(e["step"], e["loss"]) for e in read_metrics(directory / "metrics.jsonl") if e["event"] == "train"]
@@ -474,22 +487,22 @@ def test_weight_averaging_publishes_the_average_and_resumes_exactly(tmp_path, te
                 "train.lr_schedule": "constant", "train.warmup_steps": 5}  # the same schedule for 20 and 40 steps
     config = small_config(**settings)
     train(config, text_file, tmp_path / "one", progress=False)
-    checkpoint = load_checkpoint(tmp_path / "one" / "last.pt")
-    before = _initial_weights(config, len(checkpoint["vocab"]))
+    checkpoint = Checkpoint.load(tmp_path / "one" / "last.pt")
+    before = _initial_weights(config, len(checkpoint.vocab))
     # The first update is weighted 0.9 (the decay ramps up as min(0.99, (1 + n) / (10 + n))).
     for key, initial in before.items():
-        expected = initial + 0.9 * (checkpoint["raw_model"][key] - initial)
-        torch.testing.assert_close(checkpoint["model"][key], expected)
-    assert checkpoint["ema_updates"] == 1
+        expected = initial + 0.9 * (checkpoint.raw_model[key] - initial)
+        torch.testing.assert_close(checkpoint.model[key], expected)
+    assert checkpoint.ema_updates == 1
 
     settings["train.max_steps"] = 40
     train(small_config(**settings), text_file, tmp_path / "whole", progress=False)
     train(small_config(**{**settings, "train.max_steps": 20}), text_file, tmp_path / "half", progress=False)
     train(small_config(**settings), text_file, tmp_path / "half", resume=True, progress=False)
-    whole, half = load_checkpoint(tmp_path / "whole" / "last.pt"), load_checkpoint(tmp_path / "half" / "last.pt")
+    whole, half = Checkpoint.load(tmp_path / "whole" / "last.pt"), Checkpoint.load(tmp_path / "half" / "last.pt")
     for part in ("model", "raw_model"):
-        assert all(torch.equal(whole[part][k], half[part][k]) for k in whole[part])
-    assert not torch.equal(whole["model"]["head.weight"], whole["raw_model"]["head.weight"])
+        assert all(torch.equal(getattr(whole, part)[k], getattr(half, part)[k]) for k in whole.model)
+    assert not torch.equal(whole.model["head.weight"], whole.raw_model["head.weight"])
     evals = [e["val_loss"] for e in read_metrics(tmp_path / "whole" / "metrics.jsonl") if e["event"] == "eval"]
     import charlm
 

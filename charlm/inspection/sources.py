@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from charlm.data import Vocab, load_tokens, split_tokens
+from charlm.data import Vocab
 from charlm.errors import CharlmError
 from charlm.lines import Lines
 from charlm.model import CharRNN
+from charlm.rundata import RunData
 
 CONFIG_SUFFIXES = (".yaml", ".yml")
 
@@ -32,10 +33,11 @@ def is_model_source(path: Path) -> bool:
     return path.is_dir() or path.suffix in (".pt", *CONFIG_SUFFIXES)
 
 
-def as_stream(lines: Lines, marker: int) -> np.ndarray:
-    """Lines back to back, each preceded by the marker (how a lines-mode model reads a list)."""
-    starts = lines.offsets[:-1]
-    return np.insert(lines.tokens.astype(np.int64), starts, marker)
+def as_stream(data: np.ndarray | Lines, marker: int | None) -> np.ndarray:
+    """Tokens as a model reads them in one stream: lines back to back, each preceded by the marker."""
+    if not isinstance(data, Lines):
+        return np.asarray(data)
+    return np.insert(data.tokens.astype(np.int64), data.offsets[:-1], marker)
 
 
 def load_subjects(sources: list[Path], text: Path | None, cells: list[str], seed: int,
@@ -64,42 +66,32 @@ def _trained(source: Path, text: Path | None, device: str) -> Subject:
 
     model = charlm.load(source, device=device)
     data = model.file_data(text)[0] if text is not None else model.own_data("val")
-    tokens = as_stream(data, model.vocab.marker) if isinstance(data, Lines) else np.asarray(data)
     name = source.name if source.is_dir() else f"{source.parent.name}/{source.name}"
     m = model.config.model
-    step = model.checkpoint.get("step") or 0
-    return Subject(label=f"{m.cell} {m.num_layers}x{m.hidden_size} (trained {step:,} steps, {name})", model=model.model,
-                   vocab=model.vocab, tokens=tokens)
+    return Subject(label=f"{m.cell} {m.num_layers}x{m.hidden_size} (trained {model.checkpoint.step:,} steps, {name})",
+                   model=model.model, vocab=model.vocab, tokens=as_stream(data, model.vocab.marker))
 
 
 def _fresh_models(source: Path | None, text: Path | None, cells: list[str], seed: int,
                   device: str) -> list[Subject]:
     from charlm.config import build_config, set_key, validate
     from charlm.corpora import text_of
-    from charlm.lines import lines_vocab, split_into_lines, split_lines
     from charlm.runtime import resolve_device
 
     config = build_config(str(source) if source else None)
     name = source.stem if source else "default config"
     if text is None:
         text = text_of(config, f"{name} names no text (data.path or data.corpus): give a text FILE to measure on")
-    token_file = load_tokens(text, config.data.encoding, config.data.cache_dir)
-    if config.data.mode == "lines":
-        vocab = lines_vocab(token_file.vocab)
-        held = split_lines(split_into_lines(token_file.tokens, token_file.vocab, vocab), config.data.val_fraction,
-                           config.data.test_fraction, config.data.split_seed, config.data.holdout_cap).val
-        tokens = as_stream(held, vocab.marker)
-    else:
-        vocab = token_file.vocab
-        tokens = np.asarray(split_tokens(token_file.tokens, config.data.val_fraction, config.data.test_fraction).val)
+    data = RunData.read(text, config.data)
+    tokens = as_stream(data.val, data.vocab.marker)
     subjects = []
     for cell in cells or [config.model.cell]:
         cell_config = copy.deepcopy(config)
         set_key(cell_config, "model.cell", cell, "--cells")
         validate(cell_config)
         torch.manual_seed(seed)
-        model = CharRNN.from_config(cell_config.model, len(vocab)).to(resolve_device(device))
+        model = CharRNN.from_config(cell_config.model, len(data.vocab)).to(resolve_device(device))
         m = cell_config.model
         subjects.append(Subject(label=f"{cell} {m.num_layers}x{m.hidden_size} (fresh, {name})", model=model.eval(),
-                                vocab=vocab, tokens=tokens))
+                                vocab=data.vocab, tokens=tokens))
     return subjects

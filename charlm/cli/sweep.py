@@ -1,0 +1,49 @@
+"""``charlm sweep``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from charlm.errors import CharlmError
+
+
+@click.command()
+@click.argument("sweep_file", type=click.Path(path_type=Path))
+@click.option("-o", "--out", type=click.Path(path_type=Path), help="Sweep directory [default: sweeps/<name>].")
+@click.option("--workers", type=int, default=1, show_default=True,
+              help="Trials run at once, as separate processes sharing the CPU threads.")
+@click.option("--storage", help="Optuna storage URL shared by workers on many machines [default: sqlite in -o].")
+@click.option("--dry-run", is_flag=True, help="Print the trials (grid) or the search space and exit.")
+@click.option("--report", is_flag=True, help="Print the results table of the sweep so far and exit.")
+def sweep(sweep_file: Path, out: Path | None, workers: int, storage: str | None, dry_run: bool, report: bool) -> None:
+    """Run a hyperparameter sweep described by SWEEP_FILE (YAML) on Optuna.
+
+    Re-running the same command resumes the sweep: finished trials are kept, interrupted ones run
+    again. Each trial is an ordinary run directory (charlm sample/eval work on it).
+    """
+    from charlm.sweep import describe, load_sweep, open_study, results_table, run_sweep, trial_rows, write_results
+
+    if workers < 1:
+        raise CharlmError(f"--workers must be >= 1, got {workers}")
+    spec = load_sweep(sweep_file)
+    if dry_run:
+        click.echo(describe(spec))
+        return
+    out = out or Path("sweeps") / spec.name
+    if report:
+        from charlm.sweep import default_storage
+
+        if storage is None and not (out / "study.db").exists():
+            raise CharlmError(f"no sweep in {out}: run `charlm sweep {sweep_file}` first, or give -o DIR")
+        study, _ = open_study(spec, storage or default_storage(out), create=False)
+        rows = trial_rows(study)
+        write_results(rows, spec, out)
+    else:
+        rows = run_sweep(spec, out, workers, storage, echo=lambda line: click.echo(line, err=True))
+    click.echo(results_table(rows, spec))
+    best = next((r for r in rows if r.state == "COMPLETE"), None)
+    if best is not None:
+        click.echo(f"best: trial {best.number}, val loss {best.value:.4f} -> charlm sample {best.directory}", err=True)
+    click.echo(f"results: {out / 'results.csv'}; TensorBoard: tensorboard --logdir {out}", err=True)

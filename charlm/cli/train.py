@@ -1,0 +1,69 @@
+"""``charlm train``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from charlm.cli.options import config_shortcuts
+
+if TYPE_CHECKING:
+    from charlm.config import SampleConfig
+
+
+@click.command()
+@click.argument("file", required=False, type=click.Path(dir_okay=True, path_type=Path))
+@click.option("-c", "--config", "config_file", type=click.Path(path_type=Path), help="YAML config file.")
+@click.option("--corpus", help="Train on a named corpus (see `charlm corpus list`) instead of FILE.")
+@click.option("-o", "--out", type=click.Path(path_type=Path), help="Run directory [default: runs/<name>-<time>].")
+@click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
+              help="Override any config key, e.g. --set train.lr=1e-3 (repeatable).")
+@click.option("--resume", "resume_dir", type=click.Path(path_type=Path),
+              help="Continue the run in this directory from its newest checkpoint.")
+@click.option("--init-from", type=click.Path(path_type=Path), help="Start from a checkpoint's weights (fine-tuning).")
+@click.option("--extend-vocab", is_flag=True, help="With --init-from: add the text's new characters to the vocabulary.")
+@click.option("--no-progress", is_flag=True, help="No progress bar (evaluations are still printed).")
+@click.option("--no-sample", is_flag=True, help="Do not print a sample at the end.")
+@config_shortcuts
+def train(file: Path | None, config_file: Path | None, corpus: str | None, out: Path | None,
+          assignments: tuple[str, ...], resume_dir: Path | None, init_from: Path | None, extend_vocab: bool,
+          no_progress: bool, no_sample: bool, shortcuts: list[tuple[str, Any]]) -> None:
+    """Train a model on FILE (any UTF-8 text) or on --corpus NAME."""
+    from charlm import distributed
+    from charlm.config import parse_set
+    from charlm.train import plan, run
+
+    overrides = [*shortcuts, *(parse_set(a) for a in assignments)]
+    if file is not None:
+        overrides += [("data.path", str(file)), ("data.corpus", None)]
+    elif corpus is not None:
+        overrides += [("data.corpus", corpus), ("data.path", None)]
+    ranks = distributed.from_environment()
+    request = plan(config_file, overrides, out, resume_dir, init_from, extend_vocab, progress=not no_progress,
+                   check_lock=ranks.is_main)
+    result = run(request)
+    code = 130 if result.stop_reason == "interrupted" else 0
+    if ranks.is_main:  # under torchrun, rank 0 speaks for the run
+        best = f"{result.best_val_loss:.4f}" if result.best_val_loss is not None else "n/a"
+        click.echo(f"stopped ({result.stop_reason}) at step {result.step:,} after {result.train_time:.0f}s;"
+                   f" best val loss {best}; run in {request.out_dir}", err=True)
+        if code:
+            click.echo(f"resume with: charlm train --resume {request.out_dir}", err=True)
+        elif not no_sample:
+            _print_sample(request.out_dir, request.config.sample)
+    distributed.leave_worker(code)
+    if code:
+        sys.exit(code)
+
+
+def _print_sample(run_dir: Path, settings: SampleConfig) -> None:
+    """The end-of-training sample: the run's best model, drawn with the run's sample settings."""
+    import charlm
+    from charlm.sample import preview
+
+    model = charlm.load(run_dir)
+    click.echo(f"--- sample from {model.path} ---", err=True)
+    click.echo(preview(model, settings, settings.length, settings.seed, lines=10))

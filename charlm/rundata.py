@@ -1,0 +1,124 @@
+"""A run's text as its model reads it: text → vocabulary → train/val/test splits, stream or lines.
+
+Training, ``charlm eval``, the Python API and ``charlm inspect`` all take a run's data from
+``RunData.read``, so they cut the same splits the same way: in stream mode the contiguous split of
+``charlm.data.split_tokens``, in lines mode the seeded whole-line split of
+``charlm.lines.split_lines``. ``encode_file`` reads any other file as a given model would.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from charlm.config import DataConfig
+from charlm.data import StreamBatches, TokenFile, Vocab, load_tokens, split_tokens
+from charlm.lines import LineBatches, Lines, LineSplits, lines_vocab, looks_like_a_list, split_into_lines, split_lines
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Encoded:
+    """A whole file as a model with ``vocab`` reads it."""
+
+    data: np.ndarray | Lines
+    vocab: Vocab
+    sha256: str
+    unknown: int  # characters left out because the vocabulary lacks them
+
+
+def encode_file(path: str | Path, mode: str, vocab: Vocab | None = None, encoding: str = "utf-8",
+                cache_dir: str | None = None, progress: bool = False) -> Encoded:
+    """The file's tokens (``mode`` "stream") or its lines ("lines") in ``vocab``'s ids; without a
+    vocabulary, in the file's own (in lines mode: the line marker, then its characters but line breaks)."""
+    if mode == "stream":
+        tokens = load_tokens(path, encoding, cache_dir, vocab=vocab, progress=progress)
+        return Encoded(tokens.tokens, tokens.vocab, tokens.sha256, tokens.unknown)
+    # Lines are cut from the file's own token stream, then mapped to the model's vocabulary.
+    own = load_tokens(path, encoding, cache_dir, progress=progress)
+    target = vocab or lines_vocab(own.vocab)
+    return Encoded(split_into_lines(own.tokens, own.vocab, target), target, own.sha256, _left_out(own, target))
+
+
+def _left_out(own: TokenFile, vocab: Vocab) -> int:
+    """How many characters of a file the lines vocabulary ``vocab`` lacks (line breaks are not characters there)."""
+    lacking = [i for i, ch in enumerate(own.vocab.chars) if ch not in vocab.index and ch not in "\n\r"]
+    if not lacking:
+        return 0
+    counts = np.bincount(np.asarray(own.tokens), minlength=len(own.vocab))
+    return int(counts[lacking].sum())
+
+
+class RunData:
+    """The text a run trains on, its vocabulary, and its splits (cut when first asked for)."""
+
+    def __init__(self, path: Path, config: DataConfig, encoded: Encoded):
+        self.path = path
+        self.config = config
+        self.mode = config.mode
+        self.vocab = encoded.vocab
+        self.sha256 = encoded.sha256
+        self.unknown = encoded.unknown
+        self.whole = encoded.data
+
+    @classmethod
+    def read(cls, path: str | Path, config: DataConfig, vocab: Vocab | None = None,
+             progress: bool = False) -> "RunData":
+        """Read ``path`` as ``config`` says, in ``vocab`` (a run's own) or else the text's own characters."""
+        path = Path(path)
+        return cls(path, config, encode_file(path, config.mode, vocab, config.encoding, config.cache_dir, progress))
+
+    @property
+    def unit(self) -> str:
+        return "lines" if self.mode == "lines" else "chars"
+
+    @functools.cached_property
+    def _splits(self) -> tuple[np.ndarray | Lines, np.ndarray | Lines, np.ndarray | Lines, int]:
+        c = self.config
+        if self.mode == "lines":
+            parts: LineSplits = split_lines(self.whole, c.val_fraction, c.test_fraction, c.split_seed, c.holdout_cap)
+            return parts.train, parts.val, parts.test, parts.duplicates
+        parts = split_tokens(self.whole, c.val_fraction, c.test_fraction)
+        return parts.train, parts.val, parts.test, 0
+
+    def split(self, name: str) -> np.ndarray | Lines:
+        """The train, val or test part: token ids (views of the cache, no copies) or whole lines."""
+        return self._splits[SPLITS.index(name)]
+
+    @property
+    def train(self) -> np.ndarray | Lines:
+        return self.split("train")
+
+    @property
+    def val(self) -> np.ndarray | Lines:
+        return self.split("val")
+
+    @property
+    def duplicates(self) -> int:
+        """Lines mode: held-out lines that also occur in train (counted, not removed)."""
+        return self._splits[3]
+
+    def eval_split(self, max_chars: int | None) -> np.ndarray | Lines | None:
+        """What evaluations during training read: the val split, in stream mode its first
+        ``max_chars`` (the same prefix every time, so evaluations on a huge text stay seconds long and
+        compare); None when too little is held out to evaluate."""
+        val = self.val if self.mode == "lines" or max_chars is None else self.val[:max_chars]
+        return val if len(val) >= (1 if self.mode == "lines" else 2) else None
+
+    def batches(self, batch_size: int, seq_len: int, seed: int, direction: str) -> StreamBatches | LineBatches:
+        """Training batches for one direction: ``batch_size`` contiguous streams in ``seq_len``
+        windows, or batches of whole lines. The backward direction reads the text reversed: its
+        streams run from the end of the text towards the start (each line right to left), so the
+        state it carries into a window comes from the text after it."""
+        backward = direction == "backward"
+        if self.mode == "lines":
+            return LineBatches(self.train, batch_size, self.vocab.marker, seed, reverse=backward)
+        return StreamBatches(self.train[::-1] if backward else self.train, batch_size, seq_len, seed)
+
+    def list_hint(self) -> tuple[int, int] | None:
+        """(lines, median length) when a text trained in stream mode reads like a list, else None."""
+        return looks_like_a_list(self.whole, self.vocab) if self.mode == "stream" else None
