@@ -173,7 +173,8 @@ def all_keys() -> list[str]:
     return [f"{s}.{k}" for s, fields in section_fields(Config()).items() for k in fields]
 
 
-def _did_you_mean(name: str, choices: typing.Iterable[str]) -> str:
+def did_you_mean(name: str, choices: typing.Iterable[str]) -> str:
+    """' (did you mean 'x'?)' for the choice closest to ``name``, or '' when none is close."""
     close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
@@ -257,18 +258,18 @@ def set_key(config: Config, dotted: str, value: Any, source: str = "--set") -> N
     sections = section_fields(config)
     if "." not in dotted:
         same_name = [k for k in all_keys() if k.split(".", 1)[1] == dotted]
-        hint = f" (did you mean '{same_name[0]}'?)" if same_name else _did_you_mean(dotted, all_keys())
+        hint = f" (did you mean '{same_name[0]}'?)" if same_name else did_you_mean(dotted, all_keys())
         raise CharlmError(f"{source}: '{dotted}' is not a config key: use section.key, e.g. train.lr{hint}")
     section, key = dotted.split(".", 1)
     if section not in sections:
         raise CharlmError(
             f"{source}: unknown config section '{section}' (sections: {', '.join(sections)})"
-            f"{_did_you_mean(section, sections)}"
+            f"{did_you_mean(section, sections)}"
         )
     if key not in sections[section]:
         raise CharlmError(
             f"{source}: unknown config key '{dotted}'"
-            f"{_did_you_mean(dotted, all_keys()) or _did_you_mean(key, sections[section])}"
+            f"{did_you_mean(dotted, all_keys()) or did_you_mean(key, sections[section])}"
         )
     section_obj = getattr(config, section)
     setattr(section_obj, key, coerce(dotted, value, _hints(section_obj)[key]))
@@ -285,7 +286,7 @@ def apply_mapping(config: Config, raw: Any, source: str) -> None:
         if section not in sections:
             raise CharlmError(
                 f"{source}: unknown config section '{section}'"
-                f"{_did_you_mean(str(section), sections)} (sections: {', '.join(sections)})"
+                f"{did_you_mean(str(section), sections)} (sections: {', '.join(sections)})"
             )
         if values is None:
             continue
@@ -350,7 +351,7 @@ def _check(ok: bool, message: str) -> None:
 def _choice(key: str, value: str, choices: typing.Sequence[str]) -> None:
     if value not in choices:
         raise CharlmError(
-            f"{key}: unknown value '{value}'{_did_you_mean(value, choices)}; choose one of {', '.join(choices)}"
+            f"{key}: unknown value '{value}'{did_you_mean(value, choices)}; choose one of {', '.join(choices)}"
         )
 
 

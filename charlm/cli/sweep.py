@@ -16,14 +16,15 @@ from charlm.errors import CharlmError
               help="Trials run at once, as separate processes sharing the CPU threads.")
 @click.option("--storage", help="Optuna storage URL shared by workers on many machines [default: sqlite in -o].")
 @click.option("--dry-run", is_flag=True, help="Print the trials (grid) or the search space and exit.")
-@click.option("--report", is_flag=True, help="Print the results table of the sweep so far and exit.")
-def sweep(sweep_file: Path, out: Path | None, workers: int, storage: str | None, dry_run: bool, report: bool) -> None:
+@click.option("--report", "report_only", is_flag=True, help="Print the results table of the sweep so far and exit.")
+def sweep(sweep_file: Path, out: Path | None, workers: int, storage: str | None, dry_run: bool,
+          report_only: bool) -> None:
     """Run a hyperparameter sweep described by SWEEP_FILE (YAML) on Optuna.
 
     Re-running the same command resumes the sweep: finished trials are kept, interrupted ones run
     again. Each trial is an ordinary run directory (charlm sample/eval work on it).
     """
-    from charlm.sweep import describe, load_sweep, open_study, results_table, run_sweep, trial_rows, write_results
+    from charlm.sweep import describe, load_sweep, report, results_table, run_sweep
 
     if workers < 1:
         raise CharlmError(f"--workers must be >= 1, got {workers}")
@@ -32,14 +33,10 @@ def sweep(sweep_file: Path, out: Path | None, workers: int, storage: str | None,
         click.echo(describe(spec))
         return
     out = out or Path("sweeps") / spec.name
-    if report:
-        from charlm.sweep import default_storage
-
+    if report_only:
         if storage is None and not (out / "study.db").exists():
             raise CharlmError(f"no sweep in {out}: run `charlm sweep {sweep_file}` first, or give -o DIR")
-        study, _ = open_study(spec, storage or default_storage(out), create=False)
-        rows = trial_rows(study)
-        write_results(rows, spec, out)
+        rows = report(spec, out, storage)
     else:
         rows = run_sweep(spec, out, workers, storage, echo=lambda line: click.echo(line, err=True))
     click.echo(results_table(rows, spec))

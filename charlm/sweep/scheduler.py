@@ -1,0 +1,162 @@
+"""The sweep scheduler: what ``charlm sweep`` runs.
+
+It asks the study for each trial's parameters (one asker, so a local grid never runs a point
+twice) and runs every trial as its own process (``python -m charlm.sweep.trial``), at most
+``workers`` at a time, each an ordinary run directory in the sweep directory. Ctrl-C or SIGTERM
+stops the trials (each saves its checkpoint) and queues them to run again: running the same
+command later continues the sweep, and each interrupted trial resumes from its own checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from charlm.fsutil import atomic_write_text
+from charlm.rundir import RUN_FILES, RunLock
+from charlm.sweep.results import TrialRow, write_results
+from charlm.sweep.spec import SweepSpec, format_params, sweep_text
+from charlm.sweep.study import Study, default_storage
+
+Echo = Callable[[str], None]
+
+
+def run_sweep(spec: SweepSpec, out_dir: Path, workers: int = 1, storage_url: str | None = None,
+              echo: Echo = print) -> list[TrialRow]:
+    """Run the sweep's remaining trials, ``workers`` at a time; return the results table's rows."""
+    text = sweep_text(spec.base)  # once, here: a missing file is one error, and a corpus is fetched once
+    if spec.base.data.path:
+        spec.base.data.path = str(text.resolve())  # trials find it whatever their working folder
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with RunLock(out_dir):
+        study = Study(spec, storage_url or default_storage(out_dir))
+        atomic_write_text(out_dir / "sweep.yaml", spec.to_yaml())
+        study.settle_interrupted()
+        settled, queued = study.counts()[0], study.queued()
+        if settled or queued:
+            echo(f"resuming sweep '{spec.name}': {settled} of {spec.trials} trials done"
+                 + (f", {queued} interrupted trial(s) to re-run" if queued else ""))
+        pool = TrialPool(study, out_dir, workers, echo)
+        with _sigterm_as_interrupt():
+            try:
+                pool.run()
+            except KeyboardInterrupt:
+                stopped = pool.stop()
+                echo(f"sweep interrupted: run the same command again to continue ({stopped} trial(s) will"
+                     " resume from their checkpoints)")
+                raise
+        rows = study.rows()
+        write_results(rows, spec, out_dir)
+    return rows
+
+
+def report(spec: SweepSpec, out_dir: Path, storage_url: str | None = None) -> list[TrialRow]:
+    """The results so far (``--report``), results.csv rewritten; nothing runs."""
+    study = Study(spec, storage_url or default_storage(out_dir), create=False)
+    rows = study.rows()
+    write_results(rows, spec, out_dir)
+    return rows
+
+
+class TrialPool:
+    """The trial processes this scheduler runs, by trial number."""
+
+    def __init__(self, study: Study, out_dir: Path, workers: int, echo: Echo):
+        self.study, self.spec, self.out_dir = study, study.spec, out_dir
+        self.workers, self.echo = workers, echo
+        self.threads = self.spec.base.train.threads or max(1, (os.cpu_count() or 1) // workers)
+        self.running: dict[int, tuple[subprocess.Popen, IO[str], Path]] = {}
+
+    def run(self) -> None:
+        """Launch trials until the study has enough finished or under way (here or elsewhere), then wait."""
+        while True:
+            self.collect()
+            settled, running_anywhere = self.study.counts()
+            enough = settled + running_anywhere >= self.spec.trials
+            if enough and not self.running:
+                return
+            if enough or len(self.running) >= self.workers:
+                time.sleep(0.1)
+                continue
+            self.launch(*self.study.ask())
+
+    def launch(self, number: int, params: dict[str, Any]) -> None:
+        trial_dir, resume = self.trial_dir(number)
+        trial_dir.mkdir(parents=True, exist_ok=True)
+        job = {"storage": self.study.url, "study": self.spec.name, "trial": number, "pruner": self.spec.pruner,
+               "config": self.spec.base.to_dict(), "params": params, "threads": self.threads,
+               "dir": str(trial_dir), "resume": resume}
+        atomic_write_text(trial_dir / "trial.json", json.dumps(job, indent=2, default=str))
+        self.echo(f"trial {number} {'resumed in ' + trial_dir.name if resume else 'started'}: {format_params(params)}")
+        log_file = open(trial_dir / "train.log", "a", encoding="utf-8")
+        process = subprocess.Popen([sys.executable, "-m", "charlm.sweep.trial", str(trial_dir / "trial.json")],
+                                   stdout=log_file, stderr=subprocess.STDOUT,
+                                   env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(self.threads)})
+        self.running[number] = (process, log_file, trial_dir)
+
+    def trial_dir(self, number: int) -> tuple[Path, bool]:
+        """Where a trial runs: its own new directory, or, for the re-run of an interrupted trial that had
+        saved a checkpoint, that trial's directory, resumed exactly where it stopped."""
+        rerun_of = self.study.attrs(number).get("rerun_of")
+        while rerun_of is not None:
+            previous = self.study.attrs(rerun_of)
+            directory = previous.get("dir")
+            if directory and any((Path(directory) / name).exists() for name in ("last.pt", "best.pt")):
+                return Path(directory), True
+            rerun_of = previous.get("rerun_of")
+        trial_dir = self.out_dir / f"trial-{number:04d}"
+        if any((trial_dir / name).exists() for name in RUN_FILES):  # another study's leftovers: keep them
+            trial_dir = self.out_dir / f"trial-{number:04d}-{int(time.time())}"
+        return trial_dir, False
+
+    def collect(self) -> None:
+        """Take in the trials whose processes have ended."""
+        for number, (process, log_file, trial_dir) in list(self.running.items()):
+            if process.poll() is None:
+                continue
+            log_file.close()
+            del self.running[number]
+            if self.study.is_running(number):  # the trial process did not record an outcome
+                if process.returncode == 130:  # stopped by a signal
+                    self.study.settle_interrupted()
+                    self.echo(f"trial {number} interrupted: it will run again (resumed from its checkpoint if it"
+                              " saved one)")
+                    continue
+                self.study.fail(number, f"trial process exited with {process.returncode}; see"
+                                        f" {trial_dir / 'train.log'}")
+            self.echo(f"trial {number} {self.study.row(number).outcome()}")
+
+    def stop(self) -> int:
+        """Stop every running trial (each saves its checkpoint first) and queue them to run again."""
+        for process, _, _ in self.running.values():
+            process.terminate()
+        for process, log_file, _ in self.running.values():
+            process.wait()
+            log_file.close()
+        self.study.settle_interrupted()
+        return len(self.running)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM stops the scheduler the way Ctrl-C does: trials are stopped, saved and queued again."""
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        previous = None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
