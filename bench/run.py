@@ -90,7 +90,7 @@ def bare_kernel_tokens_per_s(cell: str, hidden: int, precision: str, batch: int,
     from charlm.runtime import autocast
 
     torch.manual_seed(0)
-    stack = CharRNN._make_stack(cell, dict(input_size=hidden, hidden_size=hidden, num_layers=2,
+    stack = CharRNN.make_stack(cell, dict(input_size=hidden, hidden_size=hidden, num_layers=2,
                                            batch_first=True)).to(device)
     # The input needs its gradient, as it does behind charlm's embedding.
     inputs = torch.randn(batch, seq_len, hidden, device=device, requires_grad=True)

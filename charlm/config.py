@@ -357,7 +357,13 @@ def _choice(key: str, value: str, choices: typing.Sequence[str]) -> None:
 
 def validate(config: Config) -> None:
     """Check choices and ranges; raise CharlmError on the first problem."""
-    data, model, train, sample = config.data, config.model, config.train, config.sample
+    _validate_data(config.data)
+    _validate_model(config.model)
+    _validate_train(config.train)
+    _validate_sample(config.sample)
+
+
+def _validate_data(data: DataConfig) -> None:
     for key, value in (("data.val_fraction", data.val_fraction), ("data.test_fraction", data.test_fraction)):
         _check(0.0 <= value <= 0.5, f"{key} must be in [0, 0.5], got {value}")
     _check(
@@ -372,13 +378,15 @@ def validate(config: Config) -> None:
     _choice("data.mode", data.mode, DATA_MODES)
     if data.holdout_cap is not None:
         _check(data.holdout_cap >= 1, f"data.holdout_cap must be >= 1 (or null for no cap), got {data.holdout_cap}")
+
+
+def _validate_model(model: ModelConfig) -> None:
     _choice("model.cell", model.cell, CELLS)
     for key in ("hidden_size", "num_layers"):
         _check(getattr(model, key) >= 1, f"model.{key} must be >= 1, got {getattr(model, key)}")
     if model.embedding_size is not None:
         _check(model.embedding_size >= 1, f"model.embedding_size must be >= 1, got {model.embedding_size}")
     _check(0.0 <= model.dropout < 1.0, f"model.dropout must be in [0, 1), got {model.dropout}")
-    _check(0.0 <= train.ema_decay < 1.0, f"train.ema_decay must be in [0, 1) (0: off), got {train.ema_decay}")
     _check(0.0 <= model.weight_dropout < 1.0, f"model.weight_dropout must be in [0, 1), got {model.weight_dropout}")
     _check(0.0 <= model.embedding_dropout < 1.0,
            f"model.embedding_dropout must be in [0, 1), got {model.embedding_dropout}")
@@ -391,7 +399,10 @@ def validate(config: Config) -> None:
         )
     _check(math.isfinite(model.forget_bias), "model.forget_bias must be a finite number")
 
+
+def _validate_train(train: TrainConfig) -> None:
     _choice("train.optimizer", train.optimizer, OPTIMIZERS)
+    _check(0.0 <= train.ema_decay < 1.0, f"train.ema_decay must be in [0, 1) (0: off), got {train.ema_decay}")
     _choice("train.lr_schedule", train.lr_schedule, SCHEDULES)
     _choice("train.precision", train.precision, PRECISIONS)
     _choice("train.device", train.device.split(":")[0], DEVICES)
@@ -417,6 +428,8 @@ def validate(config: Config) -> None:
     if train.max_time is not None:
         _check(train.max_time > 0, f"train.max_time must be > 0, got {train.max_time}")
 
+
+def _validate_sample(sample: SampleConfig) -> None:
     _check(sample.length >= 0, f"sample.length must be >= 0, got {sample.length}")
     _check(
         math.isfinite(sample.temperature) and sample.temperature > 0,

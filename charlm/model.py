@@ -54,13 +54,13 @@ class CharRNN(nn.Module):
             dropout=dropout if num_layers > 1 else 0.0,  # torch applies it between layers only
             batch_first=True,
         )
-        self.rnn = self._make_stack(cell, rnn_args)
+        self.rnn = self.make_stack(cell, rnn_args)
         self.dropout = nn.Dropout(dropout)
         self.embedding_dropout = nn.Dropout(embedding_dropout)
         self.weight_dropout = weight_dropout
         self.head = nn.Linear(hidden_size, vocab_size)
         if bidirectional:
-            self.rnn_backward = self._make_stack(cell, rnn_args)
+            self.rnn_backward = self.make_stack(cell, rnn_args)
             self.head_backward = nn.Linear(hidden_size, vocab_size)
         if tie_weights:
             if embedding_size != hidden_size:
@@ -72,7 +72,7 @@ class CharRNN(nn.Module):
             self._set_forget_bias(forget_bias)
 
     @staticmethod
-    def _make_stack(cell: str, rnn_args: dict) -> nn.RNNBase:
+    def make_stack(cell: str, rnn_args: dict) -> nn.RNNBase:
         if cell == "lstm":
             return nn.LSTM(**rnn_args)
         if cell == "gru":

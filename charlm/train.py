@@ -11,7 +11,6 @@ check of each step and, every ``log_interval`` steps, the read of the summed los
 from __future__ import annotations
 
 import contextlib
-import copy
 import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -38,9 +37,6 @@ def train(config: Config, text_path: str | Path, out_dir: str | Path, resume: bo
     ``on_eval(step, val_loss)`` is called after each evaluation; returning True stops the run
     (reason "pruned"): this is how a sweep stops hopeless trials early.
     """
-    config = copy.deepcopy(config)  # --init-from sets the architecture, and data.path is recorded: ours to change
-    if not config.data.path and not config.data.corpus:
-        config.data.path = str(text_path)  # so that `charlm train --resume DIR` finds the text
     return run(TrainRequest(config, Path(text_path), Path(out_dir), resume, init_from, extend_vocab, progress, on_eval))
 
 

@@ -13,6 +13,7 @@ mutable state is one ``TrainState``; its checkpoint is one ``Checkpoint``.
 from __future__ import annotations
 
 import contextlib
+import copy
 import enum
 import math
 import os
@@ -65,6 +66,14 @@ class TrainRequest:
     extend_vocab: bool = False  # with init_from: give the text's new characters embedding rows
     progress: bool = True  # the progress bar (evaluations are printed either way)
     on_eval: Callable[[int, float], bool] | None = None  # after each evaluation; True stops the run ("pruned")
+
+    def __post_init__(self) -> None:
+        # The request owns its config (--init-from sets the architecture in it), and records where the
+        # text is, so that `charlm train --resume DIR` finds it.
+        self.config = copy.deepcopy(self.config)
+        self.text_path, self.out_dir = Path(self.text_path), Path(self.out_dir)
+        if not self.config.data.path and not self.config.data.corpus:
+            self.config.data.path = str(self.text_path)
 
 
 @dataclass

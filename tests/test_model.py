@@ -155,3 +155,11 @@ def test_weight_dropout_masks_recurrent_weights_in_training_only(cell):
         zero_share = (grad == 0).float().mean().item()
         assert 0.35 < zero_share < 0.65  # about half the recurrent weights were dropped for this batch
         assert (getattr(model.rnn, f"weight_ih_l{layer}").grad != 0).float().mean() > 0.9  # input weights untouched
+
+
+def test_layer_groups_cover_every_parameter_once():
+    model = CharRNN(10, cell="lstm", hidden_size=8, num_layers=3, bidirectional=True)
+    groups = model.layer_groups()
+    assert set(groups) == {"embedding", "layer0", "layer1", "layer2", "head",
+                           "backward_layer0", "backward_layer1", "backward_layer2", "backward_head"}
+    assert sum(p.numel() for ps in groups.values() for p in ps) == model.num_parameters()

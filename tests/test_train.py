@@ -4,13 +4,12 @@ import pytest
 import torch
 
 from charlm.checkpoint import Checkpoint
-from charlm.config import TrainConfig, build_config
+from charlm.config import build_config
 from charlm.errors import CharlmError
 from charlm.logs import read_metrics
 from charlm.model import CharRNN
-from charlm.schedule import budget_progress, learning_rate, stop_reason
 from charlm.train import fit, session, train
-from charlm.trainer import Outcome, TrainRequest
+from charlm.trainer import TrainRequest
 
 
 def small_config(**overrides):
@@ -59,28 +58,6 @@ def test_clipping_really_clips(tmp_path, text_file, mode):
         assert deltas.abs().max().item() <= 1e-4 + 1e-6  # float32 rounding of weights near 1
         assert (deltas.abs() > 0.99e-4).sum() > 10
     assert result.step == 1
-
-
-def test_learning_rate_schedules():
-    cosine = TrainConfig(lr=1.0, warmup_steps=10, lr_schedule="cosine", min_lr_ratio=0.1)
-    assert learning_rate(cosine, 0, 0.0) == pytest.approx(0.1)
-    assert learning_rate(cosine, 9, 0.0) == pytest.approx(1.0)
-    assert learning_rate(cosine, 50, 0.5) == pytest.approx(0.55)
-    assert learning_rate(cosine, 100, 1.0) == pytest.approx(0.1)
-    step = TrainConfig(lr=1.0, warmup_steps=0, lr_schedule="step", lr_decay_every=100, lr_decay_rate=0.5)
-    assert learning_rate(step, 99, 0.0) == 1.0 and learning_rate(step, 250, 0.0) == 0.25
-    constant = TrainConfig(lr=0.3, warmup_steps=0, lr_schedule="constant")
-    assert learning_rate(constant, 1000, 0.9) == 0.3
-
-
-def test_budgets_whichever_first():
-    config = TrainConfig(max_steps=100, max_epochs=2.0, max_time=60.0)
-    assert budget_progress(config, 50, 0.5, 10.0) == 0.5
-    assert budget_progress(config, 10, 1.5, 10.0) == 0.75
-    assert stop_reason(config, 10, 0.1, 61.0) == "max_time"
-    assert stop_reason(config, 100, 0.1, 1.0) == "max_steps"
-    assert stop_reason(config, 10, 2.0, 1.0) == "max_epochs"
-    assert stop_reason(config, 10, 1.0, 1.0) is None
 
 
 def test_run_directory_contents_and_checkpoint(tmp_path, text_file):
@@ -146,18 +123,6 @@ def test_pause_and_resume_gives_the_same_run_bit_for_bit(tmp_path, text_file, ce
     assert logged("whole", "eval", "val_loss") == logged("split", "eval", "val_loss")
 
 
-def test_python_api(tmp_path, text_file):
-    import charlm
-
-    train(small_config(**{"train.max_steps": 30}), text_file, tmp_path / "run", progress=False)
-    model = charlm.load(str(tmp_path / "run"))
-    text = model.sample("The ", length=40, temperature=0.5, seed=1)
-    assert text.startswith("The ") and len(text) == 44
-    assert text == model.sample("The ", length=40, temperature=0.5, seed=1)
-    report = model.evaluate("The cat sat on the mat. Zz")
-    assert report["unknown_chars"] == 2 and report["chars"] == 23 and report["loss"] > 0  # no z in the text
-
-
 @pytest.mark.parametrize("optimizer, schedule", [("adamw", "cosine"), ("sgd", "step"), ("rmsprop", "constant")])
 def test_every_optimizer_and_schedule_trains(tmp_path, text_file, optimizer, schedule):
     lr = {"adamw": 1e-2, "sgd": 0.5, "rmsprop": 3e-3}[optimizer]
@@ -199,29 +164,6 @@ def test_per_layer_gradient_norms_are_logged_when_asked(tmp_path, text_file):
         tensorboard.Tags()["scalars"])
     train(small_config(**{"train.max_steps": 10}), text_file, tmp_path / "off", progress=False)
     assert not any(e["event"] == "grads" for e in read_metrics(tmp_path / "off" / "metrics.jsonl"))
-
-
-def test_layer_groups_cover_every_parameter_once():
-    model = CharRNN(10, cell="lstm", hidden_size=8, num_layers=3, bidirectional=True)
-    groups = model.layer_groups()
-    assert set(groups) == {"embedding", "layer0", "layer1", "layer2", "head",
-                           "backward_layer0", "backward_layer1", "backward_layer2", "backward_head"}
-    assert sum(p.numel() for ps in groups.values() for p in ps) == model.num_parameters()
-
-
-def test_precision_auto_follows_the_hardware(monkeypatch):
-    import charlm.runtime as runtime
-    from charlm.errors import CharlmError
-
-    cpu = torch.device("cpu")
-    monkeypatch.setattr(runtime, "native_bf16", lambda device: False)
-    assert runtime.resolve_precision("auto", cpu) == "fp32"
-    with pytest.raises(CharlmError, match="no native bf16"):
-        runtime.resolve_precision("bf16", cpu)
-    with pytest.raises(CharlmError, match="fp16 needs a CUDA GPU"):
-        runtime.resolve_precision("fp16", cpu)
-    monkeypatch.setattr(runtime, "native_bf16", lambda device: True)
-    assert runtime.resolve_precision("auto", cpu) == "bf16"
 
 
 def test_bidirectional_cannot_beat_chance_on_random_text(tmp_path):
@@ -313,23 +255,6 @@ def test_a_nan_or_inf_step_is_skipped_with_a_warning(tmp_path, text_file, capsys
     assert all(torch.isfinite(w).all() for w in weights.values())
     err = capsys.readouterr().err
     assert err.count("is NaN or infinite; skipped this update") == 3
-
-
-def test_a_skipped_step_leaves_weights_optimizer_and_state_alone(tmp_path, text_file):
-    config = small_config(**{"train.max_steps": 20, "train.max_epochs": None})
-    with session(TrainRequest(config, text_file, tmp_path / "run", progress=False)) as trainer:
-        for _ in range(3):
-            assert trainer.step(trainer.batch()) is Outcome.GOOD
-        weights = {k: v.clone() for k, v in trainer.model.state_dict().items()}
-        moments = [v.clone() for state in trainer.optimizer.state.values() for v in state.values()]
-        _at_steps({4}, "forward", _nan_loss)(trainer)
-        assert trainer.step(trainer.batch()) is Outcome.SKIPPED
-        assert all(torch.equal(weights[k], v) for k, v in trainer.model.state_dict().items())
-        assert all(torch.equal(a, b) for a, b in zip(moments, (v for state in trainer.optimizer.state.values()
-                                                                for v in state.values())))
-        assert trainer.state.carried == {"forward": None}  # the next window starts afresh
-        assert (trainer.state.step, trainer.state.bad_steps, trainer.state.window.good_steps) == (4, 1, 3)
-        assert trainer.step(trainer.batch()) is Outcome.GOOD and trainer.state.bad_steps == 0
 
 
 def test_several_bad_steps_in_a_row_stop_and_keep_the_last_good_checkpoint(tmp_path, text_file):

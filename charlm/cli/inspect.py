@@ -41,37 +41,13 @@ def inspect_gradients(sources: tuple[Path, ...], cells: str | None, max_distance
       charlm inspect gradients runs/shakespeare
       charlm inspect gradients --cells rnn_tanh,gru,lstm ../shared/corpora/tinyshakespeare.txt
     """
-    from charlm.data import check_text_file
-    from charlm.fsutil import atomic_write_text
-    from charlm.inspection.gradients import gradient_curve, plot_curves, summary_line
-    from charlm.inspection.sources import is_model_source, load_subjects
+    from charlm.inspection.gradients import measure, summary_line
 
-    models = [s for s in sources if is_model_source(s)]
-    texts = [s for s in sources if not is_model_source(s)]
-    if len(texts) > 1:
-        raise CharlmError(f"give at most one text FILE (got {', '.join(map(str, texts))}); models are run"
-                          " directories, .pt checkpoints or .yaml configs")
-    for path in models:
-        if not path.exists():
-            raise CharlmError(f"{path} does not exist: give a run directory, a checkpoint or a config file")
-    text = check_text_file(texts[0]) if texts else None
-    if max_distance < 1 or positions < 1 or burn_in < 0:
-        raise CharlmError("--max-distance and --positions must be at least 1 and --burn-in at least 0")
-    subjects = load_subjects(models, text, comma_list(cells, "--cells"), seed, device)
-    curves = []
-    for subject in subjects:
-        curve = gradient_curve(subject.model, subject.tokens, subject.label, max_distance, positions, burn_in,
-                               seed=seed, progress=not as_json)
-        curves.append(curve)
-        if not as_json:
-            click.echo(summary_line(curve))
-    make_dir(out)
-    report = {"text": str(text) if text else "each model's own val split", "max_distance": max_distance,
-              "positions": positions, "burn_in": burn_in, "seed": seed, "curves": [c.as_dict() for c in curves]}
-    atomic_write_text(out / "gradients.json", json.dumps(report, indent=1) + "\n")
-    plot_curves(curves, out / "gradients.png", text.name if text else "each model's val split")
+    report = measure(list(sources), comma_list(cells, "--cells"), max_distance, positions, burn_in, seed, device,
+                     progress=not as_json, on_curve=None if as_json else lambda curve: click.echo(summary_line(curve)))
+    report.save(make_dir(out))
     if as_json:
-        click.echo(json.dumps(report))
+        click.echo(json.dumps(report.as_dict()))
     else:
         click.echo(f"wrote {out / 'gradients.png'} and {out / 'gradients.json'}", err=True)
 
@@ -94,25 +70,14 @@ def inspect_memory(cells: str, gaps: str, steps: int, hidden_size: int, seed: in
     Each line is a key (A or B), filler words, a cue '=' and the answer (x or y) exactly GAP
     characters after the key. Accuracy is scored at the answer on fresh lines; chance is 50%.
     """
-    from charlm.config import CELLS
-    from charlm.fsutil import atomic_write_text
-    from charlm.inspection.memory import plot_results, results_table, run_all
+    from charlm.inspection.memory import memory_jobs, results_table, run_all, save_report
 
-    cell_list = comma_list(cells, "--cells")
-    for cell in cell_list:
-        if cell not in CELLS:
-            raise CharlmError(f"unknown cell {cell!r} in --cells: choose from {', '.join(CELLS)}")
-    gap_list = comma_list(gaps, "--gaps", int)
-    if not cell_list or not gap_list or min(gap_list) < 2 or steps < 1 or hidden_size < 1 or workers < 0:
-        raise CharlmError("--cells and --gaps need at least one entry each, gaps start at 2, and --steps and"
-                          " --hidden-size must be at least 1")
-    jobs = [(cell, gap) for cell in cell_list for gap in gap_list]
-    workers = workers or min(len(jobs), os.cpu_count() or 1)
-    results = run_all(jobs, steps, hidden_size, seed, workers, progress=not as_json)
-    make_dir(out)
-    report = {"steps": steps, "hidden_size": hidden_size, "seed": seed, "results": [r.as_dict() for r in results]}
-    atomic_write_text(out / "memory.json", json.dumps(report, indent=1) + "\n")
-    plot_results(results, out / "memory.png")
+    jobs = memory_jobs(comma_list(cells, "--cells"), comma_list(gaps, "--gaps", int), steps, hidden_size)
+    if workers < 0:
+        raise CharlmError(f"--workers must be >= 0 (0: one per core), got {workers}")
+    results = run_all(jobs, steps, hidden_size, seed, workers or min(len(jobs), os.cpu_count() or 1),
+                      progress=not as_json)
+    report = save_report(results, make_dir(out), steps, hidden_size, seed)
     if as_json:
         click.echo(json.dumps(report))
         return
@@ -144,44 +109,27 @@ def inspect_text(checkpoint: Path, file: Path, out: Path | None, unit: int | Non
       charlm inspect text runs/shakespeare play.txt --cell 37 -o unit37.html
       charlm inspect text runs/shakespeare play.txt --find-units parens
     """
-    import numpy as np
-
     import charlm
-    from charlm.data import check_text_file, read_text
     from charlm.fsutil import atomic_write_text
-    from charlm.inspection.text import feature_values, rank_units, render_html, trace
+    from charlm.inspection.text import choose_layer, find_units, read_prefix, render_html, trace
 
     if out is None and feature is None:
         raise CharlmError("nothing to do: give -o page.html for the page, or --find-units PATTERN (or both)")
     if max_chars < 1 or top < 1:
         raise CharlmError("--max-chars and --top must be at least 1")
     model = charlm.load(checkpoint)
-    text = read_text(check_text_file(file), encoding)[:max_chars]
-    if not text:
-        raise CharlmError(f"{file} is empty: give a text to read")
-    layers, hidden = model.model.num_layers, model.model.hidden_size
-    layer = layers - 1 if layer is None else layer
-    if not 0 <= layer < layers:
-        raise CharlmError(f"--layer {layer} is out of range: this model has layers 0 to {layers - 1}")
-    if unit is not None and not 0 <= unit < hidden:
-        raise CharlmError(f"--cell {unit} is out of range: layer {layer} has units 0 to {hidden - 1}")
+    text = read_prefix(file, encoding, max_chars)
+    layer = choose_layer(model.model, layer, unit)
     result = trace(model.model, model.vocab, text, state_name)
     chosen = (layer, unit) if unit is not None else None
     if feature is not None:
-        values, description = feature_values(text, feature)
-        ranking = rank_units(result, values, top)
-        binary = set(np.unique(values)) <= {0.0, 1.0}
-        extent = f"{int(values.sum()):,} of {len(text):,} characters" if binary else f"{len(text):,} characters"
-        click.echo(f"units tracking {description} ({extent}), by correlation of {state_name} with it:")
-        click.echo(f"{'rank':>4}  {'layer':>5}  {'unit':>5}  correlation")
-        for rank, score in enumerate(ranking, 1):
-            click.echo(f"{rank:>4}  {score.layer:>5}  {score.unit:>5}  {score.correlation:+.3f}")
+        search = find_units(result, feature, top)
+        click.echo(search.table(state_name))
         if chosen is None and out is not None:  # the page shows the best unit found
-            chosen = (ranking[0].layer, ranking[0].unit)
+            chosen = (search.ranking[0].layer, search.ranking[0].unit)
     if out is not None:
         what = f"unit {chosen[1]} of layer {chosen[0]}" if chosen else "surprisal"
-        page = render_html(result, f"{file.name} read by {model.path.parent.name}/{model.path.name}: {what}", chosen)
-        atomic_write_text(out, page)
-        known = result.known
+        atomic_write_text(out, render_html(result, f"{file.name} read by {model.path.parent.name}/{model.path.name}:"
+                                                   f" {what}", chosen))
         click.echo(f"wrote {out} ({len(text):,} characters; mean surprisal"
-                   f" {result.surprisal[known].mean():.3f} nats/char)", err=True)
+                   f" {result.surprisal[result.known].mean():.3f} nats/char)", err=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -141,3 +142,58 @@ def plot_curves(curves: list[GradientCurve], path: Path, text_name: str) -> None
         series.append((c.label, list(range(1, c.max_distance + 1)), c.mean[1:], style))
     line_plot(path, series, title=f"How far back the loss reaches ({text_name}; dashed: fresh)",
               xlabel="distance k (characters back)", ylabel="mean ‖∂L_t / ∂x_(t−k)‖", log_y=True)
+
+
+@dataclass
+class GradientReport:
+    """Curves of several models on one text (or each on its own val split), as gradients.json holds them."""
+
+    text: Path | None
+    max_distance: int
+    positions: int
+    burn_in: int
+    seed: int
+    curves: list[GradientCurve]
+
+    def as_dict(self) -> dict:
+        return {"text": str(self.text) if self.text else "each model's own val split",
+                "max_distance": self.max_distance, "positions": self.positions, "burn_in": self.burn_in,
+                "seed": self.seed, "curves": [c.as_dict() for c in self.curves]}
+
+    def save(self, out: Path) -> None:
+        """gradients.json and gradients.png in the folder ``out``."""
+        import json
+
+        from charlm.fsutil import atomic_write_text
+
+        atomic_write_text(out / "gradients.json", json.dumps(self.as_dict(), indent=1) + "\n")
+        plot_curves(self.curves, out / "gradients.png", self.text.name if self.text else "each model's val split")
+
+
+def measure(sources: list[Path], cells: list[str], max_distance: int = 200, positions: int = 256,
+            burn_in: int = 100, seed: int = 0, device: str = "cpu", progress: bool = False,
+            on_curve: Callable[[GradientCurve], None] | None = None) -> GradientReport:
+    """``charlm inspect gradients``: a curve for each model among ``sources`` (run directories,
+    checkpoints, or configs for fresh models, one per cell of ``cells``), measured on the one text
+    file among them or else on each model's own val split. ``on_curve`` hears each curve as it is done."""
+    from charlm.data import check_text_file
+    from charlm.inspection.sources import is_model_source, load_subjects
+
+    models = [s for s in sources if is_model_source(s)]
+    texts = [s for s in sources if not is_model_source(s)]
+    if len(texts) > 1:
+        raise CharlmError(f"give at most one text FILE (got {', '.join(map(str, texts))}); models are run"
+                          " directories, .pt checkpoints or .yaml configs")
+    for path in models:
+        if not path.exists():
+            raise CharlmError(f"{path} does not exist: give a run directory, a checkpoint or a config file")
+    text = check_text_file(texts[0]) if texts else None
+    if max_distance < 1 or positions < 1 or burn_in < 0:
+        raise CharlmError("--max-distance and --positions must be at least 1 and --burn-in at least 0")
+    curves = []
+    for subject in load_subjects(models, text, cells, seed, device):
+        curves.append(gradient_curve(subject.model, subject.tokens, subject.label, max_distance, positions, burn_in,
+                                     seed=seed, progress=progress))
+        if on_curve is not None:
+            on_curve(curves[-1])
+    return GradientReport(text, max_distance, positions, burn_in, seed, curves)

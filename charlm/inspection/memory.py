@@ -129,6 +129,31 @@ def train_and_score(
                         final_loss=decision_loss)
 
 
+def memory_jobs(cells: list[str], gaps: list[int], steps: int, hidden_size: int) -> list[tuple[str, int]]:
+    """Every (cell, gap) to train, checked."""
+    from charlm.config import CELLS
+
+    for cell in cells:
+        if cell not in CELLS:
+            raise CharlmError(f"unknown cell {cell!r} in --cells: choose from {', '.join(CELLS)}")
+    if not cells or not gaps or min(gaps) < 2 or steps < 1 or hidden_size < 1:
+        raise CharlmError("--cells and --gaps need at least one entry each, gaps start at 2, and --steps and"
+                          " --hidden-size must be at least 1")
+    return [(cell, gap) for cell in cells for gap in gaps]
+
+
+def save_report(results: list[MemoryResult], out, steps: int, hidden_size: int, seed: int) -> dict:
+    """memory.json and memory.png in the folder ``out``; the report as memory.json holds it."""
+    import json
+
+    from charlm.fsutil import atomic_write_text
+
+    report = {"steps": steps, "hidden_size": hidden_size, "seed": seed, "results": [r.as_dict() for r in results]}
+    atomic_write_text(out / "memory.json", json.dumps(report, indent=1) + "\n")
+    plot_results(results, out / "memory.png")
+    return report
+
+
 def _one_thread() -> None:
     torch.set_num_threads(1)
 

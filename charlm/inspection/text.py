@@ -13,6 +13,7 @@ import html
 import math
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -118,6 +119,27 @@ def feature_values(text: str, feature: str) -> tuple[np.ndarray, str]:
     for match in compiled.finditer(text):
         values[match.start():match.end()] = 1.0
     return values, description or f"inside a match of /{pattern}/"
+
+
+def read_prefix(path: str | Path, encoding: str = "utf-8", max_chars: int = 5000) -> str:
+    """The first ``max_chars`` characters of a text file (not empty)."""
+    from charlm.data import check_text_file, read_text
+
+    text = read_text(check_text_file(path), encoding)[:max_chars]
+    if not text:
+        raise CharlmError(f"{path} is empty: give a text to read")
+    return text
+
+
+def choose_layer(model: CharRNN, layer: int | None, unit: int | None) -> int:
+    """The layer to look at (default: the last), with ``unit`` checked against its width."""
+    layers, hidden = model.num_layers, model.hidden_size
+    layer = layers - 1 if layer is None else layer
+    if not 0 <= layer < layers:
+        raise CharlmError(f"--layer {layer} is out of range: this model has layers 0 to {layers - 1}")
+    if unit is not None and not 0 <= unit < hidden:
+        raise CharlmError(f"--cell {unit} is out of range: layer {layer} has units 0 to {hidden - 1}")
+    return layer
 
 
 @dataclass
@@ -229,3 +251,28 @@ body {{ font-family: sans-serif; margin: 2em; color: #222; }}
 </body>
 </html>
 """
+
+
+@dataclass
+class UnitSearch:
+    """The units that follow a feature of a text best (``find_units``)."""
+
+    description: str
+    extent: str  # how much of the text the feature covers
+    ranking: list[UnitScore]
+
+    def table(self, state_name: str) -> str:
+        lines = [f"units tracking {self.description} ({self.extent}), by correlation of {state_name} with it:",
+                 f"{'rank':>4}  {'layer':>5}  {'unit':>5}  correlation"]
+        lines += [f"{rank:>4}  {score.layer:>5}  {score.unit:>5}  {score.correlation:+.3f}"
+                  for rank, score in enumerate(self.ranking, 1)]
+        return "\n".join(lines)
+
+
+def find_units(result: Trace, feature: str, count: int = 10) -> UnitSearch:
+    """The ``count`` units whose values follow ``feature`` (see ``feature_values``) most closely."""
+    values, description = feature_values(result.text, feature)
+    binary = set(np.unique(values)) <= {0.0, 1.0}
+    size = len(result.text)
+    extent = f"{int(values.sum()):,} of {size:,} characters" if binary else f"{size:,} characters"
+    return UnitSearch(description, extent, rank_units(result, values, count))

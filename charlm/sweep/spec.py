@@ -83,23 +83,7 @@ def load_sweep(path: str | Path) -> SweepSpec:
         if key not in SWEEP_KEYS:
             raise CharlmError(f"{where}: unknown key '{key}'{did_you_mean(str(key), SWEEP_KEYS)}"
                               f" (keys: {', '.join(SWEEP_KEYS)})")
-
-    base = Config()
-    if raw.get("base") is not None:
-        base_path = Path(str(raw["base"]))
-        if not base_path.is_absolute() and not base_path.exists():
-            base_path = path.parent / base_path  # relative to the sweep file, when not to the working folder
-        apply_mapping(base, load_yaml(base_path), f"config {base_path}")
-    apply_mapping(base, raw.get("config"), f"{where}: config")
-    if raw.get("data") is not None:
-        apply_mapping(base, {"data": raw["data"]}, f"{where}: data")
-    fixed = raw.get("set") or {}
-    if not isinstance(fixed, dict):
-        raise CharlmError(f"{where}: set must be a mapping of section.key: value")
-    for key, value in fixed.items():
-        set_key(base, str(key), value, f"{where}: set")
-    validate(base)
-
+    base, fixed = _base_config(raw, path, where)
     method = str(raw.get("method", "tpe"))
     if method not in METHODS:
         raise CharlmError(f"{where}: method must be one of {', '.join(METHODS)}, got '{method}'"
@@ -130,6 +114,26 @@ def load_sweep(path: str | Path) -> SweepSpec:
     name = str(raw.get("name") or path.stem)
     return SweepSpec(name=name, base=base, method=method, trials=trials, metric=metric, pruner=pruner,
                      parameters=parameters, seed=seed, raw=raw)
+
+
+def _base_config(raw: dict[str, Any], path: Path, where: str) -> tuple[Config, dict[str, Any]]:
+    """What every trial starts from: defaults <- base file <- inline config <- data <- set; and the set keys."""
+    base = Config()
+    if raw.get("base") is not None:
+        base_path = Path(str(raw["base"]))
+        if not base_path.is_absolute() and not base_path.exists():
+            base_path = path.parent / base_path  # relative to the sweep file, when not to the working folder
+        apply_mapping(base, load_yaml(base_path), f"config {base_path}")
+    apply_mapping(base, raw.get("config"), f"{where}: config")
+    if raw.get("data") is not None:
+        apply_mapping(base, {"data": raw["data"]}, f"{where}: data")
+    fixed = raw.get("set") or {}
+    if not isinstance(fixed, dict):
+        raise CharlmError(f"{where}: set must be a mapping of section.key: value")
+    for key, value in fixed.items():
+        set_key(base, str(key), value, f"{where}: set")
+    validate(base)
+    return base, fixed
 
 
 def _pruner_spec(value: Any, where: str) -> dict[str, Any]:

@@ -1,0 +1,112 @@
+"""The trainer's pieces, each called on its own: no subprocess, no monkeypatched torch."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from charlm.model import CharRNN
+from charlm.train import session
+from charlm.trainer import Outcome, TrainRequest
+from test_train import _at_steps, _nan_loss, small_config
+
+
+@pytest.fixture
+def trainer(tmp_path, text_file):
+    """A trainer set up as `charlm train` sets one up, for plain SGD at a constant rate without clipping."""
+    config = small_config(**{"train.optimizer": "sgd", "train.momentum": 0.0, "train.lr": 0.5,
+                             "train.lr_schedule": "constant", "train.clip_norm": 0.0, "train.max_steps": 50,
+                             "train.max_epochs": None, "model.num_layers": 2})
+    with session(TrainRequest(config, text_file, tmp_path / "run", progress=False)) as trainer:
+        yield trainer
+
+
+@pytest.fixture
+def adamw_trainer(tmp_path, text_file):
+    config = small_config(**{"train.max_steps": 50, "train.max_epochs": None})
+    with session(TrainRequest(config, text_file, tmp_path / "adamw", progress=False)) as trainer:
+        yield trainer
+
+
+def test_a_step_is_plain_truncated_bptt_and_sgd(trainer):
+    """Step 1 and 2 against a naive reference: one forward over the window from the carried state,
+    mean cross-entropy, w -= lr * grad, and the state carried into the next window."""
+    reference = CharRNN.from_config(trainer.config.model, len(trainer.data.vocab))
+    reference.load_state_dict(trainer.model.state_dict())
+    state = None
+    for _ in range(2):
+        batch = trainer.batch()
+        inputs, targets = batch["forward"]
+        logits, new_state = reference(inputs, state)
+        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+        reference.zero_grad()
+        loss.backward()
+        with torch.no_grad():
+            for p in reference.parameters():
+                p -= 0.5 * p.grad
+        state = tuple(t.detach() for t in new_state)
+        assert trainer.step(batch) is Outcome.GOOD
+        for name, value in reference.state_dict().items():
+            torch.testing.assert_close(trainer.model.state_dict()[name], value, rtol=1e-5, atol=1e-6)
+        assert all(torch.equal(a, b) for a, b in zip(trainer.state.carried["forward"], state))
+    assert trainer.state.step == 2 and trainer.state.tokens_seen == 2 * 8 * 16
+
+
+def test_a_batch_is_a_function_of_the_step(trainer):
+    first = trainer.batch()
+    assert all(torch.equal(a, b) for a, b in zip(first["forward"], trainer.batch()["forward"]))
+    inputs, targets = first["forward"]
+    assert inputs.shape == targets.shape == (8, 16)
+    assert torch.equal(inputs[:, 1:], targets[:, :-1])  # targets are the inputs one character on
+    trainer.step(first)
+    assert not torch.equal(trainer.batch()["forward"][0], inputs)
+    stream = trainer.streams["forward"]
+    assert np.array_equal(trainer.batch()["forward"][0].numpy(), stream.batch(1)[0])
+
+
+def test_a_skipped_step_leaves_weights_optimizer_and_state_alone(adamw_trainer):
+    trainer = adamw_trainer
+    for _ in range(3):
+        assert trainer.step(trainer.batch()) is Outcome.GOOD
+    weights = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    moments = [v.clone() for state in trainer.optimizer.state.values() for v in state.values()]
+    _at_steps({4}, "forward", _nan_loss)(trainer)
+    assert trainer.step(trainer.batch()) is Outcome.SKIPPED
+    assert all(torch.equal(weights[k], v) for k, v in trainer.model.state_dict().items())
+    after = [v for state in trainer.optimizer.state.values() for v in state.values()]
+    assert len(after) == len(moments) and all(torch.equal(a, b) for a, b in zip(moments, after))  # AdamW's step too
+    assert trainer.state.carried == {"forward": None}  # the next window starts afresh
+    assert (trainer.state.step, trainer.state.bad_steps, trainer.state.window.good_steps) == (4, 1, 3)
+    assert trainer.step(trainer.batch()) is Outcome.GOOD and trainer.state.bad_steps == 0
+
+
+def test_max_bad_steps_in_a_row_is_divergence(trainer):
+    trainer.cfg.max_bad_steps = 2
+    _at_steps({1, 2}, "forward", _nan_loss)(trainer)
+    assert trainer.step(trainer.batch()) is Outcome.SKIPPED
+    assert trainer.step(trainer.batch()) is Outcome.DIVERGED
+
+
+def test_evaluate_keeps_the_best_and_writes_best_pt_only_when_it_improves(trainer):
+    run = trainer.request.out_dir
+    first = trainer.evaluate()
+    assert first == trainer.state.best_val_loss and (run / "best.pt").exists()
+    written = (run / "best.pt").stat().st_mtime_ns
+    assert trainer.evaluate() == first  # nothing trained in between: the same loss, not a better one
+    assert trainer.state.evals_since_best == 1 and (run / "best.pt").stat().st_mtime_ns == written
+
+
+def test_the_checkpoint_holds_the_trainer_as_it_stands(trainer):
+    trainer.step(trainer.batch())
+    checkpoint = trainer.checkpoint()
+    assert checkpoint.step == 1 and checkpoint.precision == "fp32" and checkpoint.vocab == trainer.data.vocab
+    assert checkpoint.text.sha256 == trainer.data.sha256 and checkpoint.raw_model is None
+    assert all(torch.equal(a, b) for a, b in zip(checkpoint.state.carried["forward"], trainer.state.carried["forward"]))
+    assert checkpoint.parameters == trainer.model.num_parameters()
+
+
+def test_the_loop_stops_on_a_spent_budget_or_a_request(trainer):
+    assert trainer.should_stop(None) is None
+    assert trainer.should_stop("SIGINT") == "interrupted"
+    trainer.state.step = 50
+    assert trainer.should_stop("SIGINT") == "max_steps"  # a spent budget comes first
