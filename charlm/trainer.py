@@ -103,8 +103,13 @@ class Trainer:
         self.main = ranks.is_main  # the one process that logs and writes checkpoints
         self.console = Console(enabled=self.main, bar=request.progress)
         self._place()
-        resumed = newest_checkpoint(request.out_dir)[1] if request.resume else None
-        source = self._read_data(resumed)
+        resumed, source, vocab = None, None, None  # a fresh run: the text's own characters
+        if request.resume:
+            resumed = newest_checkpoint(request.out_dir)[1]
+            vocab = resumed.vocab  # a resumed run keeps its vocabulary
+        elif request.init_from:
+            source, vocab = self._init_source()  # the source's, grown by the text's new characters
+        self._read_data(vocab, resumed)
         self._build(source)
         self.state = TrainState.fresh(self.directions, self.device)
         if resumed is not None:
@@ -129,13 +134,10 @@ class Trainer:
         self.precision = resolve_precision(cfg.precision, self.device)
         self.clip_norm = cfg.clip_norm if cfg.clip_norm > 0 else math.inf
 
-    def _read_data(self, resumed: Checkpoint | None) -> Checkpoint | None:
-        """The text, in the vocabulary the run starts from (the resumed run's, the --init-from
-        checkpoint's, or the text's own), and each direction's batches; the --init-from source."""
+    def _read_data(self, vocab: Vocab | None, resumed: Checkpoint | None) -> None:
+        """The text, in the vocabulary the run starts with (None: the text's own), checked against the
+        resumed run's; each direction's batches."""
         request = self.request
-        source, vocab = None, resumed.vocab if resumed is not None else None
-        if request.init_from and resumed is None:
-            source, vocab = self._init_source()
         self.data = RunData.read(request.text_path, self.config.data, vocab, progress=self.console.wants_bar)
         if resumed is not None and resumed.text.sha256 != self.data.sha256:
             raise CharlmError(
@@ -153,7 +155,6 @@ class Trainer:
         self.streams: dict[str, StreamBatches | LineBatches] = {
             d: self.data.batches(cfg.batch_size, cfg.seq_len, cfg.seed, d) for d in self.directions}
         self.batches = self.streams["forward"]  # both directions share its epoch and window arithmetic
-        return source
 
     def _init_source(self) -> tuple[Checkpoint, Vocab]:
         """--init-from: the checkpoint, and its vocabulary grown by the text's new characters (when
