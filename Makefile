@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install train test bench bench-quick presets figures clean
+.PHONY: install train test bench bench-quick versus auto-measure presets figures clean
 
 install: $(STAMP)
 
@@ -25,10 +25,21 @@ train: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-# Every performance figure of the README (training tok/s vs the bare kernel, the 60 s preset,
-# sampling, start-up, memory on a 1 GB text) in one run, about 10 minutes; writes bench/results/*.json.
+# Every performance figure of the README in one run (about 45 minutes): training tok/s vs the bare
+# kernel, the 60 s preset, sampling, start-up, memory on a 1 GB text (bench/run.py), then charlm
+# against a plain script side by side (bench/versus.py); writes bench/results/*.json.
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+	$(MAKE) versus
+
+# charlm (model.size auto) against bench/baseline.py on the same machine, text, split and budget:
+# 60 s on three texts at 2 and 1 threads, 10 minutes on tinyshakespeare, and the loop's own cost.
+versus: $(STAMP)
+	$(BIN)/python bench/versus.py --also tinyshakespeare:10m:2
+
+# The sweeps model.size auto's rule was fitted to (configs/sweeps/auto/, hours), then docs/auto.md.
+auto-measure: $(STAMP)
+	$(BIN)/python bench/auto_measure.py
 
 # The same parts, smaller (about 2 minutes): a check that the benchmark works, not figures to quote.
 bench-quick: $(STAMP)
@@ -43,9 +54,9 @@ presets: $(STAMP)
 figures: $(STAMP)
 	rm -rf runs/figures
 	for cell in rnn_tanh gru lstm; do \
-	  $(BIN)/charlm train -c configs/tinyshakespeare-60s.yaml --cell $$cell --no-sample -o runs/figures/$$cell || exit 1; \
+	  $(BIN)/charlm train -c configs/figures.yaml --cell $$cell --no-sample -o runs/figures/$$cell || exit 1; \
 	done
-	$(BIN)/charlm inspect gradients configs/tinyshakespeare-60s.yaml --cells rnn_tanh,gru,lstm \
+	$(BIN)/charlm inspect gradients configs/figures.yaml --cells rnn_tanh,gru,lstm \
 	  runs/figures/rnn_tanh runs/figures/gru runs/figures/lstm -o docs
 	$(BIN)/charlm inspect memory -o docs
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -20,6 +18,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+from machine import describe  # noqa: E402
 DEFAULT_TEXT = ROOT.parent / "shared" / "corpora" / "tinyshakespeare.txt"
 
 
@@ -50,16 +51,6 @@ def run_preset(config: Path, text: Path, out: Path, extra: list[str]) -> dict:
     }
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("configs", nargs="+", type=Path)
@@ -75,7 +66,7 @@ def main() -> None:
         for config in args.configs:
             results.append(run_preset(config, args.text, Path(tmp) / config.stem, extra))
             print(json.dumps(results[-1]), flush=True)
-    machine = f"{cpu_name()}, {os.cpu_count()} CPUs"
+    machine = describe()
     print(f"\n{args.text.name} on {machine}, {time.strftime('%Y-%m-%d')}")
     print(f"{'preset':<32} {'val loss':>8} {'bpc':>6} {'steps':>7} {'train s':>8} {'tok/s':>8} {'params':>10}")
     for r in results:

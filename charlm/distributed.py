@@ -115,6 +115,16 @@ class Distributed:
             dist.barrier()
         dist.destroy_process_group()
 
+    def broadcast_object(self, value: Any) -> Any:
+        """Rank 0's ``value`` (any picklable object) on every rank."""
+        if not self.enabled:
+            return value
+        import torch.distributed as dist
+
+        holder = [value]
+        dist.broadcast_object_list(holder, src=0)
+        return holder[0]
+
     def gather_objects(self, value: Any) -> list[Any]:
         if not self.enabled:
             return [value]

@@ -102,6 +102,14 @@ class RunData:
         """Lines mode: held-out lines that also occur in train (counted, not removed)."""
         return self._splits[3]
 
+    def tokens(self, part: np.ndarray | Lines) -> int:
+        """How many characters a model predicts on ``part`` (lines mode: every line's end marker too)."""
+        return int(part.lengths.sum()) + len(part) if isinstance(part, Lines) else max(len(part) - 1, 0)
+
+    def mean_line_length(self) -> float | None:
+        """Lines mode: the mean length of a training line, end marker included (None in stream mode)."""
+        return float(self.train.lengths.mean()) + 1 if self.mode == "lines" else None
+
     def eval_split(self, max_chars: int | None) -> np.ndarray | Lines | None:
         """What evaluations during training read: the val split, in stream mode its first
         ``max_chars`` (the same prefix every time, so evaluations on a huge text stay seconds long and

@@ -50,6 +50,11 @@ def resolve_precision(name: str, device: torch.device) -> str:
     return name
 
 
+def usable_precisions(device: torch.device) -> list[str]:
+    """What precision auto chooses between on ``device``: bf16 where it is native, and fp32."""
+    return ["bf16", "fp32"] if native_bf16(device) else ["fp32"]
+
+
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 

@@ -25,10 +25,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from charlm import __version__
+from charlm import __version__, auto
 from charlm.averaging import WeightAverage
 from charlm.checkpoint import Checkpoint, TextRecord, restore_rng_states, rng_states
-from charlm.config import Config, TrainConfig, format_duration
+from charlm.config import Config, TrainConfig, format_duration, set_key
 from charlm.console import Console
 from charlm.data import StreamBatches, Vocab, format_chars, load_tokens
 from charlm.distributed import Distributed, check_batch
@@ -40,7 +40,7 @@ from charlm.logs import NullLog, RunLog, truncate_metrics
 from charlm.model import CharRNN, detach_state
 from charlm.rundata import RunData
 from charlm.rundir import newest_checkpoint
-from charlm.runtime import autocast, resolve_device, resolve_precision, set_threads
+from charlm.runtime import autocast, resolve_device, resolve_precision, set_threads, usable_precisions
 from charlm.sample import Sampler, preview
 from charlm.schedule import budget_progress, learning_rate, stop_reason
 from charlm.state import TrainState
@@ -74,6 +74,9 @@ class TrainRequest:
         self.text_path, self.out_dir = Path(self.text_path), Path(self.out_dir)
         if not self.config.data.path and not self.config.data.corpus:
             self.config.data.path = str(self.text_path)
+        train, explicit = self.config.train, self.config.explicit
+        if "train.max_epochs" not in explicit and {"train.max_time", "train.max_steps"} & explicit:
+            train.max_epochs = None  # the default 10 epochs is for a run given no budget: --max-time 10m means 10 minutes
 
 
 @dataclass
@@ -110,10 +113,16 @@ class Trainer:
         elif request.init_from:
             source, vocab = self._init_source()  # the source's, grown by the text's new characters
         self._read_data(vocab, resumed)
+        self.decision = self._auto() if not request.resume else None
+        self._settle(resumed)
+        if self.decision is not None:
+            self.console.say(self.decision.line(request.text_path.stat().st_size))
         self._build(source)
         self.state = TrainState.fresh(self.directions, self.device)
         if resumed is not None:
             self._restore(resumed)
+        elif self.decision is not None:
+            self.state.train_time = self.decision.probe_seconds  # the probe is part of the budget
         self._open_log()
         self.lr, self.tokens_per_s = learning_rate(self.cfg, self.state.step, 0.0), 0.0
         self.last_val: float | None = None
@@ -125,18 +134,51 @@ class Trainer:
     # ---- set-up ------------------------------------------------------------------------------
 
     def _place(self) -> None:
-        """Threads, device, precision, and this rank's share of the streams."""
+        """Threads and device."""
         ranks, cfg = self.ranks, self.cfg
         set_threads(cfg.threads or (max(1, (os.cpu_count() or 1) // ranks.local_world) if ranks.enabled else 0))
+        self.device = resolve_device(cfg.device)
+
+    def _auto(self) -> auto.Decision | None:
+        """model.size auto: rank 0 probes this machine and chooses (charlm/auto.py); every rank takes
+        its choice. With a fixed size and precision auto, only the precision is measured."""
+        config, data = self.config, self.data
+        precisions = (usable_precisions(self.device) if config.train.precision == "auto"
+                      else [resolve_precision(config.train.precision, self.device)])
+        sized = config.model.size == "auto"
+        if not sized and len(precisions) == 1:
+            return None
+        self.data.batches(config.train.batch_size, config.train.seq_len, 0, "forward")  # too short a text fails here, not after a probe
+        decision = None
+        if self.main:
+            held_out = data.eval_split(config.train.eval_max_chars)
+            text = auto.Text(data.tokens(data.train), data.tokens(held_out) if held_out is not None else 0,
+                             len(data.vocab), data.mean_line_length())
+            decision = (auto.decide(config, text, self.device, precisions) if sized
+                        else auto.decide_precision(config, len(data.vocab), self.device, precisions))
+            auto.apply(config, decision)
+        settings = self.ranks.broadcast_object(decision.settings if decision else None)
+        for key, value in settings.items():
+            set_key(config, key, value, "model.size auto")
+        return decision
+
+    def _settle(self, resumed: Checkpoint | None) -> None:
+        """Precision, this rank's share of the streams, clipping, and each direction's batches."""
+        ranks, cfg = self.ranks, self.cfg
+        if resumed is not None and cfg.precision == "auto":
+            self.precision = resolve_precision(resumed.precision, self.device)  # what the run measured and chose
+        else:
+            self.precision = resolve_precision(cfg.precision, self.device)
         check_batch(ranks, cfg.batch_size)
         self.rows = ranks.share(cfg.batch_size)
-        self.device = resolve_device(cfg.device)
-        self.precision = resolve_precision(cfg.precision, self.device)
         self.clip_norm = cfg.clip_norm if cfg.clip_norm > 0 else math.inf
+        self.streams: dict[str, StreamBatches | LineBatches] = {
+            d: self.data.batches(cfg.batch_size, cfg.seq_len, cfg.seed, d) for d in self.directions}
+        self.batches = self.streams["forward"]  # both directions share its epoch and window arithmetic
 
     def _read_data(self, vocab: Vocab | None, resumed: Checkpoint | None) -> None:
         """The text, in the vocabulary the run starts with (None: the text's own), checked against the
-        resumed run's; each direction's batches."""
+        resumed run's."""
         request = self.request
         self.data = RunData.read(request.text_path, self.config.data, vocab, progress=self.console.wants_bar)
         if resumed is not None and resumed.text.sha256 != self.data.sha256:
@@ -151,10 +193,6 @@ class Trainer:
             self.console.say(f"hint: {request.text_path.name} looks like a list ({hint[0]:,} lines, median {hint[1]}"
                              " characters): --set data.mode=lines trains on whole lines")
         self.directions = ("forward", "backward") if self.config.model.bidirectional else ("forward",)
-        cfg = self.cfg
-        self.streams: dict[str, StreamBatches | LineBatches] = {
-            d: self.data.batches(cfg.batch_size, cfg.seq_len, cfg.seed, d) for d in self.directions}
-        self.batches = self.streams["forward"]  # both directions share its epoch and window arithmetic
 
     def _init_source(self) -> tuple[Checkpoint, Vocab]:
         """--init-from: the checkpoint, and its vocabulary grown by the text's new characters (when
@@ -173,6 +211,7 @@ class Trainer:
             )
         for key in ARCHITECTURE_KEYS:
             setattr(self.config.model, key, getattr(source.config.model, key))
+            self.config.explicit.add(f"model.{key}")  # the weights fix them: auto chooses only around them
         return source, source.vocab.extended(missing)
 
     def _build(self, source: Checkpoint | None) -> None:
@@ -231,6 +270,8 @@ class Trainer:
             **({"held_out_duplicates": data.duplicates} if lines else {}),
             steps_per_epoch=self.batches.steps_per_epoch, charlm_version=__version__,
         )
+        if self.decision is not None:
+            self.log.event("probe", step, **self.decision.event())
         self.console.show_bar()
         m = self.config.model
         self.console.say(
@@ -286,7 +327,10 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr
         losses = self.forward(batch)
-        loss = self.backward(torch.stack(list(losses.values())).mean())
+        # The mean of the directions' losses; with one direction, that loss itself (the same numbers,
+        # two autograd nodes fewer).
+        loss = losses["forward"] if len(losses) == 1 else torch.stack(list(losses.values())).mean()
+        loss = self.backward(loss)
         grad_norm = self.clip()
         state.step += 1
         state.tokens_seen += self.batches.tokens_per_step

@@ -61,7 +61,7 @@ def test_format_1_run_directories_still_sample_evaluate_and_resume_exactly(tmp_p
     from charlm.config import build_config
     from charlm.train import train
 
-    settings = [("model.hidden_size", 16), ("model.num_layers", 2), ("model.dropout", 0.1), ("train.batch_size", 4),
+    settings = [("model.size", "fixed"), ("model.hidden_size", 16), ("model.num_layers", 2), ("model.dropout", 0.1), ("train.batch_size", 4),
                 ("train.seq_len", 8), ("train.threads", 1), ("train.device", "cpu"), ("train.precision", "fp32"),
                 ("train.eval_interval", 5), ("train.sample_length", 0), ("train.max_epochs", None)]
     train(build_config(None, [*settings, ("train.max_steps", 20)]), text_file, tmp_path / "whole", progress=False)

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-SMALL = ["--hidden-size", "32", "--num-layers", "1", "--batch-size", "8", "--seq-len", "16",
+SMALL = ["--set", "model.size=fixed", "--hidden-size", "32", "--num-layers", "1", "--batch-size", "8", "--seq-len", "16",
          "--threads", "1", "--precision", "fp32", "--set", "train.eval_interval=20",
          "--set", "train.sample_length=10"]
 

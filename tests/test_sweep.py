@@ -10,7 +10,7 @@ import pytest
 from charlm.errors import CharlmError
 from charlm.sweep import load_sweep, run_sweep
 
-FAST = ("{train.max_steps: %d, train.max_epochs: null, train.eval_interval: 10, model.num_layers: 1,"
+FAST = ("{model.size: fixed, train.max_steps: %d, train.max_epochs: null, train.eval_interval: 10, model.num_layers: 1,"
         " model.hidden_size: 16, train.batch_size: 8, train.seq_len: 16, train.sample_length: 0,"
         " train.device: cpu, train.warmup_steps: 0, train.checkpoint_interval: 10}")
 

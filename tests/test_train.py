@@ -14,7 +14,7 @@ from charlm.trainer import TrainRequest
 
 def small_config(**overrides):
     base = {
-        "model.hidden_size": 32, "model.num_layers": 1, "train.batch_size": 8, "train.seq_len": 16,
+        "model.size": "fixed", "model.hidden_size": 32, "model.num_layers": 1, "train.batch_size": 8, "train.seq_len": 16,
         "train.eval_interval": 50, "train.log_interval": 10, "train.sample_length": 20,
         "train.warmup_steps": 0, "train.threads": 1, "train.precision": "fp32", "train.device": "cpu",
     }
@@ -304,7 +304,8 @@ def test_kill_9_at_random_moments_loses_nothing_and_resumes_exactly(tmp_path):
 
     text = tmp_path / "text.txt"
     text.write_text(make_text(60_000))
-    settings = ["--no-progress", "--no-sample", "--max-steps", "500", "--hidden-size", "64", "--num-layers", "2",
+    settings = ["--no-progress", "--no-sample", "--max-steps", "500", "--set", "model.size=fixed", "--hidden-size", "64",
+                "--num-layers", "2",
                 "--dropout", "0.1", "--batch-size", "8", "--seq-len", "16", "--threads", "1",
                 "--set", "train.warmup_steps=10", "--set", "train.eval_interval=20",
                 "--set", "train.checkpoint_interval=7", "--set", "train.log_interval=5",

@@ -110,3 +110,15 @@ def test_the_loop_stops_on_a_spent_budget_or_a_request(trainer):
     assert trainer.should_stop("SIGINT") == "interrupted"
     trainer.state.step = 50
     assert trainer.should_stop("SIGINT") == "max_steps"  # a spent budget comes first
+
+
+def test_ten_epochs_is_the_budget_only_when_no_other_is_given(tmp_path):
+    from charlm.config import build_config
+
+    def epochs(*overrides):
+        return TrainRequest(build_config(None, list(overrides)), tmp_path / "t.txt", tmp_path / "run").config.train.max_epochs
+
+    assert epochs() == 10.0
+    assert epochs(("train.max_time", "10m")) is None  # --max-time 10m means ten minutes
+    assert epochs(("train.max_steps", 500)) is None
+    assert epochs(("train.max_time", "10m"), ("train.max_epochs", 3)) == 3.0  # given, it counts too

@@ -92,7 +92,8 @@ class TrialPool:
         trial_dir, resume = self.trial_dir(number)
         trial_dir.mkdir(parents=True, exist_ok=True)
         job = {"storage": self.study.url, "study": self.spec.name, "trial": number, "pruner": self.spec.pruner,
-               "config": self.spec.base.to_dict(), "params": params, "threads": self.threads,
+               "config": self.spec.base.to_dict(), "explicit": sorted(self.spec.base.explicit), "params": params,
+               "threads": self.threads,
                "dir": str(trial_dir), "resume": resume}
         atomic_write_text(trial_dir / "trial.json", json.dumps(job, indent=2, default=str))
         self.echo(f"trial {number} {'resumed in ' + trial_dir.name if resume else 'started'}: {format_params(params)}")

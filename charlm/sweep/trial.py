@@ -54,6 +54,8 @@ def run_trial(job_path: Path) -> int:
 def _config(job: dict[str, Any]) -> Config:
     """The sweep's base config with this trial's parameters, its share of the CPU threads unless set."""
     config = Config.from_dict(job["config"])
+    if "explicit" in job:  # what the sweep file set; the rest stays model.size auto's to choose
+        config.explicit = set(job["explicit"])
     for key, value in job["params"].items():
         set_key(config, key, value, "sweep parameter")
     if not config.train.threads:

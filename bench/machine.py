@@ -1,0 +1,32 @@
+"""The machine a figure was measured on, as the benchmarks name it beside every number."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+SIMD = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def simd() -> list[str]:
+    """Which of the instruction sets that decide CPU speed here (AVX2, AVX-512, native bf16) it has."""
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return []
+    return [f for f in SIMD if f" {f}" in flags]
+
+
+def describe() -> str:
+    return f"{cpu_name()}, {os.cpu_count()} CPUs ({', '.join(simd()) or 'no avx2'})"

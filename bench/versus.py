@@ -1,0 +1,153 @@
+"""charlm against a plain script, side by side: the same machine, text, split and wall-clock budget.
+
+    python bench/versus.py [--texts tinyshakespeare,shakespeare,python] [--budgets 60s,10m] [--threads 2,1]
+                           [--loop-rounds 3] [--json OUT]
+    make versus     # the table the README quotes (part of make bench)
+
+For every text, budget and thread count, one after the other with nothing else running:
+``bench/baseline.py`` (a 2x256 LSTM for budgets under 5 minutes; from 5 minutes on 2x512, dropout 0.2,
+windows of 100: the plain script of the issue that set the targets), then ``charlm train TEXT
+--max-time B`` with nothing else given (model.size auto: it measures this machine and chooses), then
+``charlm eval`` of charlm's final weights (last.pt, as the script reports its final weights). Both
+read the same split (the first 90 % trains, the last 10 % is val) and are evaluated in fp32.
+
+``--loop-rounds``: `charlm train` fixed at the script's exact shape and precision against the script,
+tokens/s, alternating; the cost of charlm's loop (NaN checks, logging, resumable state) over a plain one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from machine import describe  # noqa: E402
+
+
+def text_path(name: str) -> Path:
+    from charlm.corpora import get_corpus
+
+    return get_corpus(name, quiet=True)
+
+
+def seconds_of(budget: str) -> float:
+    from charlm.config import parse_duration
+
+    return parse_duration(budget)
+
+
+def baseline_args(seconds: float) -> list[str]:
+    return [] if seconds < 300 else ["--hidden", "512", "--dropout", "0.2", "--seq-len", "100"]
+
+
+def run_baseline(text: Path, seconds: float, threads: int, extra: list[str] = ()) -> dict:
+    command = [sys.executable, str(ROOT / "bench" / "baseline.py"), str(text), "--max-time", str(seconds),
+               "--threads", str(threads), *baseline_args(seconds), *extra]
+    return json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
+
+
+def run_charlm(text: Path, seconds: float, threads: int, out: Path, extra: list[str] = ()) -> dict:
+    command = [sys.executable, "-m", "charlm", "train", str(text), "--max-time", f"{seconds}s", "--threads",
+               str(threads), "-o", str(out), "--no-progress", "--no-sample", *extra]
+    trained = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    if trained.returncode != 0:
+        raise RuntimeError(f"charlm train failed:\n{trained.stderr[-2000:]}")
+    events = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    end, start = events[-1], events[0]
+    probe = next((e for e in events if e["event"] == "probe"), None)
+    evaluation = json.loads(subprocess.run([sys.executable, "-m", "charlm", "eval", str(out / "last.pt"), "--json"],
+                                           check=True, capture_output=True, text=True, cwd=ROOT).stdout)
+    chosen = next((line.removeprefix("auto: ") for line in trained.stderr.splitlines() if line.startswith("auto: ")),
+                  "")
+    return {"val_loss": evaluation["loss"], "steps": end["step"], "tokens": end["tokens"],
+            "tokens_per_s": round(end["tokens"] / max(end["time"], 1e-9)), "precision": start["precision"],
+            "parameters": start["parameters"], "probe_s": probe["seconds"] if probe else 0.0, "auto": chosen}
+
+
+def compare(texts: list[str], budgets: list[str], threads: list[int], work: Path) -> list[dict]:
+    rows = []
+    for text_name in texts:
+        text = text_path(text_name)
+        for budget in budgets:
+            seconds = seconds_of(budget)
+            for count in threads:
+                plain = run_baseline(text, seconds, count)
+                ours = run_charlm(text, seconds, count, work / f"{text_name}-{budget}-{count}")
+                row = {"text": text_name, "budget": budget, "threads": count, "baseline": plain, "charlm": ours,
+                       "difference": ours["val_loss"] - plain["val_loss"]}
+                rows.append(row)
+                print(f"  {text_name:<16} {budget:>4} {count} thr  baseline {plain['val_loss']:.4f}"
+                      f" ({plain['shape']})  charlm {ours['val_loss']:.4f} ({ours['auto']})"
+                      f"  difference {row['difference']:+.4f}", flush=True)
+    return rows
+
+
+def loop_cost(text_name: str, rounds: int, threads: int, work: Path) -> dict:
+    """charlm's loop at the script's exact shape against the script: tokens/s over 30 s, alternating."""
+    text = text_path(text_name)
+    plain = run_baseline(text, 30, threads)
+    same = ["--set", "model.size=fixed", "--cell", "lstm", "--hidden-size", "256", "--num-layers", "2",
+            "--lr", "0.002", "--precision", plain["precision"], "--set", "train.eval_interval=1000000",
+            "--set", "train.sample_length=0", "--set", "train.max_epochs=null"]
+    ratios, pairs = [], []
+    for number in range(rounds):
+        ours = run_charlm(text, 30, threads, work / f"loop-{number}", same)
+        base = run_baseline(text, 30, threads) if number else plain
+        ratios.append(ours["tokens_per_s"] / base["tokens_per_s"])
+        pairs.append((base["tokens_per_s"], ours["tokens_per_s"]))
+        print(f"  loop round {number + 1}: script {base['tokens_per_s']:,} tok/s, charlm {ours['tokens_per_s']:,}"
+              f" tok/s, ratio {ratios[-1]:.3f}", flush=True)
+    return {"text": text_name, "threads": threads, "shape": plain["shape"], "precision": plain["precision"],
+            "pairs": pairs, "ratios": [round(r, 3) for r in ratios], "median_ratio": round(statistics.median(ratios), 3)}
+
+
+def print_table(rows: list[dict], loop: dict | None, header: str) -> None:
+    print(f"\n{header}")
+    print(f"{'text':<16}{'budget':>7}{'threads':>8}  {'plain script':>12}  {'charlm auto':>11}  {'difference':>10}"
+          "  charlm chose")
+    for r in rows:
+        print(f"{r['text']:<16}{r['budget']:>7}{r['threads']:>8}  {r['baseline']['val_loss']:>12.4f}"
+              f"  {r['charlm']['val_loss']:>11.4f}  {r['difference']:>+10.4f}  {r['charlm']['auto']}")
+    if loop:
+        print(f"\nloop: charlm at the script's shape ({loop['shape']}, {loop['precision']}) runs at"
+              f" {loop['median_ratio']:.2f}x the script's tokens/s (median of {len(loop['ratios'])} alternating"
+              f" 30 s runs: {', '.join(f'{r:.3f}' for r in loop['ratios'])})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--texts", default="tinyshakespeare,shakespeare,python")
+    parser.add_argument("--budgets", default="60s")
+    parser.add_argument("--threads", default="2,1")
+    parser.add_argument("--also", action="append", default=[], metavar="TEXT:BUDGET:THREADS",
+                        help="one more comparison, e.g. tinyshakespeare:10m:2 (repeatable)")
+    parser.add_argument("--loop-rounds", type=int, default=3, help="0: skip the loop-cost part")
+    parser.add_argument("--json", type=Path, help="where to write the results [bench/results/versus-DATE.json]")
+    args = parser.parse_args()
+    header = f"charlm vs a plain script, val loss (nats/char), {describe()}, {time.strftime('%Y-%m-%d')}"
+    print(header, flush=True)
+    with tempfile.TemporaryDirectory(prefix="charlm-versus-") as tmp:
+        work = Path(tmp)
+        rows = compare(args.texts.split(","), args.budgets.split(","), [int(t) for t in args.threads.split(",")], work)
+        for extra in args.also:
+            name, budget, count = extra.split(":")
+            rows += compare([name], [budget], [int(count)], work)
+        loop = loop_cost("tinyshakespeare", args.loop_rounds, 2, work) if args.loop_rounds else None
+    print_table(rows, loop, header)
+    out = args.json or ROOT / "bench" / "results" / f"versus-{time.strftime('%Y%m%d')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"machine": header, "rows": rows, "loop": loop}, indent=2) + "\n")
+    print(f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,364 @@
+"""``model.size: auto``: measure this machine, then choose the model and its training for the budget.
+
+Before training, a probe times a few real training steps (forward, backward, clipping, AdamW) of two
+or three LSTM widths at each precision the device can use, within about 3 % of a time budget, and
+fits each precision's cost per token as a line in the model's arithmetic (``SpeedModel``). For every
+candidate width that gives the tokens it can read in the budget; the rule (``choose``, a pure
+function) takes the width whose tokens per parameter come closest to ``TOKENS_PER_PARAMETER``, the
+faster precision for it, a learning rate for its width and dropout for the passes over the text it
+will make. The constants come from the measurements in ``configs/sweeps/auto/`` (``make
+auto-measure`` reruns them; results in ``docs/auto.md``). Every key the user set explicitly wins.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+    from charlm.config import Config, TrainConfig
+
+WIDTHS = (128, 192, 256, 320, 384, 448, 512, 640, 768, 1024)  # two-layer LSTMs, 64-wide character embeddings
+PROBE_WIDTHS = (256, 512)  # timed by the probe; the others are predicted from the fitted cost line
+PROBE_SHARE = 0.03  # of a time budget, at most
+PROBE_SECONDS = 3.0  # without a time budget (steps or epochs), the probe only chooses the precision
+EVAL_SHARE = 0.03  # of the budget that evaluations during training may take
+# A lower precision must be this much faster to be chosen: near a tie the timings are noise (two runs
+# would choose differently), and fp32 is the more accurate.
+PRECISION_MARGIN = 1.15
+# Measured constants (see docs/auto.md); placeholders until the measurements are in.
+TOKENS_PER_PARAMETER = 4.0
+EMBEDDING = 64
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A candidate model and its batches."""
+
+    hidden: int
+    layers: int = 2
+    embedding: int = EMBEDDING
+    cell: str = "lstm"
+    batch: int = 32
+    seq_len: int = 64
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.batch * self.seq_len
+
+    def parameters(self, vocab: int) -> int:
+        """As CharRNN counts them (torch's two bias vectors per gate, the embedding and the head)."""
+        gates = {"lstm": 4, "gru": 3}.get(self.cell, 1) * self.hidden
+        recurrent = sum(gates * (width + self.hidden) + 2 * gates
+                        for width in [self.embedding] + [self.hidden] * (self.layers - 1))
+        return vocab * self.embedding + recurrent + (self.hidden + 1) * vocab
+
+    def flops_per_token(self, vocab: int) -> float:
+        """Multiply-adds of one token's forward pass, times 2; training does about 3 times that."""
+        return 2.0 * (self.parameters(vocab) - vocab * self.embedding)
+
+    def describe(self) -> str:
+        return f"{self.layers}x{self.hidden} {self.cell}"
+
+
+@dataclass
+class SpeedModel:
+    """Seconds per training token at each precision, as ``base + per_flop * flops_per_token``,
+    fitted to the probe's timings (one timing: proportional to the arithmetic)."""
+
+    lines: dict[str, tuple[float, float]]  # precision -> (base, per_flop)
+    timings: list[dict[str, Any]] = field(default_factory=list)  # what the probe measured
+
+    def tokens_per_s(self, shape: Shape, precision: str, vocab: int) -> float:
+        base, per_flop = self.lines[precision]
+        return 1.0 / max(base + per_flop * shape.flops_per_token(vocab), 1e-12)
+
+    @classmethod
+    def fit(cls, timings: list[dict[str, Any]]) -> "SpeedModel":
+        lines = {}
+        for precision in dict.fromkeys(t["precision"] for t in timings):
+            points = [(t["flops"], t["seconds_per_token"]) for t in timings if t["precision"] == precision]
+            if len(points) == 1:
+                lines[precision] = (0.0, points[0][1] / points[0][0])
+                continue
+            (x0, y0), (x1, y1) = min(points), max(points)
+            per_flop = max((y1 - y0) / (x1 - x0), 0.0) if x1 > x0 else y1 / x1
+            lines[precision] = (max(y0 - per_flop * x0, 0.0), per_flop)
+        return cls(lines, timings)
+
+
+# ---- the probe ----------------------------------------------------------------------------------
+
+def _sync(device: "torch.device") -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_training(shape: Shape, precision: str, vocab: int, device: "torch.device", steps: int = 2) -> float:
+    """Seconds per token of ``steps`` real training steps of ``shape`` (after one to warm up): forward
+    from the carried state, loss, backward, clipping, a fused AdamW update, on random characters."""
+    import torch
+    import torch.nn.functional as F
+
+    from charlm.model import CharRNN
+    from charlm.runtime import autocast
+
+    generator = torch.Generator().manual_seed(0)  # not the global one: training's seeds stay as they were
+    model = CharRNN(vocab, shape.cell, shape.hidden, shape.embedding, shape.layers).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), fused=device.type in ("cpu", "cuda"))
+    tokens = torch.randint(0, vocab, (shape.batch, shape.seq_len + 1), generator=generator).to(device)
+    state = None
+
+    def step() -> None:
+        nonlocal state
+        with autocast(device, precision):
+            logits, state = model(tokens[:, :-1], state)
+        loss = F.cross_entropy(logits.float().flatten(0, 1), tokens[:, 1:].flatten())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0, foreach=True)
+        optimizer.step()
+        state = tuple(t.detach() for t in state)
+
+    step()
+    _sync(device)
+    started = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    return (time.perf_counter() - started) / (steps * shape.tokens_per_step)
+
+
+# ---- the rule -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Budget:
+    """What a run may spend: whichever of its limits comes first."""
+
+    seconds: float | None = None
+    steps: int | None = None
+    epochs: float | None = None
+
+    @classmethod
+    def of(cls, train: "TrainConfig") -> "Budget":
+        return cls(train.max_time, train.max_steps, train.max_epochs)
+
+    def tokens(self, tokens_per_s: float, tokens_per_step: int, train_tokens: int, spent: float = 0.0) -> float:
+        """Training tokens the budget allows at ``tokens_per_s`` (``spent``: seconds already used)."""
+        limits = [math.inf]
+        if self.seconds:
+            limits.append(max(self.seconds * (1 - EVAL_SHARE) - spent, 0.0) * tokens_per_s)
+        if self.steps:
+            limits.append(self.steps * tokens_per_step)
+        if self.epochs:
+            limits.append(self.epochs * train_tokens)
+        return min(limits)
+
+
+@dataclass
+class Choice:
+    shape: Shape
+    precision: str
+    lr: float
+    dropout: float
+    eval_interval: int
+    tokens_per_s: float
+    tokens: float  # expected over the run
+    epochs: float  # passes over the training text
+    parameters: int
+
+    def settings(self) -> dict[str, Any]:
+        """The config keys auto sets (those the user did not)."""
+        s = self.shape
+        return {"model.cell": s.cell, "model.hidden_size": s.hidden, "model.num_layers": s.layers,
+                "model.embedding_size": s.embedding, "model.dropout": self.dropout, "model.forget_bias": 0.0,
+                "train.lr": self.lr, "train.batch_size": s.batch, "train.seq_len": s.seq_len,
+                "train.precision": self.precision, "train.eval_interval": self.eval_interval}
+
+
+def faster(rates: dict[str, float]) -> str:
+    """The precision to train in, given tokens/s at each: fp32 unless another is PRECISION_MARGIN faster."""
+    best = max(rates, key=rates.get)
+    return best if "fp32" not in rates or rates[best] >= PRECISION_MARGIN * rates["fp32"] else "fp32"
+
+
+def learning_rate_for(hidden: int) -> float:
+    """AdamW's peak rate for a width: placeholder until measured."""
+    return 8e-3 * math.sqrt(256 / hidden)
+
+
+def dropout_for(epochs: float) -> float:
+    """Dropout for the passes over the text a run will make: placeholder until measured."""
+    return 0.0 if epochs <= 4 else min(0.4, 0.1 * math.log2(epochs / 2))
+
+
+def choose(speeds: SpeedModel, budget: Budget, train_tokens: int, vocab: int, spent: float = 0.0,
+           eval_tokens: int = 0, template: Shape | None = None, widths: tuple[int, ...] = WIDTHS) -> Choice:
+    """The rule, given measured speeds: of ``widths`` (of ``template``'s shape), the one whose tokens per
+    parameter in the budget come closest to ``TOKENS_PER_PARAMETER``, at the faster precision for it
+    (bf16 only if it is faster on this machine)."""
+    template = template or Shape(256)
+    scored = []
+    for width in widths:
+        shape = replace(template, hidden=width, embedding=min(template.embedding, width))
+        precision = faster({p: speeds.tokens_per_s(shape, p, vocab) for p in speeds.lines})
+        rate = speeds.tokens_per_s(shape, precision, vocab)
+        tokens = budget.tokens(rate, shape.tokens_per_step, train_tokens, spent)
+        parameters = shape.parameters(vocab)
+        target = TOKENS_PER_PARAMETER * parameters
+        # No budget at all (every limit null): nothing to fit to, so the default width.
+        distance = abs(math.log(width / 256)) if math.isinf(tokens) else abs(math.log(max(tokens, 1.0) / target))
+        scored.append((distance, width, shape, precision, rate, tokens, parameters))
+    _, _, shape, precision, rate, tokens, parameters = min(scored)
+    if math.isinf(tokens):
+        return Choice(shape, precision, learning_rate_for(shape.hidden), 0.0, 250, rate, tokens, tokens, parameters)
+    epochs = tokens / max(train_tokens, 1)
+    steps = max(1, int(tokens // shape.tokens_per_step))
+    evals = 10
+    if budget.seconds:  # about one a minute, within EVAL_SHARE (forward only: a third of a step's work a token)
+        affordable = EVAL_SHARE * budget.seconds * rate * 3 / eval_tokens if eval_tokens else math.inf
+        evals = int(max(1, min(20, budget.seconds // 60, affordable)))
+    lr, dropout = float(f"{learning_rate_for(shape.hidden):.2g}"), round(dropout_for(epochs), 2)  # as a person writes them
+    return Choice(shape, precision, lr, dropout, max(1, math.ceil(steps / evals)), rate, tokens, epochs, parameters)
+
+
+# ---- from a config to a choice ----------------------------------------------------------------
+
+SHAPE_KEYS = {"cell": "model.cell", "hidden": "model.hidden_size", "layers": "model.num_layers",
+              "embedding": "model.embedding_size", "batch": "train.batch_size", "seq_len": "train.seq_len"}
+
+
+@dataclass
+class Decision:
+    """What auto measured and chose, and the config keys it set."""
+
+    choice: Choice | None  # None: only the precision was chosen (model.size fixed)
+    speeds: SpeedModel
+    probe_seconds: float
+    proposed: dict[str, Any]  # what the rule chose
+    budget: Budget
+    settings: dict[str, Any] = field(default_factory=dict)  # what it set: the proposed keys the user did not set
+
+    def line(self, text_bytes: int) -> str:
+        """One line on what was chosen and why."""
+        c = self.choice
+        if c is None:
+            rates = ", ".join(f"{t['tokens_per_s'] / 1000:.0f}k tok/s in {t['precision']}" for t in self.speeds.timings)
+            return f"auto: precision {self.proposed['train.precision']} — {rates} for this {self.speeds.timings[0]['shape']}"
+        budget = self.budget
+        if math.isinf(c.tokens):
+            return (f"auto: {c.shape.describe()} {c.precision}, lr {c.lr:.2g} — {c.tokens_per_s / 1000:.0f}k tok/s"
+                    " here; no budget was given (max_time, max_steps or max_epochs), so the default width")
+        spend = (f"in {_duration(budget.seconds)}" if budget.seconds else
+                 f"in {budget.steps:,} steps" if budget.steps else f"in {budget.epochs:g} epochs")
+        return (f"auto: {c.shape.describe()} {c.precision}, lr {c.lr:.2g}, dropout {c.dropout:.2g} —"
+                f" {c.tokens_per_s / 1000:.0f}k tok/s here, ~{_count(c.tokens)} tokens {spend}"
+                f" ({c.tokens / c.parameters:.1f} per parameter, {c.epochs:.1f} passes over a"
+                f" {text_bytes / 1e6:.1f} MB text)")
+
+    def event(self) -> dict[str, Any]:
+        """The ``probe`` event of metrics.jsonl."""
+        expected = {} if self.choice is None else {
+            "tokens_per_s": round(self.choice.tokens_per_s), "expected_tokens": round(self.choice.tokens),
+            "passes": round(self.choice.epochs, 2)}
+        return {"seconds": round(self.probe_seconds, 3), "timings": self.speeds.timings, "chosen": self.settings,
+                **expected}
+
+
+def _duration(seconds: float) -> str:
+    from charlm.config import format_duration
+
+    return format_duration(seconds)
+
+
+def _count(n: float) -> str:
+    return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}k"
+
+
+def template(config: "Config") -> tuple[Shape, tuple[int, ...]]:
+    """The candidate shape with the explicitly set keys fixed, and the widths left to choose from."""
+    m, t, explicit = config.model, config.train, config.explicit
+    values = {"cell": m.cell, "hidden": m.hidden_size, "layers": m.num_layers,
+              "embedding": m.embedding_size or m.hidden_size, "batch": t.batch_size, "seq_len": t.seq_len}
+    fixed = {name: values[name] for name, key in SHAPE_KEYS.items() if key in explicit}
+    if "embedding" not in fixed and "model.embedding_size" not in explicit and "hidden" in fixed:
+        fixed["embedding"] = min(EMBEDDING, fixed["hidden"])
+    shape = replace(Shape(fixed.get("hidden", 256)), **{k: v for k, v in fixed.items() if k != "hidden"})
+    return shape, (fixed["hidden"],) if "hidden" in fixed else WIDTHS
+
+
+@dataclass(frozen=True)
+class Text:
+    """What the rule needs to know of a run's text."""
+
+    train_tokens: int
+    eval_tokens: int  # what an evaluation during training reads
+    vocab: int
+    line_length: float | None = None  # lines mode: a line's mean length, end marker included
+
+
+def _timing(shape: Shape, precision: str, vocab: int, device: "torch.device") -> dict[str, Any]:
+    seconds = time_training(shape, precision, vocab, device)
+    return {"shape": shape.describe(), "precision": precision, "flops": shape.flops_per_token(vocab),
+            "seconds_per_token": seconds, "tokens_per_s": round(1 / seconds)}
+
+
+def decide(config: "Config", text: Text, device: "torch.device", precisions: list[str]) -> Decision:
+    """Probe this machine (within PROBE_SHARE of a time budget) and choose."""
+    shape, widths = template(config)
+    if text.line_length is not None and "train.seq_len" not in config.explicit:
+        shape = replace(shape, seq_len=max(2, round(text.line_length)))  # a batch of lines is that long
+    vocab = text.vocab
+    budget = Budget.of(config.train)
+    allowance = PROBE_SHARE * budget.seconds if budget.seconds else PROBE_SECONDS
+    started = time.perf_counter()
+    timings = []
+    # Every precision at the smaller width (that settles which is faster), then only the faster one at the
+    # larger: the costliest timing (a wide model in fp32) tells the least.
+    for width, candidates in zip((widths[0],) if len(widths) == 1 else PROBE_WIDTHS, (precisions, None)):
+        if candidates is None:
+            candidates = [faster({t["precision"]: t["tokens_per_s"] for t in timings})]
+        for precision in candidates:
+            if timings and time.perf_counter() - started > allowance:
+                break
+            timings.append(_timing(replace(shape, hidden=width, embedding=min(shape.embedding, width)), precision,
+                                   vocab, device))
+    spent = time.perf_counter() - started
+    speeds = SpeedModel.fit(timings)
+    choice = choose(speeds, budget, text.train_tokens, vocab, spent, text.eval_tokens, shape, widths)
+    proposed = choice.settings()
+    if text.line_length is not None:
+        del proposed["train.seq_len"]  # lines mode cuts no windows
+    return Decision(choice, speeds, spent, proposed, budget)
+
+
+def decide_precision(config: "Config", vocab: int, device: "torch.device", precisions: list[str]) -> Decision:
+    """model.size fixed, precision auto: time the configured shape at each precision and take the faster
+    (bf16 only where it is faster here: a GRU on a CPU is often no faster in bf16 than in fp32)."""
+    m, t = config.model, config.train
+    shape = Shape(m.hidden_size, m.num_layers, m.embedding_size or m.hidden_size, m.cell, t.batch_size, t.seq_len)
+    started = time.perf_counter()
+    timings = [_timing(shape, precision, vocab, device) for precision in precisions]
+    chosen = faster({t["precision"]: t["tokens_per_s"] for t in timings})
+    return Decision(None, SpeedModel.fit(timings), time.perf_counter() - started, {"train.precision": chosen},
+                    Budget.of(t))
+
+
+def apply(config: "Config", decision: Decision) -> dict[str, Any]:
+    """Set the chosen values of every key the user did not set; return them."""
+    from charlm.config import set_key, validate
+
+    explicit = set(config.explicit)
+    chosen = {key: value for key, value in decision.proposed.items() if key not in explicit}
+    for key, value in chosen.items():
+        set_key(config, key, value, "model.size auto")
+    config.explicit = explicit  # what auto set stays auto's: a resumed run reads it back from its checkpoint
+    validate(config)
+    decision.settings = chosen
+    return chosen

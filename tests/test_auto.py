@@ -1,0 +1,173 @@
+"""model.size auto: the rule as a pure function of measured speeds, the probe's share of the budget,
+explicit keys, and what a run records."""
+
+import json
+import math
+import time
+
+import pytest
+import torch
+
+from charlm import auto
+from charlm.auto import Budget, Shape, SpeedModel, choose
+from charlm.config import build_config
+from charlm.model import CharRNN
+
+VOCAB = 65
+
+
+def _speeds(per_flop: dict[str, float]) -> SpeedModel:
+    """A machine whose cost per token is exactly proportional to the arithmetic, per precision."""
+    return SpeedModel({precision: (0.0, cost) for precision, cost in per_flop.items()})
+
+
+@pytest.mark.parametrize("shape", [Shape(256), Shape(512, layers=3, embedding=128), Shape(96, cell="gru", embedding=96)])
+def test_parameters_are_counted_as_the_model_counts_them(shape):
+    model = CharRNN(VOCAB, shape.cell, shape.hidden, shape.embedding, shape.layers)
+    assert shape.parameters(VOCAB) == model.num_parameters()
+
+
+def test_the_speed_model_goes_through_what_was_measured():
+    small, large = Shape(256), Shape(512)
+    timings = [{"precision": "bf16", "flops": s.flops_per_token(VOCAB), "seconds_per_token": t}
+               for s, t in ((small, 1 / 70_000), (large, 1 / 21_000))]
+    model = SpeedModel.fit(timings + [{"precision": "fp32", "flops": small.flops_per_token(VOCAB),
+                                       "seconds_per_token": 1 / 28_000}])
+    assert model.tokens_per_s(small, "bf16", VOCAB) == pytest.approx(70_000)
+    assert model.tokens_per_s(large, "bf16", VOCAB) == pytest.approx(21_000)
+    assert 21_000 < model.tokens_per_s(Shape(384), "bf16", VOCAB) < 70_000
+    assert model.tokens_per_s(large, "fp32", VOCAB) == pytest.approx(28_000 / 4.15, rel=0.1)  # one point: ∝ arithmetic
+
+
+def test_more_budget_buys_a_wider_model_at_the_target_tokens_per_parameter():
+    speeds = _speeds({"bf16": 8e-12})
+    widths = [choose(speeds, Budget(seconds=s), 10**9, VOCAB).shape.hidden for s in (30, 60, 600, 3600)]
+    assert widths == sorted(widths) and widths[0] < widths[-1]
+    choice = choose(speeds, Budget(seconds=600), 10**9, VOCAB)
+    ratio = choice.tokens / choice.parameters
+    neighbours = [w for w in auto.WIDTHS if w != choice.shape.hidden]
+    for width in neighbours:  # no other width lands closer to the target
+        other = choose(speeds, Budget(seconds=600), 10**9, VOCAB, widths=(width,))
+        assert abs(math.log(other.tokens / other.parameters / auto.TOKENS_PER_PARAMETER)) >= \
+            abs(math.log(ratio / auto.TOKENS_PER_PARAMETER))
+
+
+def test_bf16_only_where_it_is_clearly_faster_here():
+    assert auto.faster({"bf16": 200_000, "fp32": 214_000}) == "fp32"
+    assert auto.faster({"bf16": 220_000, "fp32": 214_000}) == "fp32"  # a tie: the timings are noise
+    assert auto.faster({"bf16": 70_000, "fp32": 28_000}) == "bf16"
+    assert auto.faster({"bf16": 70_000}) == "bf16"
+    assert choose(_speeds({"bf16": 8e-12, "fp32": 2e-11}), Budget(seconds=60), 10**9, VOCAB).precision == "bf16"
+    assert choose(_speeds({"bf16": 2e-11, "fp32": 8e-12}), Budget(seconds=60), 10**9, VOCAB).precision == "fp32"
+
+
+def test_budgets_in_steps_and_epochs_need_no_speed():
+    slow, fast = _speeds({"fp32": 1e-10}), _speeds({"fp32": 1e-12})
+    for budget in (Budget(steps=2000), Budget(epochs=3.0)):
+        assert choose(slow, budget, 10**6, VOCAB).shape == choose(fast, budget, 10**6, VOCAB).shape
+    assert Budget(seconds=100, steps=10).tokens(1e6, 2048, 10**9) == 10 * 2048  # whichever comes first
+    assert choose(slow, Budget(), 10**6, VOCAB).shape.hidden == 256  # no budget: the default width
+    assert Budget(seconds=100).tokens(1000, 2048, 10**9, spent=3) == pytest.approx((100 * 0.97 - 3) * 1000)
+
+
+def test_a_short_text_read_many_times_gets_dropout():
+    speeds = _speeds({"bf16": 8e-12})
+    once = choose(speeds, Budget(seconds=600), 10**9, VOCAB)
+    often = choose(speeds, Budget(seconds=600), 10**6, VOCAB)
+    assert once.epochs < 1 and once.dropout == 0.0
+    assert often.epochs > 10 and often.dropout > 0.1
+    assert auto.learning_rate_for(512) < auto.learning_rate_for(256)
+
+
+def test_evaluations_stay_within_their_share_of_a_time_budget():
+    speeds = _speeds({"bf16": 8e-12})
+    short = choose(speeds, Budget(seconds=60), 10**6, VOCAB, eval_tokens=100_000)
+    steps = short.tokens / short.shape.tokens_per_step
+    assert int(steps) // short.eval_interval <= 1  # a one-minute run is evaluated once, at its end
+    long = choose(speeds, Budget(seconds=1200), 10**6, VOCAB, eval_tokens=100_000)
+    evaluations = long.tokens / long.shape.tokens_per_step / long.eval_interval
+    assert 5 <= evaluations <= min(20, auto.EVAL_SHARE * 1200 * long.tokens_per_s * 3 / 100_000) + 1
+
+
+def _fake_timing(seconds_per_call: float, rates: dict[str, float]):
+    calls = []
+
+    def time_training(shape, precision, vocab, device, steps=2):
+        time.sleep(seconds_per_call)
+        calls.append((shape.hidden, precision))
+        return 1 / rates[precision] * shape.flops_per_token(vocab) / Shape(256).flops_per_token(vocab)
+    return time_training, calls
+
+
+def test_the_probe_keeps_to_its_share_of_a_short_budget(monkeypatch):
+    fake, calls = _fake_timing(0.05, {"bf16": 70_000, "fp32": 28_000})
+    monkeypatch.setattr(auto, "time_training", fake)
+    config = build_config(None, [("train.max_time", 4.0)])  # 3 %: 0.12 s, room for two or three timings
+    decision = auto.decide(config, auto.Text(10**6, 0, VOCAB), torch.device("cpu"), ["bf16", "fp32"])
+    assert 1 <= len(calls) < 4 and decision.probe_seconds < 0.12 + 0.1  # it stops after the timing that overran
+    long = build_config(None, [("train.max_time", 600.0)])
+    calls.clear()
+    auto.decide(long, auto.Text(10**6, 0, VOCAB), torch.device("cpu"), ["bf16", "fp32"])
+    assert calls == [(256, "bf16"), (256, "fp32"), (512, "bf16")]  # the slower precision once, at the small width
+
+
+def test_explicit_keys_win(monkeypatch):
+    fake, calls = _fake_timing(0.0, {"bf16": 70_000, "fp32": 28_000})
+    monkeypatch.setattr(auto, "time_training", fake)
+    config = build_config(None, [("train.max_time", 600.0), ("model.hidden_size", 320), ("train.lr", 0.001),
+                                 ("model.dropout", 0.05)])
+    decision = auto.decide(config, auto.Text(10**6, 0, VOCAB), torch.device("cpu"), ["bf16", "fp32"])
+    chosen = auto.apply(config, decision)
+    assert {h for h, _ in calls} == {320}  # the width was given: only it is timed
+    assert config.model.hidden_size == 320 and config.train.lr == 0.001 and config.model.dropout == 0.05
+    assert "train.lr" not in chosen and chosen["model.embedding_size"] == 64 and chosen["train.precision"] == "bf16"
+
+
+def test_precision_auto_falls_back_to_fp32_where_bf16_is_slower(monkeypatch):
+    fake, _ = _fake_timing(0.0, {"bf16": 20_000, "fp32": 26_000})  # a GRU on an AMX CPU, say
+    monkeypatch.setattr(auto, "time_training", fake)
+    config = build_config(None, [("model.size", "fixed"), ("model.cell", "gru")])
+    decision = auto.decide_precision(config, VOCAB, torch.device("cpu"), ["bf16", "fp32"])
+    assert auto.apply(config, decision) == {"train.precision": "fp32"} and config.train.precision == "fp32"
+    assert "fp32" in decision.line(10**6)
+
+
+def test_a_run_records_its_choice_and_a_resume_keeps_it(tmp_path, text_file):
+    from charlm.checkpoint import Checkpoint
+    from charlm.logs import read_metrics
+    from charlm.train import train
+
+    config = build_config(None, [("train.max_time", 4.0), ("train.max_epochs", None), ("train.threads", 1),
+                                 ("train.device", "cpu"), ("train.sample_length", 0)])
+    train(config, text_file, tmp_path / "run", progress=False)
+    events = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    probe = next(e for e in events if e["event"] == "probe")
+    saved = Checkpoint.load(tmp_path / "run" / "last.pt").config
+    assert probe["chosen"]["model.hidden_size"] == saved.model.hidden_size
+    assert probe["seconds"] < 2 and events[-1]["time"] >= probe["seconds"]  # the probe counts in the budget
+    assert f"hidden_size: {saved.model.hidden_size}" in (tmp_path / "run" / "config.yaml").read_text()
+    saved.train.max_time = 6.0
+    train(saved, text_file, tmp_path / "run", resume=True, progress=False)
+    events = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert sum(e["event"] == "probe" for e in events) == 1  # no second probe: the run keeps its choice
+    assert Checkpoint.load(tmp_path / "run" / "last.pt").config.to_dict() == saved.to_dict()
+
+
+def test_the_command_line_says_what_it_chose(tmp_path, text_file):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "charlm", "train", str(text_file), "-o", str(tmp_path / "run"),
+                             "--max-time", "3s", "--threads", "1", "--device", "cpu", "--no-progress", "--no-sample"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    line = next(line for line in result.stderr.splitlines() if line.startswith("auto: "))
+    assert "lstm" in line and "tok/s here" in line and "per parameter" in line
+    config = json.loads(json.dumps(read_yaml(tmp_path / "run" / "config.yaml")))
+    assert config["model"]["size"] == "auto" and config["model"]["embedding_size"] == 64
+
+
+def read_yaml(path):
+    import yaml
+
+    return yaml.safe_load(path.read_text())
