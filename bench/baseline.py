@@ -1,15 +1,16 @@
 """A plain character-level LSTM: the script a user writes in an afternoon, and charlm's yardstick.
 
     python bench/baseline.py TEXT --max-time 60 [--hidden 256 --layers 2 --dropout 0 --seq-len 64]
-                             [--batch 32 --lr 2e-3 --threads N --precision auto|fp32|bf16 --json OUT]
+                             [--batch 32 --lr 2e-3 --threads N --precision auto|fp32|bf16 --device cpu|cuda]
+                             [--json OUT]
 
 Nothing from charlm: the text's sorted characters are the vocabulary; the first 90 % trains and the
 last 10 % is the validation split (nanoGPT's split, the one charlm's val_fraction 0.1 gives);
 ``batch`` contiguous streams are read in ``seq_len`` windows with the hidden state carried from one
 window to the next (truncated BPTT) and reset when the streams wrap around; an embedding as wide as
 the hidden layer, a fused ``nn.LSTM``, a linear head; AdamW, a cosine learning rate from ``lr`` down
-to a tenth of it over the time budget, gradient clipping at norm 5; bf16 autocast where the CPU has
-native bf16. The clock counts training steps only; at the end the whole val split is read once (state
+to a tenth of it over the time budget, gradient clipping at norm 5; bf16 autocast where the CPU (or
+GPU) has native bf16. The clock counts training steps only; at the end the whole val split is read once (state
 carried, windows of 512, in fp32 as `charlm eval` reads it) and the mean loss per character printed,
 as one JSON line.
 """
@@ -42,7 +43,9 @@ class CharLSTM(nn.Module):
         return self.head(self.drop(out)), state
 
 
-def native_bf16() -> bool:
+def native_bf16(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
@@ -57,15 +60,15 @@ def load(path: Path) -> tuple[np.ndarray, np.ndarray, int]:
     return ids[:split], ids[split:], len(chars)
 
 
-def streams(ids: np.ndarray, batch: int) -> torch.Tensor:
+def streams(ids: np.ndarray, batch: int, device: torch.device) -> torch.Tensor:
     length = len(ids) // batch
-    return torch.from_numpy(ids[: batch * length].reshape(batch, length))
+    return torch.from_numpy(ids[: batch * length].reshape(batch, length)).to(device)
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, val: np.ndarray, window: int = 512, batch: int = 32) -> float:
+def evaluate(model: nn.Module, val: np.ndarray, device: torch.device, window: int = 512, batch: int = 32) -> float:
     model.eval()
-    data = streams(val, min(batch, max(1, (len(val) - 1) // window)))
+    data = streams(val, min(batch, max(1, (len(val) - 1) // window)), device)
     state, total, count = None, 0.0, 0
     for start in range(0, data.shape[1] - 1, window):
         x, y = data[:, start:start + window], data[:, start + 1:start + window + 1]
@@ -80,11 +83,12 @@ def evaluate(model: nn.Module, val: np.ndarray, window: int = 512, batch: int = 
 def train(args: argparse.Namespace) -> dict:
     torch.manual_seed(args.seed)
     train_ids, val_ids, vocab = load(args.text)
-    bf16 = args.precision == "bf16" or (args.precision == "auto" and native_bf16())
-    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
-    model = CharLSTM(vocab, args.hidden, args.layers, args.dropout)
+    device = torch.device(args.device)
+    bf16 = args.precision == "bf16" or (args.precision == "auto" and native_bf16(device))
+    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
+    model = CharLSTM(vocab, args.hidden, args.layers, args.dropout).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, fused=True)
-    data = streams(train_ids, args.batch)
+    data = streams(train_ids, args.batch, device)
     windows = (data.shape[1] - 1) // args.seq_len
     state, step, started = None, 0, time.perf_counter()
     while (elapsed := time.perf_counter() - started) < args.max_time:
@@ -105,9 +109,11 @@ def train(args: argparse.Namespace) -> dict:
         optimizer.step()
         state = tuple(s.detach() for s in state)
         step += 1
+    if device.type == "cuda":
+        torch.cuda.synchronize()  # the GPU may still be running queued steps
     train_time = time.perf_counter() - started
     tokens = step * args.batch * args.seq_len
-    return {"script": "baseline", "val_loss": evaluate(model, val_ids), "steps": step, "tokens": tokens,
+    return {"script": "baseline", "val_loss": evaluate(model, val_ids, device), "steps": step, "tokens": tokens,
             "train_time_s": round(train_time, 1), "tokens_per_s": round(tokens / train_time),
             "precision": "bf16" if bf16 else "fp32", "threads": torch.get_num_threads(),
             "shape": f"{args.layers}x{args.hidden} lstm, dropout {args.dropout}, batch {args.batch}x{args.seq_len}",
@@ -127,6 +133,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1337)
     parser.add_argument("--threads", type=int, default=0, help="0: torch's choice")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     parser.add_argument("--json", type=Path, help="also write the result here")
     args = parser.parse_args()
     if args.threads:

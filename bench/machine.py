@@ -28,5 +28,11 @@ def simd() -> list[str]:
     return [f for f in SIMD if f" {f}" in flags]
 
 
-def describe() -> str:
-    return f"{cpu_name()}, {os.cpu_count()} CPUs ({', '.join(simd()) or 'no avx2'})"
+def describe(device: str = "cpu") -> str:
+    """The CPU, and the GPU where ``device`` is one."""
+    cpu = f"{cpu_name()}, {os.cpu_count()} CPUs ({', '.join(simd()) or 'no avx2'})"
+    if device.startswith("cuda"):
+        import torch
+
+        return f"{torch.cuda.get_device_name(torch.device(device))} (torch {torch.__version__}) with {cpu}"
+    return cpu

@@ -1,7 +1,7 @@
 """charlm against a plain script, side by side: the same machine, text, split and wall-clock budget.
 
     python bench/versus.py [--texts tinyshakespeare,shakespeare,python] [--budgets 60s,10m] [--threads 2,1]
-                           [--loop-rounds 3] [--json OUT]
+                           [--loop-rounds 3] [--device cpu|cuda] [--json OUT]
     make versus     # the table the README quotes (part of make bench)
 
 For every text, budget and thread count, one after the other with nothing else running:
@@ -49,15 +49,18 @@ def baseline_args(seconds: float) -> list[str]:
     return [] if seconds < 300 else ["--hidden", "512", "--dropout", "0.2", "--seq-len", "100"]
 
 
+DEVICE = "cpu"  # --device: where both train
+
+
 def run_baseline(text: Path, seconds: float, threads: int, extra: list[str] = ()) -> dict:
     command = [sys.executable, str(ROOT / "bench" / "baseline.py"), str(text), "--max-time", str(seconds),
-               "--threads", str(threads), *baseline_args(seconds), *extra]
+               "--threads", str(threads), "--device", DEVICE, *baseline_args(seconds), *extra]
     return json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
 
 
 def run_charlm(text: Path, seconds: float, threads: int, out: Path, extra: list[str] = ()) -> dict:
     command = [sys.executable, "-m", "charlm", "train", str(text), "--max-time", f"{seconds}s", "--threads",
-               str(threads), "-o", str(out), "--no-progress", "--no-sample", *extra]
+               str(threads), "--device", DEVICE, "-o", str(out), "--no-progress", "--no-sample", *extra]
     trained = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     if trained.returncode != 0:
         raise RuntimeError(f"charlm train failed:\n{trained.stderr[-2000:]}")
@@ -131,9 +134,12 @@ def main() -> None:
     parser.add_argument("--also", action="append", default=[], metavar="TEXT:BUDGET:THREADS",
                         help="one more comparison, e.g. tinyshakespeare:10m:2 (repeatable)")
     parser.add_argument("--loop-rounds", type=int, default=3, help="0: skip the loop-cost part")
+    parser.add_argument("--device", default="cpu", help="where both train: cpu, cuda, ...")
     parser.add_argument("--json", type=Path, help="where to write the results [bench/results/versus-DATE.json]")
     args = parser.parse_args()
-    header = f"charlm vs a plain script, val loss (nats/char), {describe()}, {time.strftime('%Y-%m-%d')}"
+    global DEVICE
+    DEVICE = args.device
+    header = f"charlm vs a plain script, val loss (nats/char), {describe(args.device)}, {time.strftime('%Y-%m-%d')}"
     print(header, flush=True)
     with tempfile.TemporaryDirectory(prefix="charlm-versus-") as tmp:
         work = Path(tmp)

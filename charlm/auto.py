@@ -4,8 +4,8 @@ Before training, a probe times a few real training steps (forward, backward, cli
 or three LSTM widths at each precision the device can use, within about 3 % of a time budget, and
 fits each precision's cost per token as a line in the model's arithmetic (``SpeedModel``). For every
 candidate width that gives the tokens it can read in the budget; the rule (``choose``, a pure
-function) takes the width whose tokens per parameter come closest to ``TOKENS_PER_PARAMETER``, the
-faster precision for it, a learning rate for its width and dropout for the passes over the text it
+function) takes the width whose tokens per parameter come closest to the target for the budget's
+compute (``target_ratio``: fewer per parameter as the compute grows), the faster precision for it, a learning rate for its width and dropout for the passes over the text it
 will make. The constants come from the measurements in ``configs/sweeps/auto/`` (``make
 auto-measure`` reruns them; results in ``docs/auto.md``). Every key the user set explicitly wins.
 """
@@ -22,16 +22,34 @@ if TYPE_CHECKING:
 
     from charlm.config import Config, TrainConfig
 
-WIDTHS = (128, 192, 256, 320, 384, 448, 512, 640, 768, 1024)  # two-layer LSTMs, 64-wide character embeddings
+# Two-layer LSTMs with 64-wide character embeddings. Not wider than 768: on the machine of docs/auto.md a
+# 2x1024 stalled (loss 2.6 after 500 steps, val 1.75 after 10 minutes against 1.42 for the 2x768).
+WIDTHS = (128, 192, 256, 320, 384, 448, 512, 640, 768)
 PROBE_WIDTHS = (256, 512)  # timed by the probe; the others are predicted from the fitted cost line
 PROBE_SHARE = 0.03  # of a time budget, at most
+TIMED_SECONDS = 0.25  # each timing runs steps for at least this long
 PROBE_SECONDS = 3.0  # without a time budget (steps or epochs), the probe only chooses the precision
 EVAL_SHARE = 0.03  # of the budget that evaluations during training may take
 # A lower precision must be this much faster to be chosen: near a tie the timings are noise (two runs
 # would choose differently), and fp32 is the more accurate.
 PRECISION_MARGIN = 1.15
-# Measured constants (see docs/auto.md); placeholders until the measurements are in.
-TOKENS_PER_PARAMETER = 4.0
+# Measured constants (docs/auto.md, configs/sweeps/auto/). At equal time, the best width's tokens per
+# parameter fell as the compute of the budget grew: about 4 at 3e12 parameter-tokens (tinyshakespeare or
+# Python source, 60 s of a 2x256 on 2 cores; about 1 and 11 were worse on either side, on 1 thread too), under
+# 1 at 4e13 (10 minutes: a 2x768 at 0.8 beat a 2x512 at 2.9). A power law through those optima gives the
+# target; the exponent is the one Kaplan et al. (2020) fitted for transformers, rounded (0.46).
+TOKENS_PER_PARAMETER = 4.0  # at REFERENCE_COMPUTE
+REFERENCE_COMPUTE = 3e12  # tokens x parameters
+COMPUTE_EXPONENT = 0.5
+# Dropout once a run reads its text DROPOUT_FROM_PASSES times or more (a 2x256 reading tinyshakespeare
+# 3.6 times in 60 s lost with it: 1.493 at 0.1, 1.531 at 0.25, against 1.481 without): DROPOUT where the text holds
+# FEW_TOKENS_PER_PARAMETER distinct tokens a parameter or more (0.25 beat 0.4 for a 2x768 reading
+# tinyshakespeare 5 times, 0.14 a parameter, and for a 2x512 reading it 9 times, 0.3), rising to
+# MOST_DROPOUT at half that (0.5 beat 0.3 for a 2x512 reading names.txt 20 times, 0.06 a parameter,
+# while a 2x256 reading it 60 times, 0.22 a parameter, preferred 0.3).
+DROPOUT_FROM_PASSES = 4.5
+DROPOUT, MOST_DROPOUT = 0.25, 0.5
+FEW_TOKENS_PER_PARAMETER = 0.12
 EMBEDDING = 64
 
 
@@ -100,9 +118,19 @@ def _sync(device: "torch.device") -> None:
         torch.cuda.synchronize(device)
 
 
-def time_training(shape: Shape, precision: str, vocab: int, device: "torch.device", steps: int = 2) -> float:
-    """Seconds per token of ``steps`` real training steps of ``shape`` (after one to warm up): forward
-    from the carried state, loss, backward, clipping, a fused AdamW update, on random characters."""
+def warm_up(device: "torch.device", precisions: list[str], cell: str) -> None:
+    """On a GPU, one tiny training step in each precision first: the first step starts the CUDA context
+    and cuDNN and picks kernels (seconds, paid by any run), and no timing should count that."""
+    if device.type != "cpu":
+        for precision in precisions:
+            time_training(Shape(16, 1, 8, cell, batch=2, seq_len=4), precision, 8, device, min_seconds=0.0)
+
+
+def time_training(shape: Shape, precision: str, vocab: int, device: "torch.device",
+                  min_seconds: float = TIMED_SECONDS) -> float:
+    """Seconds per token of real training steps of ``shape`` (two to warm up, then at least two and at
+    least ``min_seconds``): forward from the carried state, loss, backward, clipping, a fused AdamW
+    update, on random characters. A GPU's step takes milliseconds: two of them would time the noise."""
     import torch
     import torch.nn.functional as F
 
@@ -126,12 +154,15 @@ def time_training(shape: Shape, precision: str, vocab: int, device: "torch.devic
         optimizer.step()
         state = tuple(t.detach() for t in state)
 
-    step()
-    _sync(device)
-    started = time.perf_counter()
-    for _ in range(steps):
+    for _ in range(2):
         step()
     _sync(device)
+    started, steps = time.perf_counter(), 0
+    while steps < 2 or time.perf_counter() - started < min_seconds:
+        step()
+        steps += 1
+        if steps >= 2:
+            _sync(device)
     return (time.perf_counter() - started) / (steps * shape.tokens_per_step)
 
 
@@ -189,33 +220,47 @@ def faster(rates: dict[str, float]) -> str:
 
 
 def learning_rate_for(hidden: int) -> float:
-    """AdamW's peak rate for a width: placeholder until measured."""
-    return 8e-3 * math.sqrt(256 / hidden)
+    """AdamW's peak rate for a width, through what was measured best: 8e-3 at 256 (5e-3 and 1.2e-2 were
+    worse), 4e-3 at 768 (fine; a 2x1024 stalled at it); never above 8e-3."""
+    return min(8e-3, 8e-3 * (256 / hidden) ** 0.63)
 
 
-def dropout_for(epochs: float) -> float:
-    """Dropout for the passes over the text a run will make: placeholder until measured."""
-    return 0.0 if epochs <= 4 else min(0.4, 0.1 * math.log2(epochs / 2))
+def dropout_for(passes: float, text_per_parameter: float) -> float:
+    """Dropout for the passes over the text a run will make and the distinct tokens it holds a parameter."""
+    if passes < DROPOUT_FROM_PASSES:
+        return 0.0
+    scarcity = math.log2(FEW_TOKENS_PER_PARAMETER / max(text_per_parameter, 1e-9))
+    return DROPOUT + (MOST_DROPOUT - DROPOUT) * min(max(scarcity, 0.0), 1.0)
+
+
+def target_ratio(compute: float) -> float:
+    """The tokens per parameter that train best for a budget of ``compute`` (tokens x parameters)."""
+    return TOKENS_PER_PARAMETER * (max(compute, 1.0) / REFERENCE_COMPUTE) ** -COMPUTE_EXPONENT
+
+
+def _miss(tokens: float, parameters: int) -> float:
+    """How far (in log) a candidate's tokens per parameter lie from the target for its compute."""
+    tokens = max(tokens, 1.0)
+    return abs(math.log(tokens / (parameters * target_ratio(tokens * parameters))))
 
 
 def choose(speeds: SpeedModel, budget: Budget, train_tokens: int, vocab: int, spent: float = 0.0,
            eval_tokens: int = 0, template: Shape | None = None, widths: tuple[int, ...] = WIDTHS) -> Choice:
     """The rule, given measured speeds: of ``widths`` (of ``template``'s shape), the one whose tokens per
-    parameter in the budget come closest to ``TOKENS_PER_PARAMETER``, at the faster precision for it
-    (bf16 only if it is faster on this machine)."""
+    parameter in the budget come closest to ``target_ratio`` for its compute, at the faster precision for it (bf16 only if clearly faster on this machine), with a learning rate
+    for its width, dropout for its passes over the text, and about one evaluation a minute."""
     template = template or Shape(256)
-    scored = []
+    candidates = []
     for width in widths:
         shape = replace(template, hidden=width, embedding=min(template.embedding, width))
         precision = faster({p: speeds.tokens_per_s(shape, p, vocab) for p in speeds.lines})
         rate = speeds.tokens_per_s(shape, precision, vocab)
         tokens = budget.tokens(rate, shape.tokens_per_step, train_tokens, spent)
-        parameters = shape.parameters(vocab)
-        target = TOKENS_PER_PARAMETER * parameters
-        # No budget at all (every limit null): nothing to fit to, so the default width.
-        distance = abs(math.log(width / 256)) if math.isinf(tokens) else abs(math.log(max(tokens, 1.0) / target))
-        scored.append((distance, width, shape, precision, rate, tokens, parameters))
-    _, _, shape, precision, rate, tokens, parameters = min(scored)
+        candidates.append((shape, precision, rate, tokens, shape.parameters(vocab)))
+    if math.isinf(candidates[0][3]):  # no budget at all (every limit null): nothing to fit, the default width
+        shape, precision, rate, tokens, parameters = min(candidates, key=lambda c: abs(math.log(c[0].hidden / 256)))
+    else:
+        shape, precision, rate, tokens, parameters = min(candidates, key=lambda c: _miss(c[3], c[4]))
     if math.isinf(tokens):
         return Choice(shape, precision, learning_rate_for(shape.hidden), 0.0, 250, rate, tokens, tokens, parameters)
     epochs = tokens / max(train_tokens, 1)
@@ -224,7 +269,8 @@ def choose(speeds: SpeedModel, budget: Budget, train_tokens: int, vocab: int, sp
     if budget.seconds:  # about one a minute, within EVAL_SHARE (forward only: a third of a step's work a token)
         affordable = EVAL_SHARE * budget.seconds * rate * 3 / eval_tokens if eval_tokens else math.inf
         evals = int(max(1, min(20, budget.seconds // 60, affordable)))
-    lr, dropout = float(f"{learning_rate_for(shape.hidden):.2g}"), round(dropout_for(epochs), 2)  # as a person writes them
+    lr = float(f"{learning_rate_for(shape.hidden):.2g}")  # rounded as a person writes them
+    dropout = round(dropout_for(epochs, train_tokens / parameters), 2)
     return Choice(shape, precision, lr, dropout, max(1, math.ceil(steps / evals)), rate, tokens, epochs, parameters)
 
 
@@ -317,6 +363,7 @@ def decide(config: "Config", text: Text, device: "torch.device", precisions: lis
     vocab = text.vocab
     budget = Budget.of(config.train)
     allowance = PROBE_SHARE * budget.seconds if budget.seconds else PROBE_SECONDS
+    warm_up(device, precisions, shape.cell)
     started = time.perf_counter()
     timings = []
     # Every precision at the smaller width (that settles which is faster), then only the faster one at the
@@ -343,6 +390,7 @@ def decide_precision(config: "Config", vocab: int, device: "torch.device", preci
     (bf16 only where it is faster here: a GRU on a CPU is often no faster in bf16 than in fp32)."""
     m, t = config.model, config.train
     shape = Shape(m.hidden_size, m.num_layers, m.embedding_size or m.hidden_size, m.cell, t.batch_size, t.seq_len)
+    warm_up(device, precisions, shape.cell)
     started = time.perf_counter()
     timings = [_timing(shape, precision, vocab, device) for precision in precisions]
     chosen = faster({t["precision"]: t["tokens_per_s"] for t in timings})
