@@ -30,6 +30,9 @@ import torch.nn.functional as F
 from torch import nn
 
 
+WARM_STEPS = 25  # steady_tokens_per_s leaves these out, as charlm's first logged window does
+
+
 class CharLSTM(nn.Module):
     def __init__(self, vocab: int, hidden: int, layers: int, dropout: float):
         super().__init__()
@@ -91,6 +94,7 @@ def train(args: argparse.Namespace) -> dict:
     data = streams(train_ids, args.batch, device)
     windows = (data.shape[1] - 1) // args.seq_len
     state, step, started = None, 0, time.perf_counter()
+    warm = None
     while (elapsed := time.perf_counter() - started) < args.max_time:
         window = step % windows
         if window == 0:
@@ -109,12 +113,16 @@ def train(args: argparse.Namespace) -> dict:
         optimizer.step()
         state = tuple(s.detach() for s in state)
         step += 1
+        if step == WARM_STEPS:
+            warm = time.perf_counter()
     if device.type == "cuda":
         torch.cuda.synchronize()  # the GPU may still be running queued steps
     train_time = time.perf_counter() - started
     tokens = step * args.batch * args.seq_len
+    steady = (step - WARM_STEPS) * args.batch * args.seq_len / (started + train_time - warm) if warm else None
     return {"script": "baseline", "val_loss": evaluate(model, val_ids, device), "steps": step, "tokens": tokens,
             "train_time_s": round(train_time, 1), "tokens_per_s": round(tokens / train_time),
+            "steady_tokens_per_s": round(steady) if steady else None,
             "precision": "bf16" if bf16 else "fp32", "threads": torch.get_num_threads(),
             "shape": f"{args.layers}x{args.hidden} lstm, dropout {args.dropout}, batch {args.batch}x{args.seq_len}",
             "parameters": sum(p.numel() for p in model.parameters())}
