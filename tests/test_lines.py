@@ -182,3 +182,16 @@ def test_a_list_is_recognised_and_a_play_is_not(tinyshakespeare):
     assert verdict("\n".join(WORDS * 10)) == (160, int(np.median([len(w) for w in WORDS])))
     assert verdict(read_text(tinyshakespeare)[:200_000]) is None
     assert verdict("short text\n" * 50) is None  # too few lines to tell
+
+
+def test_the_list_hint_reads_only_the_start_of_a_text(monkeypatch):
+    """A whole memory-mapped gigabyte would be paged in by a scan: the hint stops at HINT_CHARS."""
+    from charlm import lines
+
+    listing = "\n".join(WORDS * 10) + "\n"
+    text = listing + "a paragraph of prose\n\n" * 5_000  # blank lines after the list: prose, if read
+    vocab = Vocab.from_text(text)
+    tokens = vocab.encode(text)
+    assert lines.looks_like_a_list(tokens, vocab) is None
+    monkeypatch.setattr(lines, "HINT_CHARS", len(listing))
+    assert lines.looks_like_a_list(tokens, vocab) is not None
