@@ -28,7 +28,9 @@ def resolve_device(name: str) -> torch.device:
 def native_bf16(device: torch.device) -> bool:
     """Whether ``device`` computes bf16 in hardware (where autocast to bf16 pays off)."""
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        # Ampere (compute capability 8.0) and newer. torch.cuda.is_bf16_supported() alone also says yes on a
+        # T4 or V100, where bf16 is emulated, slower than fp32.
+        return torch.cuda.get_device_capability(device)[0] >= 8
     if device.type == "cpu":
         cpu = torch.cpu
         checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
@@ -63,6 +65,14 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=AUTOCAST_DTYPES[precision])
+
+
+def restore_scaler(scaler: torch.amp.GradScaler, saved: dict | None) -> None:
+    """Continue a run's fp16 loss scale where it stopped. A run saved in bf16 or fp32 holds a disabled
+    scaler's empty state, which an enabled one refuses: resumed in fp16 it starts from a fresh scale
+    (and an fp16 run resumed in another precision needs no scale at all)."""
+    if saved and scaler.is_enabled():
+        scaler.load_state_dict(saved)
 
 
 def set_threads(threads: int) -> None:

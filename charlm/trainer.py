@@ -40,7 +40,8 @@ from charlm.logs import NullLog, RunLog, truncate_metrics
 from charlm.model import CharRNN, detach_state
 from charlm.rundata import RunData
 from charlm.rundir import newest_checkpoint
-from charlm.runtime import autocast, resolve_device, resolve_precision, set_threads, usable_precisions
+from charlm.runtime import (autocast, resolve_device, resolve_precision, restore_scaler, set_threads,
+                            usable_precisions)
 from charlm.sample import Sampler, preview
 from charlm.schedule import budget_progress, learning_rate, stop_reason
 from charlm.state import TrainState
@@ -238,8 +239,7 @@ class Trainer:
         if self.average is not None:
             self.average.load(self.model, saved.model, saved.ema_updates)
         self.optimizer.load_state_dict(saved.optimizer)
-        if saved.scaler is not None:
-            self.scaler.load_state_dict(saved.scaler)
+        restore_scaler(self.scaler, saved.scaler)
         self.state = saved.state.on_rank(self.directions, self.rows, self.device)
         ranks, per_rank = self.ranks, saved.rng_ranks
         restore_rng_states(per_rank[ranks.rank] if per_rank and len(per_rank) == ranks.world else saved.rng)

@@ -47,3 +47,30 @@ def test_threads_are_set_only_when_asked():
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_bf16_on_a_gpu_only_from_ampere_on(monkeypatch):
+    """torch.cuda.is_bf16_supported() also says yes where bf16 is emulated (a T4 is 7.5, a V100 7.0)."""
+    from charlm.runtime import native_bf16, usable_precisions
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    for capability, native in (((7, 5), False), ((7, 0), False), ((8, 0), True), ((9, 0), True)):
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None, c=capability: c)
+        assert native_bf16(torch.device("cuda")) is native
+        assert ("bf16" in usable_precisions(torch.device("cuda"))) is native
+
+
+def test_a_run_saved_without_fp16_resumes_in_fp16_from_a_fresh_scale():
+    from charlm.runtime import restore_scaler
+
+    disabled = torch.amp.GradScaler("cpu", enabled=False)
+    enabled = torch.amp.GradScaler("cpu", enabled=True, init_scale=2.0**10)
+    with pytest.raises(RuntimeError):  # what resuming did before: the enabled scaler refuses an empty state
+        enabled.load_state_dict(disabled.state_dict())
+    restore_scaler(enabled, disabled.state_dict())
+    assert enabled.get_scale() == 2.0**10
+    saved = torch.amp.GradScaler("cpu", enabled=True, init_scale=2.0**7)
+    restore_scaler(enabled, saved.state_dict())  # fp16 resumed in fp16: the scale goes on
+    assert enabled.state_dict()["scale"] == 2.0**7
+    restore_scaler(disabled, saved.state_dict())  # fp16 resumed in bf16 or fp32: nothing to scale
+    assert not disabled.is_enabled()
