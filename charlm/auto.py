@@ -135,11 +135,11 @@ def time_training(shape: Shape, precision: str, vocab: int, device: "torch.devic
     import torch.nn.functional as F
 
     from charlm.model import CharRNN
-    from charlm.runtime import autocast
+    from charlm.runtime import autocast, fused_kernels
 
     generator = torch.Generator().manual_seed(0)  # not the global one: training's seeds stay as they were
     model = CharRNN(vocab, shape.cell, shape.hidden, shape.embedding, shape.layers).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), fused=device.type in ("cpu", "cuda"))
+    optimizer = torch.optim.AdamW(model.parameters(), fused=fused_kernels(device))
     tokens = torch.randint(0, vocab, (shape.batch, shape.seq_len + 1), generator=generator).to(device)
     state = None
 
@@ -150,7 +150,7 @@ def time_training(shape: Shape, precision: str, vocab: int, device: "torch.devic
         loss = F.cross_entropy(logits.float().flatten(0, 1), tokens[:, 1:].flatten())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0, foreach=True)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0, foreach=fused_kernels(device))
         optimizer.step()
         state = tuple(t.detach() for t in state)
 

@@ -67,6 +67,12 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     return torch.autocast(device_type=device.type, dtype=AUTOCAST_DTYPES[precision])
 
 
+def fused_kernels(device: torch.device) -> bool:
+    """Whether torch has the fused AdamW and the foreach gradient clipping on ``device`` (CUDA and CPU;
+    on Apple's MPS ``clip_grad_norm_(foreach=True)`` raises)."""
+    return device.type in ("cuda", "cpu")
+
+
 def restore_scaler(scaler: torch.amp.GradScaler, saved: dict | None) -> None:
     """Continue a run's fp16 loss scale where it stopped. A run saved in bf16 or fp32 holds a disabled
     scaler's empty state, which an enabled one refuses: resumed in fp16 it starts from a fresh scale

@@ -40,8 +40,8 @@ from charlm.logs import NullLog, RunLog, truncate_metrics
 from charlm.model import CharRNN, detach_state
 from charlm.rundata import RunData
 from charlm.rundir import newest_checkpoint
-from charlm.runtime import (autocast, resolve_device, resolve_precision, restore_scaler, set_threads,
-                            usable_precisions)
+from charlm.runtime import (autocast, fused_kernels, resolve_device, resolve_precision, restore_scaler,
+                            set_threads, usable_precisions)
 from charlm.sample import Sampler, preview
 from charlm.schedule import budget_progress, learning_rate, stop_reason
 from charlm.state import TrainState
@@ -381,7 +381,7 @@ class Trainer:
             torch.nn.utils.clip_grad_value_(self.params, cfg.clip_value)
         if self.main and cfg.log_layer_grads and (step + 1) % cfg.log_interval == 0:
             self.log.event("grads", step + 1, **layer_grad_norms(self.model))  # before clipping: what backprop gave
-        return torch.nn.utils.clip_grad_norm_(self.params, self.clip_norm, foreach=True)
+        return torch.nn.utils.clip_grad_norm_(self.params, self.clip_norm, foreach=fused_kernels(self.device))
 
     def _skip(self, loss: torch.Tensor, grad_norm: torch.Tensor) -> Outcome:
         state = self.state
@@ -529,9 +529,8 @@ def build_optimizer(model: CharRNN, config: TrainConfig, device: torch.device) -
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
     if config.optimizer == "adamw":
-        # The fused kernel does the whole update in one pass; torch has it on CUDA and CPU.
-        fused = device.type in ("cuda", "cpu")
-        return torch.optim.AdamW(groups, lr=config.lr, betas=(config.beta1, config.beta2), fused=fused)
+        # The fused kernel does the whole update in one pass.
+        return torch.optim.AdamW(groups, lr=config.lr, betas=(config.beta1, config.beta2), fused=fused_kernels(device))
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
     return torch.optim.RMSprop(groups, lr=config.lr, alpha=config.beta2)

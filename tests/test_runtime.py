@@ -74,3 +74,9 @@ def test_a_run_saved_without_fp16_resumes_in_fp16_from_a_fresh_scale():
     assert enabled.state_dict()["scale"] == 2.0**7
     restore_scaler(disabled, saved.state_dict())  # fp16 resumed in bf16 or fp32: nothing to scale
     assert not disabled.is_enabled()
+
+
+def test_fused_kernels_only_where_torch_has_them():
+    """clip_grad_norm_(foreach=True) raises on MPS tensors; fused AdamW is CUDA and CPU only."""
+    assert runtime.fused_kernels(CPU) and runtime.fused_kernels(torch.device("cuda"))
+    assert not runtime.fused_kernels(torch.device("mps"))
