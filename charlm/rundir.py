@@ -184,7 +184,7 @@ def run_directory(directory: Path, fresh: bool, owner: bool = True) -> Iterator[
             if fresh:
                 check_fresh(directory)
             yield
-    except CharlmError:
+    except Exception:  # bad input, out of memory, a bug: a run that failed at once leaves no directory
         if created:
             remove_if_only_lock(directory)
         raise

@@ -112,3 +112,15 @@ def test_read_only_output_directory(ws, capfd, tmp_path):
         main(["train", str(ws["text"]), "-o", str(locked / "run"), "--no-progress"])
     err = capfd.readouterr().err.strip()
     assert err.startswith("error: cannot create the run directory") and "Permission denied" in err
+
+
+def test_out_of_memory_is_one_line_saying_what_to_lower(ws, capfd, tmp_path):
+    """A model too large for the machine's RAM (here 600 GB of weights): not an 'internal error'."""
+    run = tmp_path / "huge"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", str(ws["text"]), "-o", str(run), "--hidden-size", "200000", "--set", "model.size=fixed",
+              "--max-steps", "2", "--device", "cpu", "--no-progress"])
+    err = capfd.readouterr().err.strip().splitlines()[-1]
+    assert exit_info.value.code == 1
+    assert err.startswith("error: out of memory") and "--hidden-size" in err and "internal error" not in err
+    assert not run.exists()  # nothing half-made is left behind

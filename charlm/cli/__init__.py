@@ -19,7 +19,7 @@ from charlm.cli.inspect import inspect_group
 from charlm.cli.sample import sample
 from charlm.cli.sweep import sweep
 from charlm.cli.train import train
-from charlm.errors import CharlmError
+from charlm.errors import CharlmError, out_of_memory
 
 EXIT_USAGE = 2
 
@@ -56,9 +56,12 @@ def main(argv: list[str] | None = None) -> None:
         # The reader (e.g. `| head`) went away: that is not an error of ours.
         sys.stderr.close()
         sys.exit(0)
-    except Exception as exc:  # a bug: still one line, unless --debug asks for the traceback
+    except Exception as exc:  # a bug, or memory: still one line, unless --debug asks for the traceback
         if _debug_enabled():
             raise
+        if (memory := out_of_memory(exc)) is not None:
+            print(f"error: {memory}", file=sys.stderr)
+            sys.exit(1)
         first = str(exc).splitlines()[0] if str(exc) else ""
         print(f"error: internal error {type(exc).__name__}: {first[:300]} (rerun with --debug for the"
               " traceback, and please report it)", file=sys.stderr)
