@@ -26,10 +26,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 def run(names: list[str], out_dir: Path) -> None:
     for name in names:
         print(f"[{name}]", flush=True)
-        # Equal-step sweeps (ts-steps-*) ask about learning per step, not speed: two trials at once.
-        workers = ["--workers", "2"] if name.startswith("ts-steps-") else []
-        subprocess.run([sys.executable, "-m", "charlm", "sweep", str(SWEEPS / f"{name}.yaml"), "-o", str(out_dir / name),
-                        *workers], check=True, cwd=ROOT)
+        subprocess.run([sys.executable, "-m", "charlm", "sweep", str(SWEEPS / f"{name}.yaml"), "-o", str(out_dir / name)],
+                       check=True, cwd=ROOT)
 
 
 def question(path: Path) -> str:

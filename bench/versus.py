@@ -49,18 +49,15 @@ def baseline_args(seconds: float) -> list[str]:
     return [] if seconds < 300 else ["--hidden", "512", "--dropout", "0.2", "--seq-len", "100"]
 
 
-DEVICE = "cpu"  # --device: where both train
-
-
-def run_baseline(text: Path, seconds: float, threads: int, extra: list[str] = ()) -> dict:
+def run_baseline(text: Path, seconds: float, threads: int, device: str, extra: list[str] = ()) -> dict:
     command = [sys.executable, str(ROOT / "bench" / "baseline.py"), str(text), "--max-time", str(seconds),
-               "--threads", str(threads), "--device", DEVICE, *baseline_args(seconds), *extra]
+               "--threads", str(threads), "--device", device, *baseline_args(seconds), *extra]
     return json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
 
 
-def run_charlm(text: Path, seconds: float, threads: int, out: Path, extra: list[str] = ()) -> dict:
+def run_charlm(text: Path, seconds: float, threads: int, device: str, out: Path, extra: list[str] = ()) -> dict:
     command = [sys.executable, "-m", "charlm", "train", str(text), "--max-time", f"{seconds}s", "--threads",
-               str(threads), "--device", DEVICE, "-o", str(out), "--no-progress", "--no-sample", *extra]
+               str(threads), "--device", device, "-o", str(out), "--no-progress", "--no-sample", *extra]
     trained = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     if trained.returncode != 0:
         raise RuntimeError(f"charlm train failed:\n{trained.stderr[-2000:]}")
@@ -80,15 +77,15 @@ def run_charlm(text: Path, seconds: float, threads: int, out: Path, extra: list[
             "parameters": start["parameters"], "probe_s": probe["seconds"] if probe else 0.0, "auto": chosen}
 
 
-def compare(texts: list[str], budgets: list[str], threads: list[int], work: Path) -> list[dict]:
+def compare(texts: list[str], budgets: list[str], threads: list[int], device: str, work: Path) -> list[dict]:
     rows = []
     for text_name in texts:
         text = text_path(text_name)
         for budget in budgets:
             seconds = seconds_of(budget)
             for count in threads:
-                plain = run_baseline(text, seconds, count)
-                ours = run_charlm(text, seconds, count, work / f"{text_name}-{budget}-{count}")
+                plain = run_baseline(text, seconds, count, device)
+                ours = run_charlm(text, seconds, count, device, work / f"{text_name}-{budget}-{count}")
                 row = {"text": text_name, "budget": budget, "threads": count, "baseline": plain, "charlm": ours,
                        "difference": ours["val_loss"] - plain["val_loss"]}
                 rows.append(row)
@@ -98,19 +95,19 @@ def compare(texts: list[str], budgets: list[str], threads: list[int], work: Path
     return rows
 
 
-def loop_cost(text_name: str, rounds: int, threads: int, work: Path) -> dict:
+def loop_cost(text_name: str, rounds: int, threads: int, device: str, work: Path) -> dict:
     """charlm's loop at the script's exact shape against the script: tokens/s of the training steps over
     30 s, alternating, both after their first 25 steps (charlm's from its logged windows, so its final
     evaluation and checkpoint, which the script does not have, are left out)."""
     text = text_path(text_name)
-    plain = run_baseline(text, 30, threads)
+    plain = run_baseline(text, 30, threads, device)
     same = ["--set", "model.size=fixed", "--cell", "lstm", "--hidden-size", "256", "--num-layers", "2",
             "--lr", "0.002", "--precision", plain["precision"], "--set", "train.eval_interval=1000000",
             "--set", "train.sample_length=0", "--set", "train.max_epochs=null"]
     ratios, pairs = [], []
     for number in range(rounds):
-        ours = run_charlm(text, 30, threads, work / f"loop-{number}", same)
-        base = run_baseline(text, 30, threads) if number else plain
+        ours = run_charlm(text, 30, threads, device, work / f"loop-{number}", same)
+        base = run_baseline(text, 30, threads, device) if number else plain
         ratios.append(ours["train_tokens_per_s"] / base["steady_tokens_per_s"])
         pairs.append((base["steady_tokens_per_s"], ours["train_tokens_per_s"]))
         print(f"  loop round {number + 1}: script {base['steady_tokens_per_s']:,} tok/s,"
@@ -144,18 +141,16 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="where both train: cpu, cuda, ...")
     parser.add_argument("--json", type=Path, help="where to write the results [bench/results/versus-DATE.json]")
     args = parser.parse_args()
-    global DEVICE
-    DEVICE = args.device
     header = f"charlm vs a plain script, val loss (nats/char), {describe(args.device)}, {time.strftime('%Y-%m-%d')}"
     print(header, flush=True)
     with tempfile.TemporaryDirectory(prefix="charlm-versus-") as tmp:
         work = Path(tmp)
         texts = [t for t in args.texts.split(",") if t]  # --texts "": only --also and the loop cost
-        rows = compare(texts, args.budgets.split(","), [int(t) for t in args.threads.split(",")], work)
+        rows = compare(texts, args.budgets.split(","), [int(t) for t in args.threads.split(",")], args.device, work)
         for extra in args.also:
             name, budget, count = extra.split(":")
-            rows += compare([name], [budget], [int(count)], work)
-        loop = loop_cost("tinyshakespeare", args.loop_rounds, 2, work) if args.loop_rounds else None
+            rows += compare([name], [budget], [int(count)], args.device, work)
+        loop = loop_cost("tinyshakespeare", args.loop_rounds, 2, args.device, work) if args.loop_rounds else None
     print_table(rows, loop, header)
     out = args.json or ROOT / "bench" / "results" / f"versus-{time.strftime('%Y%m%d')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

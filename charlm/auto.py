@@ -5,8 +5,8 @@ or three LSTM widths at each precision the device can use, within about 3 % of a
 fits each precision's cost per token as a line in the model's arithmetic (``SpeedModel``). For every
 candidate width that gives the tokens it can read in the budget; the rule (``choose``, a pure
 function) takes the width whose tokens per parameter come closest to the target for the budget's
-compute (``target_ratio``: fewer per parameter as the compute grows), the faster precision for it, a learning rate for its width and dropout for the passes over the text it
-will make. The constants come from the measurements in ``configs/sweeps/auto/`` (``make
+compute (``target_ratio``: fewer per parameter as the compute grows), the faster precision for it, a
+learning rate for its width and dropout for the passes over the text it will make. The constants come from the measurements in ``configs/sweeps/auto/`` (``make
 auto-measure`` reruns them; results in ``docs/auto.md``). Every key the user set explicitly wins.
 """
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     import torch
@@ -35,15 +35,15 @@ EVAL_SHARE = 0.03  # of the budget that evaluations during training may take
 PRECISION_MARGIN = 1.15
 # Measured constants (docs/auto.md, configs/sweeps/auto/). At equal time, the best width's tokens per
 # parameter fell as the compute of the budget grew: about 4 at 3e12 parameter-tokens (tinyshakespeare or
-# Python source, 60 s of a 2x256 on 2 cores; about 1 and 11 were worse on either side, on 1 thread too), under
-# 1 at 4e13 (10 minutes: a 2x768 at 0.8 beat a 2x512 at 2.9). A power law through those optima gives the
+# Python source, 60 s of a 2x256 on 2 cores; about 1 and 11 were worse on either side, on 1 thread
+# too), under 1 at 4e13 (10 minutes: a 2x768 at 0.8 beat a 2x512 at 2.9). A power law through those optima gives the
 # target; the exponent is the one Kaplan et al. (2020) fitted for transformers, rounded (0.46).
 TOKENS_PER_PARAMETER = 4.0  # at REFERENCE_COMPUTE
 REFERENCE_COMPUTE = 3e12  # tokens x parameters
 COMPUTE_EXPONENT = 0.5
 # Dropout once a run reads its text DROPOUT_FROM_PASSES times or more (a 2x256 reading tinyshakespeare
-# 3.6 times in 60 s lost with it: 1.493 at 0.1, 1.531 at 0.25, against 1.481 without): DROPOUT where the text holds
-# FEW_TOKENS_PER_PARAMETER distinct tokens a parameter or more (0.25 beat 0.4 for a 2x768 reading
+# 3.6 times in 60 s lost with it: 1.493 at 0.1, 1.531 at 0.25, against 1.481 without): DROPOUT where the
+# text holds FEW_TOKENS_PER_PARAMETER distinct tokens a parameter or more (0.25 beat 0.4 for a 2x768 reading
 # tinyshakespeare 5 times, 0.14 a parameter, and for a 2x512 reading it 9 times, 0.3), rising to
 # MOST_DROPOUT at half that (0.5 beat 0.3 for a 2x512 reading names.txt 20 times, 0.06 a parameter,
 # while a 2x256 reading it 60 times, 0.22 a parameter, preferred 0.3).
@@ -160,9 +160,8 @@ def time_training(shape: Shape, precision: str, vocab: int, device: "torch.devic
     started, steps = time.perf_counter(), 0
     while steps < 2 or time.perf_counter() - started < min_seconds:
         step()
+        _sync(device)  # a GPU queues steps: the clock must see each one done
         steps += 1
-        if steps >= 2:
-            _sync(device)
     return (time.perf_counter() - started) / (steps * shape.tokens_per_step)
 
 
@@ -179,6 +178,11 @@ class Budget:
     @classmethod
     def of(cls, train: "TrainConfig") -> "Budget":
         return cls(train.max_time, train.max_steps, train.max_epochs)
+
+    @property
+    def unlimited(self) -> bool:
+        """No limit at all (every one null): nothing to size a model for."""
+        return not (self.seconds or self.steps or self.epochs)
 
     def tokens(self, tokens_per_s: float, tokens_per_step: int, train_tokens: int, spent: float = 0.0) -> float:
         """Training tokens the budget allows at ``tokens_per_s`` (``spent``: seconds already used)."""
@@ -238,17 +242,27 @@ def target_ratio(compute: float) -> float:
     return TOKENS_PER_PARAMETER * (max(compute, 1.0) / REFERENCE_COMPUTE) ** -COMPUTE_EXPONENT
 
 
-def _miss(tokens: float, parameters: int) -> float:
-    """How far (in log) a candidate's tokens per parameter lie from the target for its compute."""
-    tokens = max(tokens, 1.0)
-    return abs(math.log(tokens / (parameters * target_ratio(tokens * parameters))))
+class Candidate(NamedTuple):
+    """A width the rule weighs, at the faster precision for it."""
+
+    shape: Shape
+    precision: str
+    tokens_per_s: float
+    tokens: float  # in the budget
+    parameters: int
+
+    def miss(self) -> float:
+        """How far (in log) its tokens per parameter lie from the target for its compute."""
+        tokens = max(self.tokens, 1.0)
+        return abs(math.log(tokens / (self.parameters * target_ratio(tokens * self.parameters))))
 
 
 def choose(speeds: SpeedModel, budget: Budget, train_tokens: int, vocab: int, spent: float = 0.0,
            eval_tokens: int = 0, template: Shape | None = None, widths: tuple[int, ...] = WIDTHS) -> Choice:
     """The rule, given measured speeds: of ``widths`` (of ``template``'s shape), the one whose tokens per
-    parameter in the budget come closest to ``target_ratio`` for its compute, at the faster precision for it (bf16 only if clearly faster on this machine), with a learning rate
-    for its width, dropout for its passes over the text, and about one evaluation a minute."""
+    parameter in the budget come closest to ``target_ratio`` for its compute, at the faster precision for
+    it (bf16 only if clearly faster on this machine), with a learning rate for its width, dropout for its
+    passes over the text, and about one evaluation a minute."""
     template = template or Shape(256)
     candidates = []
     for width in widths:
@@ -256,13 +270,11 @@ def choose(speeds: SpeedModel, budget: Budget, train_tokens: int, vocab: int, sp
         precision = faster({p: speeds.tokens_per_s(shape, p, vocab) for p in speeds.lines})
         rate = speeds.tokens_per_s(shape, precision, vocab)
         tokens = budget.tokens(rate, shape.tokens_per_step, train_tokens, spent)
-        candidates.append((shape, precision, rate, tokens, shape.parameters(vocab)))
-    if math.isinf(candidates[0][3]):  # no budget at all (every limit null): nothing to fit, the default width
-        shape, precision, rate, tokens, parameters = min(candidates, key=lambda c: abs(math.log(c[0].hidden / 256)))
-    else:
-        shape, precision, rate, tokens, parameters = min(candidates, key=lambda c: _miss(c[3], c[4]))
-    if math.isinf(tokens):
+        candidates.append(Candidate(shape, precision, rate, tokens, shape.parameters(vocab)))
+    if budget.unlimited:  # nothing to fit: the default width
+        shape, precision, rate, tokens, parameters = min(candidates, key=lambda c: abs(math.log(c.shape.hidden / 256)))
         return Choice(shape, precision, learning_rate_for(shape.hidden), 0.0, 250, rate, tokens, tokens, parameters)
+    shape, precision, rate, tokens, parameters = min(candidates, key=Candidate.miss)
     epochs = tokens / max(train_tokens, 1)
     steps = max(1, int(tokens // shape.tokens_per_step))
     evals = 10
@@ -298,7 +310,7 @@ class Decision:
             rates = ", ".join(f"{t['tokens_per_s'] / 1000:.0f}k tok/s in {t['precision']}" for t in self.speeds.timings)
             return f"auto: precision {self.proposed['train.precision']} — {rates} for this {self.speeds.timings[0]['shape']}"
         budget = self.budget
-        if math.isinf(c.tokens):
+        if budget.unlimited:
             return (f"auto: {c.shape.describe()} {c.precision}, lr {c.lr:.2g} — {c.tokens_per_s / 1000:.0f}k tok/s"
                     " here; no budget was given (max_time, max_steps or max_epochs), so the default width")
         spend = (f"in {_duration(budget.seconds)}" if budget.seconds else

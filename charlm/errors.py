@@ -26,9 +26,9 @@ def out_of_memory(exc: BaseException) -> str | None:
     if type(exc).__name__ != "OutOfMemoryError" and "can't allocate memory" not in text \
             and "out of memory" not in text.lower():
         return None
-    asked = re.search(r"allocate (\d+) bytes", text)
-    size = f" ({int(asked.group(1)) / 2**30:,.1f} GiB in one piece)" if asked else ""
-    where = re.search(r"Tried to allocate ([\d.]+ [KMGT]iB)", text)
-    size = size or (f" ({where.group(1)} more on the GPU)" if where else "")
+    cpu = re.search(r"allocate (\d+) bytes", text)  # the CPU allocator's wording, then CUDA's
+    gpu = re.search(r"Tried to allocate ([\d.]+ [KMGT]iB)", text)
+    size = (f" ({int(cpu.group(1)) / 2**30:,.1f} GiB in one piece)" if cpu else
+            f" ({gpu.group(1)} more on the GPU)" if gpu else "")
     return (f"out of memory{size}: the model or a batch is too large for this machine; lower --hidden-size,"
             " --num-layers, --batch-size or --seq-len (or train.eval_batch_size for evaluations)")

@@ -23,7 +23,10 @@ def test_ranges_are_described_and_int_ranges_can_be_a_grid(tmp_path, text):
     assert spec.trials == 5 and "train.lr: log-uniform in [0.0001, 0.01]" in describe(spec)
     grid = load_sweep(_sweep_file(tmp_path, text, "method: grid\nparameters:\n"
                                                    "  train.log_interval: {distribution: int, min: 1, max: 3}\n"))
-    assert grid.trials == 3
+    assert grid.trials == 3 and grid.workers == 1  # one at a time unless the file or --workers says
+    parallel = load_sweep(_sweep_file(tmp_path, text, "method: grid\nworkers: 2\nparameters:\n"
+                                                       "  model.cell: {values: [gru, lstm]}\n"))
+    assert parallel.workers == 2
 
 
 @pytest.mark.parametrize("body, message", [
@@ -43,6 +46,7 @@ def test_ranges_are_described_and_int_ranges_can_be_a_grid(tmp_path, text):
     ("method: random\nparameters:\n  train.log_interval: {distribution: int, min: 1, max: 2.5}\n",
      "max must be a whole number"),
     ("method: random\ntrials: 0\nparameters:\n  model.cell: {values: [gru]}\n", "trials must be a whole number >= 1"),
+    ("method: grid\nworkers: two\nparameters:\n  model.cell: {values: [gru]}\n", "workers must be a whole number >= 1"),
     ("method: tpe\npruner: medain\nparameters:\n  model.cell: {values: [gru]}\n", "did you mean 'median'"),
     ("method: tpe\n", "parameters must map config keys"),
     ("method: tpe\nparameters:\n  train.max_steps: {values: [5]}\n", "train.max_steps is both in set: and in parameters"),

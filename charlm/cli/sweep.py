@@ -12,12 +12,13 @@ from charlm.errors import CharlmError
 @click.command()
 @click.argument("sweep_file", type=click.Path(path_type=Path))
 @click.option("-o", "--out", type=click.Path(path_type=Path), help="Sweep directory [default: sweeps/<name>].")
-@click.option("--workers", type=int, default=1, show_default=True,
-              help="Trials run at once, as separate processes sharing the CPU threads.")
+@click.option("--workers", type=int,
+              help="Trials run at once, as separate processes sharing the CPU threads [default: the sweep"
+                   " file's workers, else 1].")
 @click.option("--storage", help="Optuna storage URL shared by workers on many machines [default: sqlite in -o].")
 @click.option("--dry-run", is_flag=True, help="Print the trials (grid) or the search space and exit.")
 @click.option("--report", "report_only", is_flag=True, help="Print the results table of the sweep so far and exit.")
-def sweep(sweep_file: Path, out: Path | None, workers: int, storage: str | None, dry_run: bool,
+def sweep(sweep_file: Path, out: Path | None, workers: int | None, storage: str | None, dry_run: bool,
           report_only: bool) -> None:
     """Run a hyperparameter sweep described by SWEEP_FILE (YAML) on Optuna.
 
@@ -26,7 +27,7 @@ def sweep(sweep_file: Path, out: Path | None, workers: int, storage: str | None,
     """
     from charlm.sweep import describe, load_sweep, report, results_table, run_sweep
 
-    if workers < 1:
+    if workers is not None and workers < 1:
         raise CharlmError(f"--workers must be >= 1, got {workers}")
     spec = load_sweep(sweep_file)
     if dry_run:
@@ -38,7 +39,7 @@ def sweep(sweep_file: Path, out: Path | None, workers: int, storage: str | None,
             raise CharlmError(f"no sweep in {out}: run `charlm sweep {sweep_file}` first, or give -o DIR")
         rows = report(spec, out, storage)
     else:
-        rows = run_sweep(spec, out, workers, storage, echo=lambda line: click.echo(line, err=True))
+        rows = run_sweep(spec, out, workers or spec.workers, storage, echo=lambda line: click.echo(line, err=True))
     click.echo(results_table(rows, spec))
     best = next((r for r in rows if r.state == "COMPLETE"), None)
     if best is not None:

@@ -16,7 +16,8 @@ from typing import Any
 from charlm.config import Config, apply_mapping, did_you_mean, load_yaml, section_fields, set_key, validate
 from charlm.errors import CharlmError
 
-SWEEP_KEYS = ("name", "base", "config", "data", "method", "trials", "metric", "pruner", "set", "parameters", "seed")
+SWEEP_KEYS = ("name", "base", "config", "data", "method", "trials", "workers", "metric", "pruner", "set", "parameters",
+              "seed")
 METHODS = ("grid", "random", "tpe")
 PRUNERS = ("none", "median", "hyperband")
 DISTRIBUTIONS = ("uniform", "log_uniform", "int")
@@ -56,6 +57,7 @@ class SweepSpec:
     pruner: dict[str, Any]
     parameters: list[Parameter]
     seed: int
+    workers: int = 1  # trials at once, unless --workers says otherwise
     raw: dict[str, Any] = field(default_factory=dict)  # as written, to recognise the same sweep on resume
 
     def grid(self) -> list[dict[str, Any]]:
@@ -108,12 +110,17 @@ def load_sweep(path: str | Path) -> SweepSpec:
                                   " or use method: random or tpe")
         trials = math.prod(len(p.grid_values()) for p in parameters)
     else:
-        trials = raw.get("trials", 20)
-        if not isinstance(trials, int) or isinstance(trials, bool) or trials < 1:
-            raise CharlmError(f"{where}: trials must be a whole number >= 1, got {trials!r}")
+        trials = _count(raw, "trials", 20, where)
     name = str(raw.get("name") or path.stem)
     return SweepSpec(name=name, base=base, method=method, trials=trials, metric=metric, pruner=pruner,
-                     parameters=parameters, seed=seed, raw=raw)
+                     parameters=parameters, seed=seed, workers=_count(raw, "workers", 1, where), raw=raw)
+
+
+def _count(raw: dict[str, Any], key: str, default: int, where: str) -> int:
+    value = raw.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise CharlmError(f"{where}: {key} must be a whole number >= 1, got {value!r}")
+    return value
 
 
 def _base_config(raw: dict[str, Any], path: Path, where: str) -> tuple[Config, dict[str, Any]]:
