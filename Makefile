@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install train test bench bench-quick versus auto-measure presets figures clean
+.PHONY: install train test test-gpu bench bench-quick versus auto-measure presets figures clean
 
 install: $(STAMP)
 
@@ -24,6 +24,11 @@ train: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The CUDA paths only (tests/test_gpu.py), on a machine with a GPU: install a CUDA build of torch
+# first (TORCH_VERSION stays the same; pip picks the build from the index you give it).
+test-gpu: $(STAMP)
+	$(BIN)/python -m pytest -q -m gpu -rs
 
 # Every performance figure of the README in one run (about 45 minutes): training tok/s vs the bare
 # kernel, the 60 s preset, sampling, start-up, memory on a 1 GB text (bench/run.py), then charlm

@@ -140,7 +140,7 @@ def bench_train(args: argparse.Namespace, info: dict[str, Any], work: Path) -> l
     steps = 12 if args.quick else 30
     batch, seq_len = 32, 64
     rows = []
-    for precision in ("fp32", "bf16"):
+    for precision in ("fp32", "bf16", "fp16") if device.type == "cuda" else ("fp32", "bf16"):
         try:
             resolve_precision(precision, device)
         except CharlmError as exc:
@@ -170,7 +170,7 @@ def bench_preset(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
     configs = [ROOT / "configs" / "tinyshakespeare-60s.yaml"]
     if args.with_10m:
         configs.append(ROOT / "configs" / "tinyshakespeare-10m.yaml")
-    extra = ["--set", "train.max_time=15s"] if args.quick else []
+    extra = ["--device", args.device] + (["--set", "train.max_time=15s"] if args.quick else [])
     rows = []
     for config in configs:
         row = run_preset(config, args.text, work / f"preset-{config.stem}", extra)
@@ -185,51 +185,59 @@ def bench_preset(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
 # ---- sampling -----------------------------------------------------------------------------------
 
 def _per_call_generate(model, length: int, streams: int, generator) -> None:
-    """The slow path the fast one replaced: one ``nn.<cell>`` call per character."""
+    """The slow path the fast one replaced: one ``nn.<cell>`` call per character, each id read back
+    to the host as the fast path's ``generate`` does."""
     import torch
 
-    tokens = torch.zeros(streams, 1, dtype=torch.long)
+    tokens = torch.zeros(streams, 1, dtype=torch.long, device=model.head.weight.device)
     logits, state = model(tokens)
     for _ in range(length):
         probs = torch.softmax(logits[:, -1], dim=-1)
         tokens = torch.multinomial(probs, 1, generator=generator)
+        tokens.cpu()
         logits, state = model(tokens, state)
 
 
-def _calls_per_s(call: Callable[[], Any], seconds: float) -> float:
+def _calls_per_s(call: Callable[[], Any], seconds: float, device: "torch.device") -> float:  # noqa: F821
     for _ in range(5):
         call()
+    _sync(device)
     count, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
-        call()
-        count += 1
+        for _ in range(10):
+            call()
+        _sync(device)
+        count += 10
     return count / (time.perf_counter() - started)
 
 
-def _matmul_gflops(seconds: float = 1.0) -> float:
+def _matmul_gflops(device: "torch.device", seconds: float = 1.0) -> float:  # noqa: F821
     """fp32 matmul throughput at the 256-stream sampling shape (the compute limit's yardstick)."""
     import torch
 
-    a, b = torch.randn(256, 1024), torch.randn(1024, 2048)
-    return 2 * 256 * 1024 * 2048 * _calls_per_s(lambda: torch.mm(a, b), seconds) / 1e9
+    a, b = torch.randn(256, 1024, device=device), torch.randn(1024, 2048, device=device)
+    return 2 * 256 * 1024 * 2048 * _calls_per_s(lambda: torch.mm(a, b), seconds, device) / 1e9
 
 
-def _matvec_gb_per_s(seconds: float = 1.0) -> float:
+def _matvec_gb_per_s(device: "torch.device", seconds: float = 1.0) -> float:  # noqa: F821
     """Bytes of weights a one-stream step streams through per second (it is memory-bound)."""
     import torch
 
-    weights, vector = torch.randn(2048, 1024), torch.randn(1024)
-    return weights.numel() * 4 * _calls_per_s(lambda: torch.mv(weights, vector), seconds) / 1e9
+    weights, vector = torch.randn(2048, 1024, device=device), torch.randn(1024, device=device)
+    return weights.numel() * 4 * _calls_per_s(lambda: torch.mv(weights, vector), seconds, device) / 1e9
 
 
 def bench_sample(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from charlm.model import CharRNN
+    from charlm.runtime import prepare_device, resolve_device
     from charlm.sample import generate, make_generator
 
-    gflops = _matmul_gflops(0.5 if args.quick else 2.0)
-    bandwidth = _matvec_gb_per_s(0.5 if args.quick else 2.0)
+    device = resolve_device(args.device)
+    prepare_device(device)
+    gflops = _matmul_gflops(device, 0.5 if args.quick else 2.0)
+    bandwidth = _matvec_gb_per_s(device, 0.5 if args.quick else 2.0)
     print(f"  fp32 matmul (256x1024 @ 1024x2048): {gflops:.0f} GFLOP/s; matrix-vector: {bandwidth:.0f} GB/s of weights",
           flush=True)
     rows = []
@@ -237,7 +245,7 @@ def bench_sample(args: argparse.Namespace) -> dict[str, Any]:
         if args.quick and cell == "gru":
             continue
         torch.manual_seed(0)
-        model = CharRNN(65, cell, hidden, num_layers=2).eval()
+        model = CharRNN(65, cell, hidden, num_layers=2).to(device).eval()
         gates = 4 * hidden if cell == "lstm" else 3 * hidden
         # Per character: layer 0's recurrent matmul (its input part is a table lookup), layer 1's
         # input and recurrent matmuls, the head.
@@ -251,7 +259,8 @@ def bench_sample(args: argparse.Namespace) -> dict[str, Any]:
                     continue
                 runs = []
                 for _ in range(1 if args.quick else 2):
-                    generator = make_generator(0)
+                    generator = make_generator(0, device)
+                    _sync(device)
                     started = time.perf_counter()
                     with torch.no_grad():
                         if path == "fast":
@@ -259,6 +268,7 @@ def bench_sample(args: argparse.Namespace) -> dict[str, Any]:
                                 pass
                         else:
                             _per_call_generate(model, length, streams, generator)
+                    _sync(device)
                     runs.append(length * streams / (time.perf_counter() - started))
                 timings[path] = max(runs)
             # One stream is bound by reading the weights, many streams by the arithmetic.
@@ -346,7 +356,7 @@ def bench_memory(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     written = time.perf_counter() - started
     env = dict(os.environ, XDG_CACHE_HOME=str(work / "cache"))
     command = _charlm("train", str(text), "-o", str(work / "memory-run"), "--no-progress", "--no-sample",
-                      "--max-steps", "30", "--set", "train.log_interval=10", "--set", "train.eval_interval=30")
+                      "--device", args.device, "--max-steps", "30", "--set", "train.log_interval=10", "--set", "train.eval_interval=30")
     started = time.perf_counter()
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(process.pid, 0)

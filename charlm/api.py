@@ -10,6 +10,7 @@ import torch
 
 from charlm.checkpoint import Checkpoint
 from charlm.config import Config
+from charlm.documents import TextSource
 from charlm.errors import CharlmError
 from charlm.evaluate import evaluate_directions
 from charlm.lines import Lines
@@ -46,12 +47,17 @@ class LanguageModel(Sampler):
 
     def run_data(self, progress: bool = False) -> RunData:
         """The text this model was trained on, read and split as in training."""
-        path = Path(self.checkpoint.text.path)
-        if not path.is_file():
-            raise CharlmError(f"the run's text {path} is gone: pass the file to use as FILE")
-        data = RunData.read(path, self.config.data, vocab=self.vocab, progress=progress)
+        data_config = self.config.data
+        if self.checkpoint.text.splits is not None:  # many files: read them as the run's config names them
+            source = TextSource.of(data_config.path, data_config.include, data_config.exclude)
+        else:
+            path = Path(self.checkpoint.text.path)
+            if not path.is_file():
+                raise CharlmError(f"the run's text {path} is gone: pass the file to use as FILE")
+            source = TextSource.of(path)
+        data = RunData.read(source, data_config, vocab=self.vocab, progress=progress)
         if data.sha256 != self.checkpoint.text.sha256:
-            raise CharlmError(f"{path} changed since {self.path} was trained: pass the file to use as FILE")
+            raise CharlmError(f"{source} changed since {self.path} was trained: pass the file to use as FILE")
         return data
 
     def own_data(self, split: str, progress: bool = False) -> "np.ndarray | Lines":

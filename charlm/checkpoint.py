@@ -42,7 +42,8 @@ class TextRecord:
     """The text a run trained on: where it was, and its checksum (a resume checks it is unchanged)."""
 
     path: str
-    sha256: str
+    sha256: str  # of the file, or for many files of their manifest (charlm.documents)
+    splits: dict[str, dict[str, int]] | None = None  # many files: files and characters of each split
 
 
 @dataclass
@@ -80,13 +81,17 @@ class Checkpoint:
         payload = {
             "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "charlm_version": self.charlm_version,
             "config": self.config.to_dict(), "vocab": self.vocab.to_list(), "parameters": self.parameters,
-            "precision": self.precision, "data": {"path": self.text.path, "sha256": self.text.sha256},
+            "precision": self.precision, "data": self._text_record(),
             "model": self.model, "state": self.state.to_checkpoint(),
             "optimizer": self.optimizer, "scaler": self.scaler, "rng": self.rng, "rng_ranks": self.rng_ranks,
         }
         if self.raw_model is not None:
             payload.update(raw_model=self.raw_model, ema_updates=self.ema_updates)
         return payload
+
+    def _text_record(self) -> dict[str, Any]:
+        record = {"path": self.text.path, "sha256": self.text.sha256}
+        return record if self.text.splits is None else {**record, "splits": self.text.splits}
 
     @classmethod
     def from_dict(cls, payload: dict[str, Any], source: str = "checkpoint") -> "Checkpoint":
@@ -108,8 +113,10 @@ class Checkpoint:
             raise CharlmError(f"{source} is a damaged charlm checkpoint ({_first_line(exc)})") from None
 
     def save(self, path: str | Path) -> None:
-        """Write atomically: ``path`` holds the old checkpoint or this one, never part of one."""
-        _write(path, self.to_dict())
+        """Write atomically: ``path`` holds the old checkpoint or this one, never part of one. Every
+        tensor is written from the CPU, so a plain ``torch.load(path, weights_only=True)`` works on a
+        machine without the GPU the run trained on."""
+        _write(path, on_cpu(self.to_dict()))
 
     @classmethod
     def load(cls, path: str | Path) -> "Checkpoint":
@@ -137,7 +144,7 @@ class Checkpoint:
             "tokens_seen": self.state.tokens_seen, "train_time_s": self.state.train_time,
             "best_val_loss": self.state.best_val_loss, "precision": self.precision,
             "bidirectional": self.config.model.bidirectional,
-            "data": {"path": self.text.path, "sha256": self.text.sha256}, "config": self.config.to_dict(),
+            "data": self._text_record(), "config": self.config.to_dict(),
         }
 
 
@@ -156,6 +163,18 @@ def _from_format_1(payload: dict[str, Any]) -> dict[str, Any]:
     data = payload["data"]
     return {**payload, "state": state, "data": {"path": data["path"], "sha256": data["sha256"]},
             "scaler": payload.get("scaler"), "rng_ranks": payload.get("rng_ranks")}
+
+
+def on_cpu(value: Any) -> Any:
+    """``value`` with every tensor inside its dicts, lists and tuples moved to the CPU (the optimizer's
+    state and the RNG states nest them)."""
+    if isinstance(value, torch.Tensor):
+        return value.cpu()
+    if isinstance(value, dict):
+        return {key: on_cpu(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(on_cpu(item) for item in value)
+    return value
 
 
 def _first_line(exc: BaseException) -> str:

@@ -19,6 +19,7 @@ from typing import Any
 from charlm.errors import CharlmError
 
 DATA_MODES = ("stream", "lines")
+DATA_SPLITS = ("auto", "contiguous", "documents")
 SIZES = ("auto", "fixed")
 CELLS = ("rnn_tanh", "rnn_relu", "gru", "lstm")
 OPTIMIZERS = ("adamw", "sgd", "rmsprop")
@@ -29,14 +30,20 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 
 @dataclass
 class DataConfig:
-    path: str | None = None  # text file to train on
+    # A text file, or several paths: files, folders (read recursively) and globs, one document per file.
+    path: str | list[str] | None = None
     corpus: str | None = None  # or a named corpus, see `charlm corpus list`
+    include: list[str] = field(default_factory=list)  # with folders: only files matching one of these globs
+    exclude: list[str] = field(default_factory=list)  # ...and none of these (e.g. "tests/**")
     encoding: str = "utf-8"
-    val_fraction: float = 0.1  # contiguous split: train, then val, then test
-    test_fraction: float = 0.0
+    val_fraction: float = 0.1  # share of the text held out for validation...
+    test_fraction: float = 0.0  # ...and for testing
+    # contiguous: train, then val, then test, cut in the token stream; documents: whole files held out
+    # (seeded by split_seed, by share of characters); auto: documents for several files, else contiguous.
+    split: str = "auto"
     cache_dir: str | None = None  # token cache; default $XDG_CACHE_HOME/charlm/tokens
     mode: str = "stream"  # stream: one long text | lines: one example per non-empty line (names, titles)
-    split_seed: int = 1337  # lines mode: the seeded shuffle that picks the held-out lines
+    split_seed: int = 1337  # the seeded shuffle that picks the held-out lines (lines mode) or files (documents)
     holdout_cap: int | None = None  # lines mode: at most this many val (and test) lines, e.g. 1000
 
 
@@ -212,10 +219,12 @@ def parse_scalar(text: str) -> Any:
 
 
 TYPE_WORDS = {"int": "a whole number (e.g. 32)", "float": "a number (e.g. 0.003)", "bool": "true or false",
-              "str": "a string"}
+              "str": "a string", "list": "a list of strings (e.g. ['*.py'])"}
 
 
 def _type_name(hint: Any) -> str:
+    if hint == list[str]:
+        return TYPE_WORDS["list"]
     names = [a.__name__ for a in typing.get_args(hint) if a is not type(None)] or [hint.__name__]
     return " or ".join(TYPE_WORDS.get(name, name) for name in names)
 
@@ -253,10 +262,17 @@ def coerce(key: str, value: Any, hint: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise wrong
         return float(value)
+    if hint == list[str] or (isinstance(value, list) and list[str] in args):  # globs; one path or several
+        base = list[str]
     if base is str:
         if isinstance(value, (list, dict)):
             raise wrong
         return value if isinstance(value, str) else str(value)
+    if base == list[str]:
+        values = value if isinstance(value, list) else [value]  # one value is a list of one
+        if any(isinstance(v, (list, dict)) or v is None for v in values):
+            raise wrong
+        return [v if isinstance(v, str) else str(v) for v in values]
     raise CharlmError(f"{key}: unsupported type {hint}")  # pragma: no cover - config bug
 
 
@@ -388,6 +404,7 @@ def _validate_data(data: DataConfig) -> None:
         raise CharlmError(f"data.encoding: unknown encoding '{data.encoding}' (e.g. utf-8, latin-1, cp1252)") from None
 
     _choice("data.mode", data.mode, DATA_MODES)
+    _choice("data.split", data.split, DATA_SPLITS)
     if data.holdout_cap is not None:
         _check(data.holdout_cap >= 1, f"data.holdout_cap must be >= 1 (or null for no cap), got {data.holdout_cap}")
 

@@ -20,10 +20,13 @@ import urllib.request
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from charlm.errors import CharlmError
 from charlm.fsutil import atomic_open
+
+if TYPE_CHECKING:
+    from charlm.documents import TextSource
 
 ENV_DIR = "CHARLM_CORPUS_DIR"
 
@@ -222,13 +225,19 @@ def _safe_name(name: str) -> bool:
     return not path.is_absolute() and ".." not in path.parts
 
 
-def text_of(config: Any, missing: str) -> Path:
-    """The text file a config trains on: ``data.path``, or the named corpus (fetched if need be);
-    ``missing`` is the error when it names neither."""
+def text_of(config: Any, missing: str) -> "TextSource":
+    """What a config trains on: ``data.path`` (a file, or files, folders and globs), or the named
+    corpus (fetched if need be); ``missing`` is the error when it names neither."""
     from charlm.data import check_text_file
+    from charlm.documents import TextSource, has_glob
 
-    if config.data.path:
-        return check_text_file(config.data.path)
-    if config.data.corpus:
-        return get_corpus(config.data.corpus)
+    data = config.data
+    if data.path:
+        source = TextSource.of(data.path, data.include, data.exclude)
+        only = source.paths[0]
+        if len(source.paths) == 1 and not has_glob(only) and not Path(only).expanduser().is_dir():
+            check_text_file(only)  # one line for a missing or unreadable file, before anything else
+        return source
+    if data.corpus:
+        return TextSource.of(get_corpus(data.corpus))
     raise CharlmError(missing)

@@ -24,6 +24,8 @@ from charlm.fsutil import atomic_open, atomic_write_text
 CHUNK_BYTES = 16 * 1024 * 1024  # files are read in chunks, so one larger than RAM still works
 CACHE_FORMAT = 1
 MARKER = "<line>"  # lines mode: marks a line's start and end; a vocabulary entry that no character equals
+DOCUMENT = "<doc>"  # many files: comes before each file's text; like MARKER, no character equals it
+MARKERS = (MARKER, DOCUMENT)
 CACHE_OPTION = "data.cache_dir"  # what moves the token cache, for error messages
 
 
@@ -35,12 +37,13 @@ class Vocab:
     """
 
     def __init__(self, chars: list[str]):
-        if len(set(chars)) != len(chars) or any(len(c) != 1 and c != MARKER for c in chars):
-            raise ValueError("vocabulary must be distinct single characters (and at most the line marker)")
+        if len(set(chars)) != len(chars) or any(len(c) != 1 and c not in MARKERS for c in chars):
+            raise ValueError("vocabulary must be distinct single characters (and at most the line and document markers)")
         self.chars = list(chars)
         self.index = {ch: i for i, ch in enumerate(self.chars)}
         self.marker: int | None = self.index.get(MARKER)  # lines mode: the start/end-of-line token
-        singles = [(i, c) for i, c in enumerate(self.chars) if c != MARKER]
+        self.document: int | None = self.index.get(DOCUMENT)  # many files: the start-of-document token
+        singles = [(i, c) for i, c in enumerate(self.chars) if c not in MARKERS]
         codepoints = np.array([ord(c) for _, c in singles], dtype=np.uint32)
         order = np.argsort(codepoints, kind="stable")
         self._sorted_codepoints = codepoints[order]
@@ -82,12 +85,12 @@ class Vocab:
         return ids.astype(self.dtype)
 
     def decode(self, ids: "np.ndarray | list[int]") -> str:
-        """The text of ``ids``; the line marker is never printed."""
-        return "".join(self.chars[int(i)] for i in ids if int(i) != self.marker)
+        """The text of ``ids``; the line and document markers are never printed."""
+        return "".join(self.chars[int(i)] for i in ids if int(i) not in (self.marker, self.document))
 
     def render(self, ids: "np.ndarray | list[int]") -> str:
         """Like ``decode``, but a line marker shows as a line break (lines mode previews)."""
-        return "".join("\n" if int(i) == self.marker else self.chars[int(i)] for i in ids)
+        return "".join("\n" if int(i) == self.marker else self.chars[int(i)] for i in ids if int(i) != self.document)
 
     def to_list(self) -> list[str]:
         return list(self.chars)
@@ -124,8 +127,16 @@ def check_text_file(path: str | Path) -> Path:
     return path
 
 
+class NotText(CharlmError):
+    """A file that is not text in the encoding asked for; ``reason`` says how ("binary", "not utf-8")."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
+
 def iter_text(path: str | Path, encoding: str = "utf-8", chunk_bytes: int | None = None) -> Iterator[str]:
-    """Decode a file chunk by chunk (``CHUNK_BYTES`` each); a bad byte raises CharlmError naming its offset."""
+    """Decode a file chunk by chunk (``CHUNK_BYTES`` each); a bad byte raises NotText naming its offset."""
     path = check_text_file(path)
     chunk_bytes = chunk_bytes or CHUNK_BYTES
     decoder = codecs.getincrementaldecoder(_codec(encoding))("strict")
@@ -135,22 +146,23 @@ def iter_text(path: str | Path, encoding: str = "utf-8", chunk_bytes: int | None
             raw = handle.read(chunk_bytes)
             final = not raw
             if offset == 0 and b"\x00" in raw[:8192] and codecs.lookup(encoding).name == "utf-8":
-                raise CharlmError(
+                raise NotText(
                     f"{path} looks like a binary file (NUL byte at offset {raw.index(0)}): give a text file,"
-                    " or --encoding utf-16 if it is UTF-16 text"
+                    " or --encoding utf-16 if it is UTF-16 text", "binary"
                 )
             buffered = len(decoder.getstate()[0])
             try:
                 text = decoder.decode(raw, final=final)
             except UnicodeDecodeError as exc:
                 at = offset - buffered + exc.start
-                raise CharlmError(
+                raise NotText(
                     f"{path} is not valid {encoding}: bad byte 0x{exc.object[exc.start]:02x} at offset {at};"
-                    " convert it to UTF-8 or pass --encoding (e.g. latin-1, cp1252)"
+                    " convert it to UTF-8 or pass --encoding (e.g. latin-1, cp1252)", f"not {encoding}"
                 ) from None
             except UnicodeError as exc:  # e.g. UTF-16 without a byte-order mark
-                raise CharlmError(
-                    f"{path} is not valid {encoding} ({exc}): convert it to UTF-8 or pass the right --encoding"
+                raise NotText(
+                    f"{path} is not valid {encoding} ({exc}): convert it to UTF-8 or pass the right --encoding",
+                    f"not {encoding}"
                 ) from None
             if text:
                 yield text
@@ -208,7 +220,7 @@ def _progress(chunks: Iterator[str], path: Path, what: str, enabled: bool) -> It
             bar.update(len(text.encode("utf-8", "surrogatepass")))
 
 
-def _load_json(path: Path) -> dict | None:
+def load_json(path: Path) -> dict | None:
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -230,17 +242,13 @@ def load_tokens(
     its metadata is rebuilt rather than trusted.
     """
     path = check_text_file(path)
-    cache = Path(cache_dir) if cache_dir else default_cache_dir()
-    try:
-        cache.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CharlmError(f"cannot create the token cache {cache}: {exc.strerror}; set data.cache_dir") from None
+    cache = cache_folder(cache_dir)
     sha = file_sha256(path)
     codec_name = codecs.lookup(encoding).name
 
     if vocab is None:
         vocab_meta_path = cache / f"{sha[:32]}-{codec_name}.vocab.json"
-        meta = _load_json(vocab_meta_path)
+        meta = load_json(vocab_meta_path)
         if meta and meta.get("format") == CACHE_FORMAT and meta.get("sha256") == sha:
             vocab = Vocab(meta["vocab"])
         else:
@@ -259,7 +267,7 @@ def load_tokens(
     vocab_key = hashlib.sha256(json.dumps(vocab.to_list()).encode("utf-8", "surrogatepass")).hexdigest()
     stem = cache / f"{sha[:32]}-{codec_name}-{vocab_key[:16]}"
     tokens_path, meta_path = stem.with_suffix(".tokens"), stem.with_suffix(".json")
-    meta = _load_json(meta_path)
+    meta = load_json(meta_path)
     if not (meta and _cache_entry_ok(tokens_path, meta, sha, vocab)):
         meta = _build_cache(path, encoding, vocab, tokens_path, meta_path, sha, progress)
     tokens = np.memmap(tokens_path, dtype=np.dtype(meta["dtype"]), mode="r", shape=(meta["tokens"],)) \
@@ -270,14 +278,29 @@ def load_tokens(
 
 
 def _cache_entry_ok(tokens_path: Path, meta: dict, sha: str, vocab: Vocab) -> bool:
+    return meta.get("sha256") == sha and meta.get("vocab") == vocab.to_list() and tokens_intact(tokens_path, meta)
+
+
+def tokens_intact(tokens_path: Path, meta: dict) -> bool:
+    """Whether a cache entry's token file is the one its metadata describes (format, size, checksum)."""
     try:
-        if meta.get("format") != CACHE_FORMAT or meta.get("sha256") != sha or meta.get("vocab") != vocab.to_list():
+        if meta.get("format") != CACHE_FORMAT:
             return False
         if tokens_path.stat().st_size != meta["tokens"] * np.dtype(meta["dtype"]).itemsize:
             return False
         return file_sha256(tokens_path) == meta["tokens_sha256"]
     except (OSError, KeyError, TypeError):
         return False
+
+
+def cache_folder(cache_dir: str | Path | None) -> Path:
+    """The token cache's folder (``data.cache_dir``, else the default), created if need be."""
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CharlmError(f"cannot create the token cache {cache}: {exc.strerror}; set data.cache_dir") from None
+    return cache
 
 
 def _build_cache(

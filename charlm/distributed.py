@@ -13,6 +13,7 @@ Everything here is a no-op for a single process (``world == 1``).
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ class Distributed:
     world: int = 1
     local_rank: int = 0
     local_world: int = 1
+    # Where the small tensors of agree/broadcast/sum live: NCCL takes only CUDA tensors, gloo any.
+    device: torch.device = torch.device("cpu")
 
     @property
     def enabled(self) -> bool:
@@ -65,15 +68,16 @@ class Distributed:
             return code, seconds
         import torch.distributed as dist
 
-        values = torch.tensor([float(code), seconds], dtype=torch.float64)
+        values = torch.tensor([float(code), seconds], dtype=torch.float64, device=self.device)
         dist.all_reduce(values, op=dist.ReduceOp.MAX)
-        return int(values[0]), float(values[1])
+        code_value, clock = values.tolist()
+        return int(code_value), clock
 
     def sum(self, values: torch.Tensor) -> torch.Tensor:
         if self.enabled:
             import torch.distributed as dist
 
-            values = values.clone()
+            values = values.to(self.device, copy=True)
             dist.all_reduce(values)
         return values
 
@@ -83,9 +87,10 @@ class Distributed:
             return value
         import torch.distributed as dist
 
-        holder = torch.tensor([float("nan") if value is None else value], dtype=torch.float64)
+        holder = torch.tensor([float("nan") if value is None else value], dtype=torch.float64, device=self.device)
         dist.broadcast(holder, src=0)
-        return None if torch.isnan(holder).item() else float(holder.item())
+        received = holder.item()
+        return None if math.isnan(received) else received
 
     def gather_state(self, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
         """The carried state of every rank's streams, in stream order (the batch is dimension 1)."""
@@ -95,9 +100,10 @@ class Distributed:
 
         gathered = []
         for tensor in state:
-            parts = [torch.empty_like(tensor) for _ in range(self.world)]
-            dist.all_gather(parts, tensor.contiguous())
-            gathered.append(torch.cat(parts, dim=1))
+            local = tensor.to(self.device).contiguous()
+            parts = [torch.empty_like(local) for _ in range(self.world)]
+            dist.all_gather(parts, local)
+            gathered.append(torch.cat(parts, dim=1).to(tensor.device))
         return tuple(gathered)
 
     def close(self, finished: bool) -> None:
@@ -153,17 +159,27 @@ def setup(device_name: str) -> Distributed:
         return info
     import torch.distributed as dist
 
+    use_cuda = device_name.startswith("cuda") or (device_name == "auto" and torch.cuda.is_available())
+    backend = choose_backend(use_cuda, torch.cuda.device_count() if use_cuda else 0, info.local_world)
+    if use_cuda:
+        gpu = info.local_rank % max(1, torch.cuda.device_count())
+        torch.cuda.set_device(gpu)
+        if backend == "nccl":
+            info.device = torch.device("cuda", gpu)
     if not dist.is_initialized():
-        use_cuda = device_name.startswith("cuda") or (device_name == "auto" and torch.cuda.is_available())
-        if use_cuda:
-            torch.cuda.set_device(info.local_rank)
         try:
-            dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+            dist.init_process_group(backend=backend)
         except Exception as exc:
             first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
             raise CharlmError(f"cannot join the torchrun process group: {first}; check MASTER_ADDR/MASTER_PORT"
                               " and that every node runs the same torchrun command") from None
     return info
+
+
+def choose_backend(use_cuda: bool, gpus: int, local_world: int) -> str:
+    """NCCL when every rank of this node has a GPU of its own; gloo otherwise (the CPU, or several
+    ranks sharing a GPU, which NCCL refuses). Gloo moves CUDA tensors through host memory."""
+    return "nccl" if use_cuda and gpus >= local_world else "gloo"
 
 
 def check_batch(info: Distributed, batch_size: int) -> None:

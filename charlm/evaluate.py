@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from charlm.data import eval_windows
 from charlm.lines import IGNORE, Lines, line_batches
 from charlm.model import CharRNN
-from charlm.runtime import autocast
+from charlm.runtime import accumulator_dtype, autocast
 
 EVAL_WINDOW = 512  # forward-only, so long windows: fewer kernel calls, same carried-state result
 
@@ -52,7 +52,7 @@ def evaluate_tokens(
         tokens = tokens[::-1]
     was_training = model.training
     model.eval()
-    total = torch.zeros((), dtype=torch.float64, device=device)
+    total = torch.zeros((), dtype=accumulator_dtype(device), device=device)
     count = 0
     state = None
     try:
@@ -61,7 +61,7 @@ def evaluate_tokens(
             y = torch.from_numpy(targets).to(device)
             with autocast(device, precision):
                 logits, state = model(x, state, direction=direction)
-            total += F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="sum").double()
+            total += F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="sum").to(total.dtype)
             count += y.numel()
     finally:
         model.train(was_training)
@@ -81,7 +81,7 @@ def evaluate_lines(
     """Mean loss per predicted character over whole lines, the end marker included (lines mode)."""
     was_training = model.training
     model.eval()
-    total = torch.zeros((), dtype=torch.float64, device=device)
+    total = torch.zeros((), dtype=accumulator_dtype(device), device=device)
     count = 0
     try:
         for inputs, targets in line_batches(lines, batch_size, marker, reverse=direction == "backward"):
@@ -90,7 +90,7 @@ def evaluate_lines(
             with autocast(device, precision):
                 logits, _ = model(x, direction=direction)
             total += F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="sum",
-                                     ignore_index=IGNORE).double()
+                                     ignore_index=IGNORE).to(total.dtype)
             count += int((targets != IGNORE).sum())
     finally:
         model.train(was_training)

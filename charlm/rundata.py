@@ -2,8 +2,9 @@
 
 Training, ``charlm eval``, the Python API and ``charlm inspect`` all take a run's data from
 ``RunData.read``, so they cut the same splits the same way: in stream mode the contiguous split of
-``charlm.data.split_tokens``, in lines mode the seeded whole-line split of
-``charlm.lines.split_lines``. ``encode_file`` reads any other file as a given model would.
+``charlm.data.split_tokens`` or, for many files, whole files held out (``charlm.documents``), in
+lines mode the seeded whole-line split of ``charlm.lines.split_lines``. ``encode_file`` reads any
+other file as a given model would.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import numpy as np
 
 from charlm.config import DataConfig
 from charlm.data import StreamBatches, TokenFile, Vocab, load_tokens, split_tokens
+from charlm.documents import DocumentTokens, TextSource, load_documents
+from charlm.errors import CharlmError
 from charlm.lines import LineBatches, Lines, LineSplits, lines_vocab, looks_like_a_list, split_into_lines, split_lines
 
 SPLITS = ("train", "val", "test")
@@ -44,7 +47,7 @@ def encode_file(path: str | Path, mode: str, vocab: Vocab | None = None, encodin
     return Encoded(split_into_lines(own.tokens, own.vocab, target), target, own.sha256, _left_out(own, target))
 
 
-def _left_out(own: TokenFile, vocab: Vocab) -> int:
+def _left_out(own: TokenFile | DocumentTokens, vocab: Vocab) -> int:
     """How many characters of a file the lines vocabulary ``vocab`` lacks (line breaks are not characters there)."""
     lacking = [i for i, ch in enumerate(own.vocab.chars) if ch not in vocab.index and ch not in "\n\r"]
     if not lacking:
@@ -53,24 +56,64 @@ def _left_out(own: TokenFile, vocab: Vocab) -> int:
     return int(counts[lacking].sum())
 
 
+def encode_documents(source: TextSource, config: DataConfig, vocab: Vocab | None = None,
+                     progress: bool = False) -> tuple[Encoded, DocumentTokens]:
+    """Many files as a model with ``vocab`` (None: their own characters) reads them; see ``charlm.documents``."""
+    split = "contiguous" if config.split == "contiguous" or config.mode == "lines" else "documents"
+    documents = load_documents(source, config.mode, split, config.val_fraction, config.test_fraction, config.split_seed,
+                               config.encoding, config.cache_dir, vocab, progress)
+    if config.mode == "stream":
+        return Encoded(documents.tokens, documents.vocab, documents.sha256, documents.unknown), documents
+    target = vocab or lines_vocab(documents.vocab)
+    lines = split_into_lines(documents.tokens, documents.vocab, target)
+    return Encoded(lines, target, documents.sha256, _left_out(documents, target)), documents
+
+
 class RunData:
     """The text a run trains on, its vocabulary, and its splits (cut when first asked for)."""
 
-    def __init__(self, path: Path, config: DataConfig, encoded: Encoded):
-        self.path = path
+    def __init__(self, source: TextSource, config: DataConfig, encoded: Encoded,
+                 documents: DocumentTokens | None = None):
+        self.source = source
         self.config = config
         self.mode = config.mode
         self.vocab = encoded.vocab
         self.sha256 = encoded.sha256
         self.unknown = encoded.unknown
         self.whole = encoded.data
+        self.documents = documents  # many files: what was read, skipped and held out; None for one file
 
     @classmethod
-    def read(cls, path: str | Path, config: DataConfig, vocab: Vocab | None = None,
+    def read(cls, source: "TextSource | str | Path", config: DataConfig, vocab: Vocab | None = None,
              progress: bool = False) -> "RunData":
-        """Read ``path`` as ``config`` says, in ``vocab`` (a run's own) or else the text's own characters."""
-        path = Path(path)
-        return cls(path, config, encode_file(path, config.mode, vocab, config.encoding, config.cache_dir, progress))
+        """Read ``source`` (a file, or many: see ``charlm.documents``) as ``config`` says, in ``vocab``
+        (a run's own) or else the text's own characters."""
+        source = TextSource.of(source, config.include, config.exclude)
+        single = source.single_file
+        if single is None:
+            return cls(source, config, *encode_documents(source, config, vocab, progress))
+        if config.split == "documents":
+            raise CharlmError(f"data.split=documents holds out whole files, and {single} is one file: give several"
+                              " files or a folder, or use --set data.split=contiguous")
+        return cls(source, config, encode_file(single, config.mode, vocab, config.encoding, config.cache_dir, progress))
+
+    def size_bytes(self) -> int:
+        """How large the text is on disk (all its files)."""
+        if self.documents is not None:
+            return sum(entry.size for entry in self.documents.entries)
+        return self.source.single_file.stat().st_size
+
+    def split_counts(self) -> dict[str, dict[str, int]] | None:
+        """Many files: the files and characters of each split (see ``DocumentTokens.counts``)."""
+        return self.documents.counts() if self.documents is not None else None
+
+    def describe_files(self) -> str:
+        """e.g. "412 files (370 train / 42 val), " for many files; "" for one."""
+        counts = self.split_counts()
+        if counts is None:
+            return ""
+        held = " / ".join(f"{counts[name]['files']:,} {name}" for name in ("train", "val", "test") if counts[name]["files"])
+        return f"{sum(c['files'] for c in counts.values()):,} files ({held}), "
 
     @property
     def unit(self) -> str:
@@ -82,6 +125,9 @@ class RunData:
         if self.mode == "lines":
             parts: LineSplits = split_lines(self.whole, c.val_fraction, c.test_fraction, c.split_seed, c.holdout_cap)
             return parts.train, parts.val, parts.test, parts.duplicates
+        if self.documents is not None and self.documents.bounds is not None:  # whole files held out
+            val_start, test_start = self.documents.bounds
+            return self.whole[:val_start], self.whole[val_start:test_start], self.whole[test_start:], 0
         parts = split_tokens(self.whole, c.val_fraction, c.test_fraction)
         return parts.train, parts.val, parts.test, 0
 

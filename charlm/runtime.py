@@ -47,9 +47,55 @@ def resolve_precision(name: str, device: torch.device) -> str:
             "this CPU has no native bf16 (AVX512-BF16 or AMX): bf16 would run many times slower than fp32"
             " and oneDNN's LSTM rejects it; use --precision fp32 or auto"
         )
+    if name == "bf16" and device.type == "mps" and not mps_bf16():
+        raise CharlmError("this Mac's Metal has no bf16 (it needs macOS 14 or newer): use --precision fp32 or auto")
     if name == "fp16" and device.type != "cuda":
         raise CharlmError(f"fp16 needs a CUDA GPU (device is {device.type}): use --precision auto, fp32 or bf16")
     return name
+
+
+def mps_bf16() -> bool:
+    """Whether Apple's MPS computes in bf16 here (macOS 14 and newer do; older ones raise on it)."""
+    try:
+        ones = torch.ones(2, 2, dtype=torch.bfloat16, device="mps")
+        return bool((ones @ ones).float().sum().item() == 8.0)
+    except (RuntimeError, TypeError):
+        return False
+
+
+def loss_scaling(device: torch.device, precision: str) -> bool:
+    """Whether the loss must be scaled so that small gradients survive in half precision: with fp16,
+    and with bf16 on CUDA too, because there autocast runs the cuDNN RNN in fp16 whatever dtype it
+    was asked for (ATen's autocast wrapper for ``_cudnn_rnn`` casts to half). The recurrent
+    gradients are then fp16 and underflow without a scale; the rest of the model runs in bf16."""
+    return precision == "fp16" or (precision == "bf16" and device.type == "cuda")
+
+
+def accumulator_dtype(device: torch.device) -> torch.dtype:
+    """The dtype to sum many losses in: float64, except on MPS, which has none."""
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
+def float64_device(device: torch.device) -> torch.device:
+    """Where float64 arithmetic can run: ``device``, or the CPU for MPS, which has no float64."""
+    return torch.device("cpu") if device.type == "mps" else device
+
+
+def rank_device(device: torch.device, local_rank: int, local_world: int) -> torch.device:
+    """The GPU a torchrun worker trains on: its own (cuda:LOCAL_RANK), whatever index --device gave,
+    so that ranks never pile onto one GPU; with fewer GPUs than ranks on this node, they share them
+    in turn. Other devices are the same for every rank."""
+    if device.type != "cuda" or local_world <= 1:
+        return device
+    count = max(1, torch.cuda.device_count())
+    return torch.device("cuda", local_rank % count)
+
+
+def prepare_device(device: torch.device) -> None:
+    """Process-wide settings for fast kernels on ``device``: TF32 tensor cores for fp32 matrix
+    products on CUDA (10 mantissa bits inside the product, fp32 sums; cuDNN's RNN already uses them)."""
+    if device.type == "cuda":
+        torch.set_float32_matmul_precision("high")
 
 
 def usable_precisions(device: torch.device) -> list[str]:

@@ -15,9 +15,10 @@ from typing import Any
 import torch
 
 from charlm.config import SampleConfig
-from charlm.data import MARKER, Vocab, format_chars
+from charlm.data import DOCUMENT, MARKER, Vocab, format_chars
 from charlm.errors import CharlmError
 from charlm.model import CharRNN
+from charlm.runtime import accumulator_dtype
 from charlm.step import FastStep
 
 
@@ -38,25 +39,34 @@ def filter_logits(logits: torch.Tensor, temperature: float, top_k: int = 0, top_
 
 
 def draw(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """One token id per row of ``logits`` (batch, vocab), drawn from their softmax.
+    """One token id per row of ``logits`` (batch, vocab), drawn from their softmax, on their device
+    (``generator`` must be on it too: on a GPU nothing goes through the host).
 
-    Inverse-CDF sampling: a uniform number placed in the cumulative distribution. It is a
-    third of ``torch.multinomial``'s cost at one stream, where each microsecond counts; the sums
-    are in float64 so that a token of probability zero (filtered out) can never be drawn.
+    Inverse-CDF sampling: a uniform number placed in the cumulative distribution. It is a third of
+    ``torch.multinomial``'s cost at one stream, where each microsecond counts. A token of
+    probability zero (filtered out) is never drawn: its cumulative sum equals its predecessor's, so
+    no uniform number falls in it, and a draw rounded up to the total is pulled back to the last
+    token that has any probability.
     """
-    cdf = torch.softmax(logits.cpu(), dim=-1, dtype=torch.float64).cumsum_(dim=-1)
-    uniform = torch.rand((logits.shape[0], 1), generator=generator, dtype=torch.float64)
-    ids = torch.searchsorted(cdf, uniform.mul_(cdf[:, -1:]), right=True).squeeze_(1)
-    return ids.clamp_(max=logits.shape[-1] - 1)
+    dtype = accumulator_dtype(logits.device)
+    cdf = torch.softmax(logits, dim=-1, dtype=dtype).cumsum_(dim=-1)
+    total = cdf[:, -1:].contiguous()
+    uniform = torch.rand((logits.shape[0], 1), generator=generator, dtype=dtype, device=logits.device)
+    ids = torch.searchsorted(cdf, uniform.mul_(total), right=True)
+    last_possible = torch.searchsorted(cdf, total, right=False)  # the first index where the sum is complete
+    return torch.minimum(ids, last_possible).squeeze_(1)
 
 
 def start_tokens(vocab: Vocab, prime: str) -> list[int]:
-    """Token ids to feed first. An empty prime starts as if after a newline (or a space); in lines
-    mode every sample starts with the line marker, and the prime is the start of the line."""
+    """Token ids to feed first. An empty prime starts a new document (a model of many files), or
+    else as if after a newline (or a space); in lines mode every sample starts with the line
+    marker, and the prime is the start of the line."""
     if vocab.marker is not None:
         return [vocab.marker] + [vocab.index[c] for c in prime]
     if prime:
         return [vocab.index[c] for c in prime]
+    if vocab.document is not None:
+        return [vocab.document]
     for fallback in ("\n", " "):
         if fallback in vocab.index:
             return [vocab.index[fallback]]
@@ -97,14 +107,16 @@ def generate(
             next_ids = logits.argmax(dim=-1)
         else:
             candidates = filter_logits(logits, 1.0, top_k, top_p) if filtering else logits
-            next_ids = draw(candidates, generator).to(device)
+            next_ids = draw(candidates, generator)
         yield next_ids.cpu()
         if step + 1 < length:
             logits = step_fn(next_ids, step_state, scale)
 
 
-def make_generator(seed: int | None) -> torch.Generator:
-    generator = torch.Generator()
+def make_generator(seed: int | None, device: torch.device | str = "cpu") -> torch.Generator:
+    """A random stream for ``draw`` on ``device`` (a seed gives the same text again on the same kind
+    of device; a GPU's stream differs from the CPU's)."""
+    generator = torch.Generator(device=device)
     if seed is None:
         generator.seed()
     else:
@@ -159,15 +171,21 @@ class Sampler:
         ids = start_tokens(self.vocab, prime[::-1] if reverse else prime)
         direction = "backward" if reverse else "forward"
         for step_ids in generate(self.model, ids, length, num_samples, temperature, top_k, top_p, greedy,
-                                 make_generator(seed), direction):
+                                 make_generator(seed, self.model.head.weight.device), direction):
             yield [self.vocab.chars[i] for i in step_ids.tolist()]
 
     def texts(self, prime: str = "", length: int = 500, num_samples: int = 1, stop: str | None = None,
-              reverse: bool = False, on_text: Callable[[str], None] | None = None, **options: Any) -> list[str]:
+              reverse: bool = False, on_text: Callable[[str], None] | None = None,
+              stop_at_document_end: bool = False, **options: Any) -> list[str]:
         """``num_samples`` samples in reading order: the prime then ``length`` generated characters, or
         with ``reverse`` the characters written before the prime, then the prime. A sample ends early
-        once it has produced ``stop``. ``on_text`` receives sample 0 as it is made (the prime first;
-        not with ``reverse``, whose text is only in reading order at the end)."""
+        once it has produced ``stop``, or with ``stop_at_document_end`` where the model (trained on
+        many files) starts the next document; the document marker itself is never part of a text.
+        ``on_text`` receives sample 0 as it is made (the prime first; not with ``reverse``, whose text
+        is only in reading order at the end)."""
+        if stop_at_document_end and self.vocab.document is None:
+            raise CharlmError("--stop-at-document-end needs a model trained on several files (it has no"
+                              " document marker): use --stop or --length")
         made = [""] * num_samples
         done = [False] * num_samples
         wanted = stop[::-1] if stop and reverse else stop  # made right to left, so the stop string is too
@@ -177,6 +195,9 @@ class Sampler:
         for chars in self.stream(prime, length, num_samples, reverse=reverse, **options):
             for i, ch in enumerate(chars):
                 if done[i]:
+                    continue
+                if ch == DOCUMENT:
+                    done[i] = stop_at_document_end
                     continue
                 made[i] += ch
                 if live and i == 0:

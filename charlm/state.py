@@ -63,6 +63,7 @@ class TrainState:
     evals_since_best: int = 0  # for train.patience
     bad_steps: int = 0  # NaN/Inf steps in a row now...
     skipped_steps: int = 0  # ...and in all
+    overflow_steps: int = 0  # updates the fp16 loss scale skipped (not faults: the scale adapts)
     carried: dict[str, State | None] = field(default_factory=dict)  # per direction; None: start afresh
     window: LogWindow = field(default_factory=lambda: LogWindow({}))
 
@@ -87,7 +88,7 @@ class TrainState:
         return {
             "step": self.step, "tokens_seen": self.tokens_seen, "train_time": self.train_time,
             "best_val_loss": self.best_val_loss, "evals_since_best": self.evals_since_best,
-            "bad_steps": self.bad_steps, "skipped_steps": self.skipped_steps,
+            "bad_steps": self.bad_steps, "skipped_steps": self.skipped_steps, "overflow_steps": self.overflow_steps,
             "carried": {direction: None if state is None else [t.detach().float().cpu() for t in state]
                         for direction, state in self.carried.items()},
             "log_window": {"sums": {name: total.item() for name, total in self.window.sums.items()},
@@ -101,6 +102,7 @@ class TrainState:
             step=saved["step"], tokens_seen=saved["tokens_seen"], train_time=saved["train_time"],
             best_val_loss=saved["best_val_loss"], evals_since_best=saved["evals_since_best"],
             bad_steps=saved["bad_steps"], skipped_steps=saved["skipped_steps"],
+            overflow_steps=saved.get("overflow_steps", 0),  # absent from checkpoints written before it existed
             carried={direction: None if state is None else tuple(state) for direction, state in saved["carried"].items()},
             window=LogWindow({name: torch.tensor(float(value)) for name, value in window["sums"].items()},
                              good_steps=window["good_steps"]),

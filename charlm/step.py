@@ -117,6 +117,7 @@ class StepState:
         self.layers = layers
         hidden = step.hidden_size
         batch, device = layers[0][0].shape[0], layers[0][0].device
+        self.device = device
         gate_width = step.token_table.shape[1]
         self.gates = [torch.empty(batch, gate_width, device=device) for _ in layers]
         self.scratch: list[torch.Tensor] = []

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from charlm import distributed
 from charlm.config import Config, build_config
@@ -25,19 +25,23 @@ from charlm.errors import CharlmError
 from charlm.rundir import resume_config, run_directory
 from charlm.trainer import Outcome, Trainer, TrainRequest, TrainResult
 
+if TYPE_CHECKING:
+    from charlm.documents import TextSource
+
 __all__ = ["TrainRequest", "TrainResult", "fit", "plan", "run", "session", "train"]
 
 
-def train(config: Config, text_path: str | Path, out_dir: str | Path, resume: bool = False,
+def train(config: Config, text: "TextSource | str | Path | Sequence[str | Path]", out_dir: str | Path, resume: bool = False,
           init_from: str | None = None, extend_vocab: bool = False, progress: bool = True,
           on_eval: Callable[[int, float], bool] | None = None) -> TrainResult:
-    """Train a model on ``text_path`` as ``config`` says, writing everything to ``out_dir``.
+    """Train a model on ``text`` (a file, or several files, folders and globs) as ``config`` says,
+    writing everything to ``out_dir``.
 
     ``resume`` continues the run in ``out_dir`` from its newest checkpoint, exactly where it was.
     ``on_eval(step, val_loss)`` is called after each evaluation; returning True stops the run
     (reason "pruned"): this is how a sweep stops hopeless trials early.
     """
-    return run(TrainRequest(config, Path(text_path), Path(out_dir), resume, init_from, extend_vocab, progress, on_eval))
+    return run(TrainRequest(config, text, Path(out_dir), resume, init_from, extend_vocab, progress, on_eval))
 
 
 def plan(config_file: str | Path | None, overrides: Sequence[tuple[str, Any]], out: Path | None = None,

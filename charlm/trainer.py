@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -31,6 +32,7 @@ from charlm.checkpoint import Checkpoint, TextRecord, restore_rng_states, rng_st
 from charlm.config import Config, TrainConfig, format_duration, set_key
 from charlm.console import Console
 from charlm.data import StreamBatches, Vocab, format_chars, load_tokens
+from charlm.documents import TextSource
 from charlm.distributed import Distributed, check_batch
 from charlm.errors import CharlmError
 from charlm.evaluate import EvalResult, evaluate_directions
@@ -40,8 +42,8 @@ from charlm.logs import NullLog, RunLog, truncate_metrics
 from charlm.model import CharRNN, detach_state
 from charlm.rundata import RunData
 from charlm.rundir import newest_checkpoint
-from charlm.runtime import (autocast, fused_kernels, resolve_device, resolve_precision, restore_scaler,
-                            set_threads, usable_precisions)
+from charlm.runtime import (autocast, fused_kernels, loss_scaling, prepare_device, rank_device, resolve_device,
+                            resolve_precision, restore_scaler, set_threads, usable_precisions)
 from charlm.sample import Sampler, preview
 from charlm.schedule import budget_progress, learning_rate, stop_reason
 from charlm.state import TrainState
@@ -60,7 +62,7 @@ class TrainRequest:
     """What a training run is asked to do: the one object that travels from the CLI or API to the trainer."""
 
     config: Config
-    text_path: Path
+    text: "TextSource | str | Path"  # a file, or many (files, folders, globs; see charlm.documents)
     out_dir: Path
     resume: bool = False  # continue the run in out_dir from its newest checkpoint
     init_from: str | None = None  # start from this checkpoint's weights (fine-tuning)
@@ -72,9 +74,10 @@ class TrainRequest:
         # The request owns its config (--init-from sets the architecture in it), and records where the
         # text is, so that `charlm train --resume DIR` finds it.
         self.config = copy.deepcopy(self.config)
-        self.text_path, self.out_dir = Path(self.text_path), Path(self.out_dir)
-        if not self.config.data.path and not self.config.data.corpus:
-            self.config.data.path = str(self.text_path)
+        data = self.config.data
+        self.text, self.out_dir = TextSource.of(self.text, data.include, data.exclude), Path(self.out_dir)
+        if not data.path and not data.corpus:
+            data.path = self.text.config_value()
         train, explicit = self.config.train, self.config.explicit
         if "train.max_epochs" not in explicit and {"train.max_time", "train.max_steps"} & explicit:
             train.max_epochs = None  # the default 10 epochs is for a run given no budget: --max-time 10m means 10 minutes
@@ -95,6 +98,7 @@ class TrainResult:
 class Outcome(enum.Enum):
     GOOD = "good"
     SKIPPED = "skipped"  # a NaN or Inf loss or gradient: no update
+    OVERFLOW = "overflow"  # the fp16 loss scale was too high: no update, a lower scale next time
     DIVERGED = "diverged"  # train.max_bad_steps skipped steps in a row
 
 
@@ -117,7 +121,7 @@ class Trainer:
         self.decision = self._auto() if not request.resume else None
         self._settle(resumed)
         if self.decision is not None:
-            self.console.say(self.decision.line(request.text_path.stat().st_size))
+            self.console.say(self.decision.line(self.data.size_bytes()))
         self._build(source)
         self.state = TrainState.fresh(self.directions, self.device)
         if resumed is not None:
@@ -138,7 +142,8 @@ class Trainer:
         """Threads and device."""
         ranks, cfg = self.ranks, self.cfg
         set_threads(cfg.threads or (max(1, (os.cpu_count() or 1) // ranks.local_world) if ranks.enabled else 0))
-        self.device = resolve_device(cfg.device)
+        self.device = rank_device(resolve_device(cfg.device), ranks.local_rank, ranks.local_world)
+        prepare_device(self.device)
 
     def _auto(self) -> auto.Decision | None:
         """model.size auto: rank 0 probes this machine and chooses (charlm/auto.py); every rank takes
@@ -181,17 +186,22 @@ class Trainer:
         """The text, in the vocabulary the run starts with (None: the text's own), checked against the
         resumed run's."""
         request = self.request
-        self.data = RunData.read(request.text_path, self.config.data, vocab, progress=self.console.wants_bar)
+        self.data = RunData.read(request.text, self.config.data, vocab, progress=self.console.wants_bar)
         if resumed is not None and resumed.text.sha256 != self.data.sha256:
+            what = "file" if request.text.single_file else "files (one added, changed or removed)"
             raise CharlmError(
-                f"{request.text_path} changed since this run started: resume with the original file, or start a"
+                f"{request.text} changed since this run started: resume with the original {what}, or start a"
                 f" new run from these weights with --init-from {request.out_dir / 'last.pt'}"
             )
         if self.data.unknown:
-            raise CharlmError(f"{request.text_path} has characters outside the vocabulary ({self.data.unknown})")
+            raise CharlmError(f"{request.text} has characters outside the vocabulary ({self.data.unknown})")
+        documents = self.data.documents
+        if self.main and documents is not None and documents.skipped.summary():
+            self.console.say(f"{request.text.name}: {documents.skipped.summary()} (listed in"
+                             f" {request.out_dir / 'files.txt'})")
         hint = self.data.list_hint() if self.main and not request.resume else None
         if hint:
-            self.console.say(f"hint: {request.text_path.name} looks like a list ({hint[0]:,} lines, median {hint[1]}"
+            self.console.say(f"hint: {request.text.name} looks like a list ({hint[0]:,} lines, median {hint[1]}"
                              " characters): --set data.mode=lines trains on whole lines")
         self.directions = ("forward", "backward") if self.config.model.bidirectional else ("forward",)
 
@@ -202,7 +212,9 @@ class Trainer:
         request, data = self.request, self.config.data
         if data.mode == "lines":
             raise CharlmError("--init-from is not available in lines mode: train the list from scratch")
-        own = load_tokens(request.text_path, data.encoding, data.cache_dir, progress=self.console.wants_bar)
+        if request.text.single_file is None:
+            raise CharlmError("--init-from fine-tunes on one text file: give a single FILE, not several or a folder")
+        own = load_tokens(request.text.single_file, data.encoding, data.cache_dir, progress=self.console.wants_bar)
         source = Checkpoint.load(request.init_from)
         missing = sorted(set(own.vocab.chars) - set(source.vocab.chars))
         if missing and not request.extend_vocab:
@@ -230,7 +242,7 @@ class Trainer:
         if self.ranks.rank > 0:
             torch.manual_seed(cfg.seed + 1000 * self.ranks.rank)  # same weights, different dropout masks
         self.optimizer = build_optimizer(model, cfg, self.device)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=loss_scaling(self.device, self.precision))
         self.params = [p for p in model.parameters() if p.requires_grad]
 
     def _restore(self, saved: Checkpoint) -> None:
@@ -261,6 +273,8 @@ class Trainer:
         if self.main:
             atomic_write_text(out_dir / "config.yaml", self.config.to_yaml(f"resolved configuration of this run"
                                                                            f" (charlm {__version__})"))
+            if data.documents is not None:
+                atomic_write_text(out_dir / "files.txt", data.documents.manifest())
         self.log = RunLog(out_dir, purge_from=step + 1 if self.request.resume else None) if self.main else NullLog()
         lines = data.mode == "lines"
         self.log.event(
@@ -268,6 +282,7 @@ class Trainer:
             vocab_size=len(data.vocab), parameters=self.model.num_parameters(),
             **{f"train_{data.unit}": len(data.train), f"val_{data.unit}": len(data.val)},
             **({"held_out_duplicates": data.duplicates} if lines else {}),
+            **({"files": data.split_counts()} if data.documents is not None else {}),
             steps_per_epoch=self.batches.steps_per_epoch, charlm_version=__version__,
         )
         if self.decision is not None:
@@ -275,7 +290,7 @@ class Trainer:
         self.console.show_bar()
         m = self.config.model
         self.console.say(
-            f"{self.request.text_path.name}: {len(data.train):,} train / {len(data.val):,} val {data.unit},"
+            f"{self.request.text.name}: {data.describe_files()}{len(data.train):,} train / {len(data.val):,} val {data.unit},"
             f" {len(data.vocab)} symbols"
             + (f" ({data.duplicates:,} held-out lines also in train)" if lines and data.duplicates else "")
             + f" | {m.num_layers}x{m.hidden_size} {m.cell}, {self.model.num_parameters() / 1e6:.2f}M params"
@@ -312,9 +327,14 @@ class Trainer:
         batch = {}
         for direction, stream in self.streams.items():
             inputs, targets = stream.batch(self.state.step)
-            batch[direction] = (torch.from_numpy(inputs[self.rows]).to(self.device, non_blocking=True),
-                                torch.from_numpy(targets[self.rows]).to(self.device, non_blocking=True))
+            batch[direction] = (self._to_device(inputs[self.rows]), self._to_device(targets[self.rows]))
         return batch
+
+    def _to_device(self, array: "np.ndarray") -> torch.Tensor:
+        tensor = torch.from_numpy(array)
+        if self.device.type == "cuda":
+            tensor = tensor.pin_memory()  # only a copy from page-locked memory overlaps the GPU's work
+        return tensor.to(self.device, non_blocking=True)
 
     # ---- a step ------------------------------------------------------------------------------
 
@@ -336,17 +356,18 @@ class Trainer:
         state.tokens_seen += self.batches.tokens_per_step
         state.window.steps += 1
         # The one sync per step: a NaN or Inf has to be caught before the update reaches the weights.
-        # With fp16 the scaler overflows on purpose and skips those steps itself, so there only the
-        # loss counts as a fault.
-        fault = loss.detach() if self.precision == "fp16" else loss.detach() + grad_norm
-        if not torch.isfinite(fault):
+        loss_ok, grads_ok = torch.isfinite(torch.stack([loss.detach(), grad_norm.detach().float()])).tolist()
+        if not loss_ok or not (grads_ok or self.scaler.is_enabled()):
             return self._skip(loss, grad_norm)
         state.bad_steps = 0
-        self.scaler.step(self.optimizer)
+        self.scaler.step(self.optimizer)  # with a loss scale, skips the update itself when a gradient overflowed
         self.scaler.update()
+        state.carried = {direction: detach_state(carried) for direction, carried in state.carried.items()}
+        if not grads_ok:
+            state.overflow_steps += 1
+            return Outcome.OVERFLOW  # not a fault: the scale was too high; nothing of it is averaged or logged
         if self.average is not None:
             self.average.update()
-        state.carried = {direction: detach_state(carried) for direction, carried in state.carried.items()}
         state.window.add(losses, grad_norm, self.clip_norm)
         return Outcome.GOOD
 
@@ -362,16 +383,18 @@ class Trainer:
         return losses
 
     def backward(self, loss: torch.Tensor) -> torch.Tensor:
-        """Gradients of ``loss`` (unscaled with fp16); under torchrun the mean gradient and loss of the
-        whole batch, as one process would have them. Returns the loss."""
+        """Gradients of ``loss`` (unscaled where the loss was scaled); under torchrun the mean gradient
+        and loss of the whole batch, as one process would have them. Returns the loss."""
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
-        self.scaler.unscale_(self.optimizer)
         if self.ranks.enabled:
             for p in self.params:
                 if p.grad is None:
                     p.grad = torch.zeros_like(p)
             loss = self.ranks.average([p.grad for p in self.params], loss)
+        # After the all-reduce: every rank then sees the same overflow and skips the same step (one
+        # rank's own finite gradients must not let it step on another's inf).
+        self.scaler.unscale_(self.optimizer)
         return loss
 
     def clip(self) -> torch.Tensor:
@@ -470,7 +493,7 @@ class Trainer:
         rng = rng_states()
         return Checkpoint(
             config=self.config, vocab=self.data.vocab, parameters=self.model.num_parameters(),
-            precision=self.precision, text=TextRecord(str(self.request.text_path), self.data.sha256),
+            precision=self.precision, text=TextRecord(str(self.request.text), self.data.sha256, self.data.split_counts()),
             model=published, state=state, optimizer=self.optimizer.state_dict(), scaler=self.scaler.state_dict(),
             rng=rng, rng_ranks=self.ranks.gather_objects(rng) if self.ranks.enabled else None,
             raw_model=self.model.state_dict() if self.average is not None else None,
@@ -499,7 +522,8 @@ class Trainer:
         self.console.progress(self.progress())
         self.console.close()
         self.log.event("end", state.step, reason=reason, time=state.train_time, best_val_loss=state.best_val_loss,
-                       last_val_loss=self.last_val, tokens=state.tokens_seen, skipped_steps=state.skipped_steps)
+                       last_val_loss=self.last_val, tokens=state.tokens_seen, skipped_steps=state.skipped_steps,
+                       overflow_steps=state.overflow_steps)
         self.log.close()
         if reason == "diverged":
             raise CharlmError(self._divergence())

@@ -183,3 +183,19 @@ def test_unwritable_directory(tmp_path):
     blocker.write_text("not a directory")
     with pytest.raises(CharlmError, match="cannot write .*file/last.pt: Not a directory"):
         tiny_checkpoint().save(blocker / "last.pt")
+
+
+def test_every_tensor_is_written_from_the_cpu():
+    """A checkpoint of a GPU run must load with plain torch.load on a machine without that GPU: the
+    optimizer state and the RNG states nest tensors in dicts, lists and tuples."""
+    from charlm.checkpoint import on_cpu
+
+    payload = {"model": {"w": torch.ones(2)}, "optimizer": {"state": {0: {"exp_avg": torch.zeros(3), "step": torch.tensor(4.0)}},
+                                                          "param_groups": [{"lr": 0.1, "params": [0]}]},
+               "rng": {"cuda": [torch.zeros(4, dtype=torch.uint8)]}, "pair": (torch.ones(1), 5), "name": "x"}
+    moved = on_cpu(payload)
+    assert moved["optimizer"]["param_groups"] == payload["optimizer"]["param_groups"] and moved["name"] == "x"
+    assert isinstance(moved["pair"], tuple) and moved["pair"][1] == 5 and isinstance(moved["rng"]["cuda"], list)
+    tensors = [moved["model"]["w"], moved["optimizer"]["state"][0]["exp_avg"], moved["optimizer"]["state"][0]["step"],
+               moved["rng"]["cuda"][0], moved["pair"][0]]
+    assert all(t.device.type == "cpu" for t in tensors)

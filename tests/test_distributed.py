@@ -8,20 +8,20 @@ import pytest
 from charlm.checkpoint import Checkpoint
 from charlm.logs import read_metrics
 
-SETTINGS = ["--set", "model.size=fixed", "--hidden-size", "32", "--num-layers", "2", "--batch-size", "8", "--seq-len", "16", "--device", "cpu",
+SETTINGS = ["--set", "model.size=fixed", "--hidden-size", "32", "--num-layers", "2", "--batch-size", "8", "--seq-len", "16",
             "--max-epochs", "100", "--no-progress", "--no-sample", "--set", "train.eval_interval=10",
             "--set", "train.log_interval=5", "--set", "train.warmup_steps=0", "--set", "train.lr_schedule=constant",
             "--set", "train.sample_length=0", "--precision", "fp32"]
 
 
-def _torchrun(*args, processes=2):
+def _torchrun(*args, processes=2, device="cpu"):
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
-               "-m", "charlm", "train", *map(str, args), *SETTINGS]
+               "-m", "charlm", "train", *map(str, args), *SETTINGS, "--device", device]
     return subprocess.run(command, capture_output=True, text=True, timeout=300)
 
 
-def _single(*args):
-    command = [sys.executable, "-m", "charlm", "train", *map(str, args), *SETTINGS, "--threads", "1"]
+def _single(*args, device="cpu"):
+    command = [sys.executable, "-m", "charlm", "train", *map(str, args), *SETTINGS, "--threads", "1", "--device", device]
     return subprocess.run(command, capture_output=True, text=True, timeout=300)
 
 
@@ -70,3 +70,37 @@ def test_a_batch_that_does_not_split_is_one_line(tmp_path, text):
     assert result.returncode != 0
     assert "train.batch_size (7) must divide evenly between the 2 processes: use a multiple of 2" in result.stderr
     assert "charlm/train.py" not in result.stderr and "charlm/distributed.py" not in result.stderr  # no traceback of ours
+
+
+def test_nccl_only_when_every_rank_has_a_gpu_of_its_own():
+    from charlm.distributed import choose_backend
+
+    assert choose_backend(use_cuda=True, gpus=2, local_world=2) == "nccl"
+    assert choose_backend(use_cuda=True, gpus=1, local_world=2) == "gloo"  # NCCL refuses two ranks on one GPU
+    assert choose_backend(use_cuda=False, gpus=0, local_world=2) == "gloo"
+
+
+def test_the_small_collectives_use_the_groups_device(monkeypatch):
+    """NCCL takes only CUDA tensors: agree, broadcast and sum must build theirs on the group's
+    device, not on the CPU (what crashed torchrun on CUDA at step 1)."""
+    import torch
+    import torch.distributed as dist
+
+    from charlm.distributed import Distributed
+
+    seen = []
+    ranks = Distributed(rank=0, world=2, device=torch.device("cpu"))
+    monkeypatch.setattr(dist, "all_reduce", lambda tensor, op=None: seen.append(("all_reduce", tensor.device)))
+    monkeypatch.setattr(dist, "broadcast", lambda tensor, src: seen.append(("broadcast", tensor.device)))
+    real_tensor = torch.tensor
+
+    def tensor_on(*args, device=None, **kwargs):  # every tensor the collectives build must name a device
+        seen.append(("built", device))
+        return real_tensor(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "tensor", tensor_on)
+    assert ranks.agree(2, 1.5) == (2, 1.5)
+    assert ranks.broadcast(0.25) == 0.25 and ranks.broadcast(None) is None
+    ranks.sum(real_tensor([1.0, 2.0]))
+    assert [device for kind, device in seen if kind == "built"] == [ranks.device] * 3
+    assert all(device == ranks.device for kind, device in seen if kind != "built")

@@ -39,6 +39,9 @@ def ws(tmp_path_factory):
     paths["binary"].write_bytes(bytes(range(256)) * 40)
     paths["foreign_pt"] = root / "foreign.pt"
     torch.save({"weight": torch.zeros(3)}, paths["foreign_pt"])  # a plain state dict, not a charlm checkpoint
+    paths["no_text"] = root / "no_text"
+    paths["no_text"].mkdir()
+    (paths["no_text"] / "image.bin").write_bytes(bytes(range(256)) * 4)
     paths["blocker"] = root / "blocker"
     paths["blocker"].write_text("a file where a directory should be")
     config = build_config(None, [("model.size", "fixed"), ("model.hidden_size", 16), ("model.num_layers", 1), ("train.batch_size", 4),
@@ -53,7 +56,9 @@ def ws(tmp_path_factory):
 # (id, arguments with {placeholders} from the workspace, what the line must say: the problem, the fix)
 CASES = [
     ("missing-file", ["train", "{root}/missing.txt"], ["no such file", "give the path of a text file"]),
-    ("directory", ["train", "{root}"], ["is a directory", "give a text file inside it"]),
+    ("folder-without-text", ["train", "{no_text}"], ["holds no usable text (skipped 1 binary files)",
+                                                     "give text files, or check --include/--exclude"]),
+    ("glob-without-match", ["train", "{root}/*.nothing"], ["matches no file", "check the pattern"]),
     ("empty-file", ["train", "{empty}"], ["is empty", "give a file with some text"]),
     ("whitespace-only", ["train", "{blank}"], ["only whitespace", "give a file with some text"]),
     ("shorter-than-a-batch", ["train", "{short}"], ["too few for batch_size 32 x seq_len 64", "lower --batch-size or --seq-len"]),

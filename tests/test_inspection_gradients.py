@@ -88,7 +88,7 @@ def test_cli_compares_fresh_cells_and_a_trained_checkpoint(tmp_path):
 
     text = tmp_path / "text.txt"
     text.write_text(make_text(6_000))
-    settings = {"model.size": "fixed", "model.hidden_size": 16, "model.num_layers": 1, "train.batch_size": 4, "train.seq_len": 16,
+    settings = {"model.size": "fixed", "train.precision": "fp32", "model.hidden_size": 16, "model.num_layers": 1, "train.batch_size": 4, "train.seq_len": 16,
                 "train.max_steps": 5, "train.max_epochs": None, "train.threads": 1, "train.device": "cpu",
                 "train.sample_length": 0}
     train(build_config(None, list(settings.items())), text, tmp_path / "run", progress=False)

@@ -137,7 +137,7 @@ def trained_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("inspect")
     path = folder / "text.txt"
     path.write_text(make_text(8_000))
-    settings = {"model.size": "fixed", "model.hidden_size": 24, "model.num_layers": 1, "model.cell": "lstm", "train.batch_size": 8,
+    settings = {"model.size": "fixed", "train.precision": "fp32", "model.hidden_size": 24, "model.num_layers": 1, "model.cell": "lstm", "train.batch_size": 8,
                 "train.seq_len": 32, "train.max_steps": 30, "train.max_epochs": None, "train.eval_interval": 30,
                 "train.threads": 1, "train.device": "cpu", "train.sample_length": 0, "train.warmup_steps": 0}
     train(build_config(None, list(settings.items())), path, folder / "run", progress=False)

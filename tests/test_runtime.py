@@ -80,3 +80,41 @@ def test_fused_kernels_only_where_torch_has_them():
     """clip_grad_norm_(foreach=True) raises on MPS tensors; fused AdamW is CUDA and CPU only."""
     assert runtime.fused_kernels(CPU) and runtime.fused_kernels(torch.device("cuda"))
     assert not runtime.fused_kernels(torch.device("mps"))
+
+
+def test_the_loss_is_scaled_wherever_half_precision_reaches_the_gradients():
+    """bf16 on CUDA too: there cuDNN's RNN runs in fp16 under autocast whatever dtype was asked for."""
+    cuda = torch.device("cuda")
+    assert runtime.loss_scaling(cuda, "fp16") and runtime.loss_scaling(cuda, "bf16")
+    assert not runtime.loss_scaling(cuda, "fp32")
+    assert not runtime.loss_scaling(CPU, "bf16") and not runtime.loss_scaling(CPU, "fp32")
+    assert not runtime.loss_scaling(torch.device("mps"), "bf16")
+
+
+def test_no_float64_on_mps():
+    mps = torch.device("mps")
+    assert runtime.accumulator_dtype(mps) == torch.float32 and runtime.float64_device(mps) == CPU
+    assert runtime.accumulator_dtype(CPU) == torch.float64 and runtime.float64_device(CPU) == CPU
+    cuda = torch.device("cuda")
+    assert runtime.accumulator_dtype(cuda) == torch.float64 and runtime.float64_device(cuda) == cuda
+
+
+def test_bf16_on_mps_only_where_metal_has_it(monkeypatch):
+    mps = torch.device("mps")
+    monkeypatch.setattr(runtime, "mps_bf16", lambda: False)
+    with pytest.raises(CharlmError, match="Metal has no bf16"):
+        runtime.resolve_precision("bf16", mps)
+    assert runtime.resolve_precision("auto", mps) == "fp32"
+    monkeypatch.setattr(runtime, "mps_bf16", lambda: True)
+    assert runtime.resolve_precision("bf16", mps) == "bf16"
+
+
+def test_each_torchrun_worker_gets_its_own_gpu(monkeypatch):
+    """--device cuda:0 under torchrun must not put every rank on GPU 0."""
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    given = torch.device("cuda", 0)
+    assert [runtime.rank_device(given, rank, 4) for rank in range(4)] == [torch.device("cuda", r) for r in range(4)]
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert runtime.rank_device(given, 1, 2) == torch.device("cuda", 0)  # two ranks share the one GPU
+    assert runtime.rank_device(torch.device("cuda", 3), 0, 1) == torch.device("cuda", 3)  # one process: as asked
+    assert runtime.rank_device(CPU, 1, 2) == CPU

@@ -68,3 +68,13 @@ def test_draw_follows_the_distribution_and_never_picks_a_filtered_token():
     assert counts[3] == 0
     kept_two = filter_logits(probs.log()[None], 1.0, top_k=2).expand(5_000, -1)
     assert set(draw(kept_two, make_generator(1)).tolist()) == {0, 1}
+
+
+def test_a_draw_rounded_up_to_the_total_falls_on_the_last_possible_token(monkeypatch):
+    """u * total can round up to total itself; then the last token with any probability is drawn,
+    never a filtered one after it (the old clamp took the vocabulary's last token)."""
+    from charlm.sample import draw
+
+    logits = torch.tensor([[0.0, 1.0, float("-inf"), float("-inf")], [0.0, 0.0, 0.0, 0.0]])
+    monkeypatch.setattr(torch, "rand", lambda size, **kwargs: torch.ones(size, dtype=kwargs.get("dtype")))
+    assert draw(logits).tolist() == [1, 3]

@@ -122,3 +122,50 @@ def test_ten_epochs_is_the_budget_only_when_no_other_is_given(tmp_path):
     assert epochs(("train.max_time", "10m")) is None  # --max-time 10m means ten minutes
     assert epochs(("train.max_steps", 500)) is None
     assert epochs(("train.max_time", "10m"), ("train.max_epochs", 3)) == 3.0  # given, it counts too
+
+
+def test_an_fp16_overflow_skips_the_update_without_counting_it_anywhere(adamw_trainer):
+    """With a loss scale, an inf gradient and a finite loss is the scale's overflow: the scaler skips
+    the update and lowers the scale; it is not a fault, and none of it reaches the logged window or
+    the weight average. (fp16 needs CUDA; an enabled CPU GradScaler behaves the same.)"""
+    from charlm.averaging import WeightAverage
+
+    trainer = adamw_trainer
+    trainer.scaler = torch.amp.GradScaler("cpu", enabled=True, init_scale=2.0**8)
+    trainer.average = WeightAverage(trainer.model, 0.9)
+    assert trainer.step(trainer.batch()) is Outcome.GOOD
+    weights = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    sums = {k: v.clone() for k, v in trainer.state.window.sums.items()}
+    updates = trainer.average.updates
+    hook = trainer.model.head.bias.register_hook(lambda grad: grad * float("inf"))
+    assert trainer.step(trainer.batch()) is Outcome.OVERFLOW
+    hook.remove()
+    assert all(torch.equal(weights[k], v) for k, v in trainer.model.state_dict().items())
+    assert all(torch.equal(sums[k], v) for k, v in trainer.state.window.sums.items())
+    assert trainer.average.updates == updates
+    state = trainer.state
+    assert (state.step, state.window.good_steps, state.bad_steps, state.skipped_steps, state.overflow_steps) == (2, 1, 0, 0, 1)
+    assert trainer.scaler.get_scale() == 2.0**7
+    assert trainer.state.carried["forward"] is not None  # the forward pass was finite: its state carries on
+    assert trainer.step(trainer.batch()) is Outcome.GOOD and trainer.state.window.good_steps == 2
+
+
+def test_a_nan_loss_is_still_a_fault_with_a_loss_scale(adamw_trainer):
+    trainer = adamw_trainer
+    trainer.scaler = torch.amp.GradScaler("cpu", enabled=True)
+    _at_steps({1}, "forward", _nan_loss)(trainer)
+    assert trainer.step(trainer.batch()) is Outcome.SKIPPED
+    assert (trainer.state.skipped_steps, trainer.state.overflow_steps) == (1, 0)
+
+
+def test_gradients_are_unscaled_after_the_all_reduce(adamw_trainer, monkeypatch):
+    """Under torchrun every rank must judge the same (averaged) gradients: unscaling first would let
+    a rank with finite gradients of its own step on another rank's inf."""
+    trainer, calls = adamw_trainer, []
+    monkeypatch.setattr(type(trainer.ranks), "enabled", property(lambda self: True))
+    monkeypatch.setattr(trainer.ranks, "average", lambda grads, loss: calls.append("all-reduce") or loss)
+    trainer.scaler = torch.amp.GradScaler("cpu", enabled=True)
+    unscale = trainer.scaler.unscale_
+    monkeypatch.setattr(trainer.scaler, "unscale_", lambda optimizer: calls.append("unscale") or unscale(optimizer))
+    trainer.step(trainer.batch())
+    assert calls == ["all-reduce", "unscale"]

@@ -72,4 +72,7 @@ def info(checkpoint: Path, as_json: bool) -> None:
                f" {report['train_time_s'] or 0:.0f}s, precision {report['precision']}")
     click.echo(f"best val     {best:.4f} nats/char{both}" if best is not None else "best val     n/a")
     click.echo(f"text         {report['data']['path']} (sha256 {report['data']['sha256'][:16]}…)")
+    for name, count in (report["data"].get("splits") or {}).items():
+        if count["files"]:
+            click.echo(f"  {name:<10} {count['files']:,} files, {count['chars']:,} chars")
     click.echo(f"charlm       {report['charlm_version']} (checkpoint format {report['format_version']})")

@@ -24,6 +24,8 @@ from charlm.errors import CharlmError
 @click.option("--seed", type=int, help="Same seed, same text.")
 @click.option("-n", "--num-samples", type=int, default=1, show_default=True, help="Samples, generated as one batch.")
 @click.option("--stop", help="Stop a sample once it has produced this string (\\n means newline).")
+@click.option("--stop-at-document-end", is_flag=True,
+              help="Models trained on several files: stop a sample where its document ends.")
 @click.option("--output", type=click.Path(path_type=Path), help="Also write the samples to this file.")
 @click.option("--novel", is_flag=True, help="Lines mode: keep only lines not in the training set.")
 @click.option("--unique", is_flag=True, help="Lines mode: drop repeated lines.")
@@ -31,7 +33,7 @@ from charlm.errors import CharlmError
               help="Bidirectional models: write right to left; --prime is the end of the text.")
 @click.option("--device", default="cpu", show_default=True, help="cpu | cuda | mps | auto")
 def sample(checkpoint: Path, prime: str | None, prime_file: Path | None, num_samples: int, stop: str | None,
-           output: Path | None, novel: bool, unique: bool, reverse: bool, device: str, **flags: Any) -> None:
+           stop_at_document_end: bool, output: Path | None, novel: bool, unique: bool, reverse: bool, device: str, **flags: Any) -> None:
     """Generate text from CHECKPOINT (a .pt file, or a run directory: its best.pt).
 
     With --reverse the text is generated right to left and printed in reading order, ending
@@ -63,7 +65,8 @@ def sample(checkpoint: Path, prime: str | None, prime_file: Path | None, num_sam
     else:
         if novel or unique:
             raise CharlmError("--novel and --unique apply to models trained on lines: train with --set data.mode=lines")
-        rendered = _write_texts(model, prime, length, num_samples, stop, reverse, options)
+        rendered = _write_texts(model, prime, length, num_samples, stop, reverse,
+                                {**options, "stop_at_document_end": stop_at_document_end})
     if output is not None:
         from charlm.fsutil import atomic_write_text
 

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 
 @click.command()
-@click.argument("file", required=False, type=click.Path(dir_okay=True, path_type=Path))
+@click.argument("paths", nargs=-1, metavar="[PATH]...")
 @click.option("-c", "--config", "config_file", type=click.Path(path_type=Path), help="YAML config file.")
 @click.option("--corpus", help="Train on a named corpus (see `charlm corpus list`) instead of FILE.")
 @click.option("-o", "--out", type=click.Path(path_type=Path), help="Run directory [default: runs/<name>-<time>].")
@@ -25,20 +25,30 @@ if TYPE_CHECKING:
               help="Continue the run in this directory from its newest checkpoint.")
 @click.option("--init-from", type=click.Path(path_type=Path), help="Start from a checkpoint's weights (fine-tuning).")
 @click.option("--extend-vocab", is_flag=True, help="With --init-from: add the text's new characters to the vocabulary.")
+@click.option("--include", multiple=True, metavar="GLOB",
+              help="With folders: only files matching this glob, e.g. '*.py' (repeatable).")
+@click.option("--exclude", multiple=True, metavar="GLOB",
+              help="With folders: leave out files matching this glob, e.g. 'tests/**' (repeatable).")
 @click.option("--no-progress", is_flag=True, help="No progress bar (evaluations are still printed).")
 @click.option("--no-sample", is_flag=True, help="Do not print a sample at the end.")
 @config_shortcuts
-def train(file: Path | None, config_file: Path | None, corpus: str | None, out: Path | None,
+def train(paths: tuple[str, ...], config_file: Path | None, corpus: str | None, out: Path | None,
           assignments: tuple[str, ...], resume_dir: Path | None, init_from: Path | None, extend_vocab: bool,
-          no_progress: bool, no_sample: bool, shortcuts: list[tuple[str, Any]]) -> None:
-    """Train a model on FILE (any UTF-8 text) or on --corpus NAME."""
+          include: tuple[str, ...], exclude: tuple[str, ...], no_progress: bool, no_sample: bool,
+          shortcuts: list[tuple[str, Any]]) -> None:
+    """Train a model on PATH (a UTF-8 text file; or several files, folders and globs, one document
+    per file) or on --corpus NAME."""
     from charlm import distributed
     from charlm.config import parse_set
     from charlm.train import plan, run
 
     overrides = [*shortcuts, *(parse_set(a) for a in assignments)]
-    if file is not None:
-        overrides += [("data.path", str(file)), ("data.corpus", None)]
+    if paths:
+        overrides += [("data.path", paths[0] if len(paths) == 1 else list(paths)), ("data.corpus", None)]
+    if include:
+        overrides.append(("data.include", list(include)))
+    if exclude:
+        overrides.append(("data.exclude", list(exclude)))
     elif corpus is not None:
         overrides += [("data.corpus", corpus), ("data.path", None)]
     ranks = distributed.from_environment()

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from charlm.errors import CharlmError
 from charlm.model import CharRNN
+from charlm.runtime import float64_device
 
 
 @dataclass
@@ -106,7 +107,7 @@ def gradient_curve(
 
     # In float64: a tanh RNN's gradient falls below float32's smallest number within 100 steps,
     # and a curve that drops to exactly zero says less than one that keeps falling.
-    model = copy.deepcopy(model).double()
+    model = copy.deepcopy(model).to(float64_device(model.head.weight.device)).double()
     device = model.head.weight.device
     windows = sample_windows(tokens, positions, burn_in + max_distance + 2, seed)
     norms = []

@@ -73,7 +73,8 @@ def trace(model: CharRNN, vocab: Vocab, text: str, state_name: str = "h") -> Tra
     top: list[list[tuple[str, float]]] = [[] for _ in range(size)]
     states = np.zeros((size, model.num_layers, model.hidden_size), dtype=np.float32)
     which = 1 if state_name == "c" else 0
-    fresh = model.initial_state(1, torch.device("cpu"))
+    device = model.head.weight.device
+    fresh = model.initial_state(1, device)
 
     state = step.import_state(fresh)
     log_probs = None
@@ -91,13 +92,13 @@ def trace(model: CharRNN, vocab: Vocab, text: str, state_name: str = "h") -> Tra
         elif target is not None:
             log_probs = _read(step, state, target)
         # Unknown characters are not read: the state and the pending prediction carry over them.
-        states[i] = np.stack([layer[which][0].numpy() for layer in state.layers])
+        states[i] = torch.stack([layer[which][0] for layer in state.layers]).float().cpu().numpy()
     return Trace(text=text, surprisal=surprisal, top=top, states=states, state_name=state_name)
 
 
 def _read(step: FastStep, state, token: int) -> torch.Tensor:
-    logits = step(torch.tensor([token]), state)[0]
-    return torch.log_softmax(logits.double(), dim=0)
+    logits = step(torch.tensor([token], device=state.device), state)[0]
+    return torch.log_softmax(logits.cpu().double(), dim=0)  # on the CPU: MPS has no float64
 
 
 def feature_values(text: str, feature: str) -> tuple[np.ndarray, str]:

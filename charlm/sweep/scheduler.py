@@ -34,7 +34,7 @@ def run_sweep(spec: SweepSpec, out_dir: Path, workers: int = 1, storage_url: str
     """Run the sweep's remaining trials, ``workers`` at a time; return the results table's rows."""
     text = sweep_text(spec.base)  # once, here: a missing file is one error, and a corpus is fetched once
     if spec.base.data.path:
-        spec.base.data.path = str(text.resolve())  # trials find it whatever their working folder
+        spec.base.data.path = text.absolute().config_value()  # trials find it whatever their working folder
     out_dir.mkdir(parents=True, exist_ok=True)
     with RunLock(out_dir):
         study = Study(spec, storage_url or default_storage(out_dir))

@@ -11,10 +11,13 @@ import itertools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from charlm.config import Config, apply_mapping, did_you_mean, load_yaml, section_fields, set_key, validate
 from charlm.errors import CharlmError
+
+if TYPE_CHECKING:
+    from charlm.documents import TextSource
 
 SWEEP_KEYS = ("name", "base", "config", "data", "method", "trials", "workers", "metric", "pruner", "set", "parameters",
               "seed")
@@ -228,7 +231,7 @@ def _check_key(key: str, where: str) -> None:
     set_key(Config(), key, None, f"{where}: parameters")  # an unknown key: this raises, with did-you-mean
 
 
-def sweep_text(config: Config) -> Path:
+def sweep_text(config: Config) -> "TextSource":
     """The text a sweep's trials train on (a named corpus is fetched once, here)."""
     from charlm.corpora import text_of
 
@@ -245,7 +248,9 @@ def describe(spec: SweepSpec) -> str:
     else:
         for p in spec.parameters:
             lines.append(f"  {p.key}: {p.describe()}")
-    text = spec.base.data.path or (f"corpus {spec.base.data.corpus}" if spec.base.data.corpus else "no text set")
+    path = spec.base.data.path
+    text = (", ".join(path) if isinstance(path, list) else path) or (
+        f"corpus {spec.base.data.corpus}" if spec.base.data.corpus else "no text set")
     lines.append(f"text: {text}")
     return "\n".join(lines)
 
