@@ -21,7 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 STDLIB_INCLUDE = ["*.py"]
-STDLIB_EXCLUDE = ["site-packages/**", "test/**", "**/tests/**", "idlelib/**"]
+STDLIB_EXCLUDE = ["site-packages/**", "**/test/**", "**/tests/**"]
 
 CHILD = """
 import json, resource, sys, time

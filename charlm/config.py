@@ -108,7 +108,7 @@ class SampleConfig:
     temperature: float = 0.8
     top_k: int = 0  # 0: off
     top_p: float = 1.0  # 1: off
-    prime: str = ""  # text to start from; empty: start as if after a newline
+    prime: str = ""  # text to start from; empty: a new document (a model of many files), else as after a newline
     seed: int | None = None
 
 
