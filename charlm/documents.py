@@ -116,11 +116,14 @@ class Skipped:
         self.files.setdefault(reason, []).append(name)
 
     def summary(self) -> str | None:
-        """e.g. "skipped 12 binary files, 3 not utf-8, 2 hidden"; None when nothing was skipped."""
+        """e.g. "skipped 12 binary, 3 not utf-8, 2 hidden" or "skipped 1 binary file"; None when
+        nothing was skipped."""
         if not self.files:
             return None
         parts = [f"{len(names):,} {reason}" for reason, names in sorted(self.files.items())]
-        return "skipped " + ", ".join(parts) + (" files" if len(parts) == 1 else "")
+        if len(parts) == 1:
+            parts[0] += " file" if sum(map(len, self.files.values())) == 1 else " files"
+        return "skipped " + ", ".join(parts)
 
 
 def matches(inner: str, patterns: Sequence[str]) -> bool:

@@ -69,7 +69,7 @@ def test_globs_include_and_exclude(tree):
 def test_a_folder_without_text_is_one_clear_error(tmp_path):
     (tmp_path / "bin").mkdir()
     (tmp_path / "bin" / "x.dat").write_bytes(b"\x00\x01" * 100)
-    with pytest.raises(CharlmError, match="holds no usable text \\(skipped 1 binary files\\)"):
+    with pytest.raises(CharlmError, match="holds no usable text \\(skipped 1 binary file\\)"):
         load_documents(TextSource.of(tmp_path / "bin"), "stream", "documents", 0.1, 0.0, 1, cache_dir=tmp_path / "c")
 
 
@@ -213,6 +213,13 @@ def test_a_model_of_tiny_files_learns_their_document_structure(tmp_path):
     assert all(DOCUMENT not in t for t in model.texts(length=300, num_samples=2, seed=1))
     with pytest.raises(CharlmError, match="needs a model trained on several files"):
         charlm.api.Sampler(model.model, Vocab(list("ab"))).texts(length=5, stop_at_document_end=True)
+
+    # The run's own splits come back as trained (charlm eval RUN, charlm info RUN).
+    held_out = model.own_data("val")
+    assert held_out[0] == model.vocab.document and model.evaluate_tokens(held_out)["loss"] < 0.5
+    info = subprocess.run([sys.executable, "-m", "charlm", "info", str(tmp_path / "run")], capture_output=True,
+                          text=True, timeout=120)
+    assert "train      54 files" in info.stdout and "val        6 files" in info.stdout, info.stdout
 
 
 def test_paths_and_globs_in_the_config():

@@ -56,7 +56,7 @@ def ws(tmp_path_factory):
 # (id, arguments with {placeholders} from the workspace, what the line must say: the problem, the fix)
 CASES = [
     ("missing-file", ["train", "{root}/missing.txt"], ["no such file", "give the path of a text file"]),
-    ("folder-without-text", ["train", "{no_text}"], ["holds no usable text (skipped 1 binary files)",
+    ("folder-without-text", ["train", "{no_text}"], ["holds no usable text (skipped 1 binary file)",
                                                      "give text files, or check --include/--exclude"]),
     ("glob-without-match", ["train", "{root}/*.nothing"], ["matches no file", "check the pattern"]),
     ("empty-file", ["train", "{empty}"], ["is empty", "give a file with some text"]),

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 @click.command()
 @click.argument("paths", nargs=-1, metavar="[PATH]...")
 @click.option("-c", "--config", "config_file", type=click.Path(path_type=Path), help="YAML config file.")
-@click.option("--corpus", help="Train on a named corpus (see `charlm corpus list`) instead of FILE.")
+@click.option("--corpus", help="Train on a named corpus (see `charlm corpus list`) instead of PATH.")
 @click.option("-o", "--out", type=click.Path(path_type=Path), help="Run directory [default: runs/<name>-<time>].")
 @click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
               help="Override any config key, e.g. --set train.lr=1e-3 (repeatable).")
