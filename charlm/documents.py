@@ -246,7 +246,8 @@ def load_documents(source: TextSource, mode: str, split: str, val_fraction: floa
                    seed: int, encoding: str = "utf-8", cache_dir: str | Path | None = None, vocab: Vocab | None = None,
                    progress: bool = False, chunk_bytes: int | None = None) -> DocumentTokens:
     """Read and encode ``source``'s files (see the module's docstring). ``split`` is "documents" or
-    "contiguous" (then the files stay in name order and the caller cuts the stream)."""
+    "contiguous" (then the files stay in name order and the caller cuts the stream), or "auto":
+    documents when at least two files are usable, else contiguous."""
     skipped = Skipped()
     documents = gather(source, skipped)
     entries, chars = _scan(documents, encoding, skipped, progress, chunk_bytes)
@@ -262,6 +263,8 @@ def load_documents(source: TextSource, mode: str, split: str, val_fraction: floa
     elif vocab.document is None:
         raise CharlmError(f"{source} is several documents, but this model was trained on one text: "
                           "give it a single file")
+    if split == "auto":
+        split = "documents" if len(entries) >= 2 else "contiguous"
     if split == "documents":
         if len(entries) < 2:
             raise CharlmError(f"{source} has one usable file: data.split=documents holds out whole files,"

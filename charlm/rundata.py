@@ -59,7 +59,7 @@ def _left_out(own: TokenFile | DocumentTokens, vocab: Vocab) -> int:
 def encode_documents(source: TextSource, config: DataConfig, vocab: Vocab | None = None,
                      progress: bool = False) -> tuple[Encoded, DocumentTokens]:
     """Many files as a model with ``vocab`` (None: their own characters) reads them; see ``charlm.documents``."""
-    split = "contiguous" if config.split == "contiguous" or config.mode == "lines" else "documents"
+    split = "contiguous" if config.mode == "lines" else config.split  # lines mode holds out lines
     documents = load_documents(source, config.mode, split, config.val_fraction, config.test_fraction, config.split_seed,
                                config.encoding, config.cache_dir, vocab, progress)
     if config.mode == "stream":

@@ -103,6 +103,11 @@ def test_auto_split_is_contiguous_for_one_file_and_documents_for_several(tree):
     assert contiguous.documents.bounds is None and len(contiguous.val) == whole - int(whole * 0.9)
     with pytest.raises(CharlmError, match="data.split=documents holds out whole files"):
         RunData.read(TextSource.of(tree / "a.py"), DataConfig(split="documents"))
+    lone = tree / "pkg" / "sub"  # a folder with one usable file: auto cuts it like one file
+    one = RunData.read(TextSource.of(lone), DataConfig())
+    assert one.documents.bounds is None and len(one.documents.entries) == 1 and len(one.val) > 0
+    with pytest.raises(CharlmError, match="has one usable file: data.split=documents"):
+        RunData.read(TextSource.of(lone), DataConfig(split="documents"))
 
 
 def test_the_marker_is_in_the_vocabulary_and_never_printed(tree):
