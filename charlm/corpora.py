@@ -11,6 +11,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -88,11 +89,13 @@ def default_dir() -> Path:
     return Path(base) / "charlm" / "corpora"
 
 
-def sha256_of(path: Path) -> str:
+def sha256_of(*paths: Path) -> str:
+    """The sha256 of the files ``paths``, read one after the other."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
+    for path in paths:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
     return digest.hexdigest()
 
 
@@ -147,18 +150,11 @@ def checksum(path: Path) -> str:
     their names (so a text kept as many documents has the checksum of the same text as one file)."""
     if path.is_file():
         return sha256_of(path)
-    digest = hashlib.sha256()
-    for file in sorted(p for p in path.iterdir() if p.is_file()):
-        with open(file, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
+    return sha256_of(*sorted(p for p in path.iterdir() if p.is_file()))
 
 
 def _remove(path: Path) -> None:
     if path.is_dir():
-        import shutil
-
         shutil.rmtree(path)
     else:
         path.unlink()
@@ -259,8 +255,6 @@ def _write_separately(tar: tarfile.TarFile, members: list[tarfile.TarInfo], targ
     names = [PurePosixPath(m.name).name for m in members]
     if len(set(names)) != len(names):
         raise CharlmError(f"the archive holds two members named alike under {target.name}: fix the corpus entry")
-    import shutil
-
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
         for member, name in zip(members, names):

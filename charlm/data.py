@@ -15,6 +15,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -135,8 +136,10 @@ class NotText(CharlmError):
         self.reason = reason
 
 
-def iter_text(path: str | Path, encoding: str = "utf-8", chunk_bytes: int | None = None) -> Iterator[str]:
-    """Decode a file chunk by chunk (``CHUNK_BYTES`` each); a bad byte raises NotText naming its offset."""
+def iter_text(path: str | Path, encoding: str = "utf-8", chunk_bytes: int | None = None,
+              digest: Any = None) -> Iterator[str]:
+    """Decode a file chunk by chunk (``CHUNK_BYTES`` each); a bad byte raises NotText naming its offset.
+    ``digest`` (e.g. ``hashlib.sha256()``) takes every byte read, for a checksum without a second read."""
     path = check_text_file(path)
     chunk_bytes = chunk_bytes or CHUNK_BYTES
     decoder = codecs.getincrementaldecoder(_codec(encoding))("strict")
@@ -144,6 +147,8 @@ def iter_text(path: str | Path, encoding: str = "utf-8", chunk_bytes: int | None
     with open(path, "rb") as handle:
         while True:
             raw = handle.read(chunk_bytes)
+            if digest is not None:
+                digest.update(raw)
             final = not raw
             if offset == 0 and b"\x00" in raw[:8192] and codecs.lookup(encoding).name == "utf-8":
                 raise NotText(

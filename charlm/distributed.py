@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from charlm.errors import CharlmError
+from charlm.runtime import rank_device
 
 
 @dataclass
@@ -162,10 +163,10 @@ def setup(device_name: str) -> Distributed:
     use_cuda = device_name.startswith("cuda") or (device_name == "auto" and torch.cuda.is_available())
     backend = choose_backend(use_cuda, torch.cuda.device_count() if use_cuda else 0, info.local_world)
     if use_cuda:
-        gpu = info.local_rank % max(1, torch.cuda.device_count())
+        gpu = rank_device(torch.device("cuda"), info.local_rank, torchrun=True)  # the trainer's device too
         torch.cuda.set_device(gpu)
         if backend == "nccl":
-            info.device = torch.device("cuda", gpu)
+            info.device = gpu
     if not dist.is_initialized():
         try:
             dist.init_process_group(backend=backend)

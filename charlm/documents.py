@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from charlm.data import (CACHE_FORMAT, CACHE_OPTION, DOCUMENT, NotText, Vocab, cache_folder, file_sha256, format_chars,
+from charlm.data import (CACHE_FORMAT, CACHE_OPTION, DOCUMENT, NotText, Vocab, cache_folder, format_chars,
                          iter_text, load_json, tokens_intact)
 from charlm.errors import CharlmError
 from charlm.fsutil import atomic_open, atomic_write_text
@@ -100,10 +100,6 @@ class Document:
     path: Path  # where to read it
     name: str  # as the user knows it: the folder given, then its path inside (files.txt, messages)
     inner: str  # its path inside the folder given (what include/exclude match), or its name
-
-    @property
-    def size(self) -> int:
-        return self.path.stat().st_size
 
 
 @dataclass
@@ -289,11 +285,11 @@ def _scan(documents: list[Document], encoding: str, skipped: Skipped, progress: 
             if _looks_binary(document.path, encoding):
                 skipped.add("binary", document.name)
                 continue
-            seen, count = set(), 0
-            for text in iter_text(document.path, encoding, chunk_bytes):
+            seen, count, digest = set(), 0, hashlib.sha256()
+            for text in iter_text(document.path, encoding, chunk_bytes, digest):
                 seen.update(text)
                 count += len(text)
-            size, sha = document.size, file_sha256(document.path)
+            size, sha = document.path.stat().st_size, digest.hexdigest()
         except NotText as exc:
             skipped.add(exc.reason, document.name)
             continue

@@ -81,11 +81,11 @@ def float64_device(device: torch.device) -> torch.device:
     return torch.device("cpu") if device.type == "mps" else device
 
 
-def rank_device(device: torch.device, local_rank: int, local_world: int) -> torch.device:
+def rank_device(device: torch.device, local_rank: int, torchrun: bool) -> torch.device:
     """The GPU a torchrun worker trains on: its own (cuda:LOCAL_RANK), whatever index --device gave,
     so that ranks never pile onto one GPU; with fewer GPUs than ranks on this node, they share them
-    in turn. Other devices are the same for every rank."""
-    if device.type != "cuda" or local_world <= 1:
+    in turn. One process keeps the device it was given; other devices are the same for every rank."""
+    if device.type != "cuda" or not torchrun:
         return device
     count = max(1, torch.cuda.device_count())
     return torch.device("cuda", local_rank % count)

@@ -142,7 +142,7 @@ class Trainer:
         """Threads and device."""
         ranks, cfg = self.ranks, self.cfg
         set_threads(cfg.threads or (max(1, (os.cpu_count() or 1) // ranks.local_world) if ranks.enabled else 0))
-        self.device = rank_device(resolve_device(cfg.device), ranks.local_rank, ranks.local_world)
+        self.device = rank_device(resolve_device(cfg.device), ranks.local_rank, ranks.enabled)
         prepare_device(self.device)
 
     def _auto(self) -> auto.Decision | None:

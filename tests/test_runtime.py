@@ -113,8 +113,8 @@ def test_each_torchrun_worker_gets_its_own_gpu(monkeypatch):
     """--device cuda:0 under torchrun must not put every rank on GPU 0."""
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
     given = torch.device("cuda", 0)
-    assert [runtime.rank_device(given, rank, 4) for rank in range(4)] == [torch.device("cuda", r) for r in range(4)]
+    assert [runtime.rank_device(given, rank, True) for rank in range(4)] == [torch.device("cuda", r) for r in range(4)]
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    assert runtime.rank_device(given, 1, 2) == torch.device("cuda", 0)  # two ranks share the one GPU
-    assert runtime.rank_device(torch.device("cuda", 3), 0, 1) == torch.device("cuda", 3)  # one process: as asked
-    assert runtime.rank_device(CPU, 1, 2) == CPU
+    assert runtime.rank_device(given, 1, True) == torch.device("cuda", 0)  # two ranks share the one GPU
+    assert runtime.rank_device(torch.device("cuda", 3), 0, False) == torch.device("cuda", 3)  # one process: as asked
+    assert runtime.rank_device(CPU, 1, True) == CPU
