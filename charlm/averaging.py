@@ -21,21 +21,33 @@ from torch import nn
 class WeightAverage:
     def __init__(self, model: nn.Module, decay: float):
         self.decay = decay
-        self.updates = 0
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.shadow = [p.detach().clone() for p in self.params]
+        # Updates so far, on the device: an update the device alone knows to be void (train.nan_check
+        # log) must not count, and reading the count every step would wait for the device.
+        self.count = torch.zeros((), dtype=torch.int64, device=self.shadow[0].device)
 
-    def current_decay(self) -> float:
+    @property
+    def updates(self) -> int:
+        return int(self.count.item())
+
+    def current_decay(self) -> torch.Tensor:
         # Early on the average would be dominated by the random initial weights: ramp the decay up
         # (as TensorFlow's ExponentialMovingAverage does with num_updates).
-        return min(self.decay, (1 + self.updates) / (10 + self.updates))
+        count = self.count.float()
+        return torch.clamp((1 + count) / (10 + count), max=self.decay)
 
     @torch.no_grad()
-    def update(self) -> None:
-        """Fold the current weights into the average (after each optimizer step)."""
+    def update(self, good: torch.Tensor | None = None) -> None:
+        """Fold the current weights into the average (after each optimizer step); where ``good`` (a
+        0-dim bool tensor) is false, leave the average and its count as they were."""
         weight = 1.0 - self.current_decay()
-        torch._foreach_lerp_(self.shadow, [p.detach() for p in self.params], weight)
-        self.updates += 1
+        if good is not None:
+            weight = weight * good
+        self.count += 1 if good is None else good.long()
+        steps = torch._foreach_sub([p.detach() for p in self.params], self.shadow)
+        torch._foreach_mul_(steps, weight)
+        torch._foreach_add_(self.shadow, steps)
 
     @contextlib.contextmanager
     def applied(self) -> Iterator[None]:
@@ -56,4 +68,4 @@ class WeightAverage:
             model.load_state_dict(averaged_state)
             with torch.no_grad():
                 torch._foreach_copy_(self.shadow, [p.detach() for p in self.params])
-        self.updates = updates
+        self.count.fill_(updates)

@@ -26,6 +26,7 @@ OPTIMIZERS = ("adamw", "sgd", "rmsprop")
 SCHEDULES = ("constant", "cosine", "step")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+NAN_CHECKS = ("auto", "step", "log")
 
 
 @dataclass
@@ -98,6 +99,10 @@ class TrainConfig:
     log_layer_grads: bool = False  # also log each layer's gradient norm (TensorBoard grad_norm/*) every log_interval
     checkpoint_interval: int = 1000  # steps between writes of last.pt
     max_bad_steps: int = 5  # a NaN/Inf loss or gradient skips its step; this many in a row stop training
+    # When the host learns a step was NaN/Inf: "step" reads it every step (a wait for the device: free on
+    # a CPU), "log" keeps the verdict on the device and reads it every log_interval (needs adamw on CPU or
+    # CUDA); auto: log on CUDA with adamw, else step.
+    nan_check: str = "auto"
     sample_length: int = 300  # characters of the text sample logged at each evaluation
     seed: int = 1337
 
@@ -436,6 +441,10 @@ def _validate_train(train: TrainConfig) -> None:
     _choice("train.lr_schedule", train.lr_schedule, SCHEDULES)
     _choice("train.precision", train.precision, PRECISIONS)
     _choice("train.device", train.device.split(":")[0], DEVICES)
+    _choice("train.nan_check", train.nan_check, NAN_CHECKS)
+    _check(train.nan_check != "log" or train.optimizer == "adamw",
+           f"train.nan_check log needs train.optimizer adamw (its fused update skips itself on the device);"
+           f" with {train.optimizer} use nan_check step or auto")
     for key in ("batch_size", "seq_len", "eval_interval", "eval_batch_size", "log_interval",
                 "checkpoint_interval", "lr_decay_every", "max_bad_steps"):
         _check(getattr(train, key) >= 1, f"train.{key} must be >= 1, got {getattr(train, key)}")

@@ -119,6 +119,19 @@ def fused_kernels(device: torch.device) -> bool:
     return device.type in ("cuda", "cpu")
 
 
+def nan_check(name: str, device: torch.device, optimizer: str) -> str:
+    """When the host reads each step's NaN/Inf verdict (see ``train.nan_check``): ``log`` keeps it on
+    the device between log intervals, which needs the fused AdamW (it skips its own update where
+    told); auto takes it on CUDA, where a read every step stalls the GPU, and ``step`` elsewhere (a
+    CPU pays nothing for the read and a warning comes at the step it concerns)."""
+    if name == "auto":
+        return "log" if device.type == "cuda" and optimizer == "adamw" else "step"
+    if name == "log" and not fused_kernels(device):
+        raise CharlmError(f"train.nan_check log needs the fused AdamW, which torch lacks on {device.type}:"
+                          " use --set train.nan_check=step or auto")
+    return name
+
+
 def restore_scaler(scaler: torch.amp.GradScaler, saved: dict | None) -> None:
     """Continue a run's fp16 loss scale where it stopped. A run saved in bf16 or fp32 holds a disabled
     scaler's empty state, which an enabled one refuses: resumed in fp16 it starts from a fresh scale

@@ -25,33 +25,39 @@ State = tuple[torch.Tensor, ...]  # a recurrent state, as charlm.model passes it
 class LogWindow:
     """Sums over the steps since the last ``train`` event, averaged when the window is logged.
 
-    ``sums`` and ``good_steps`` are checkpointed, so a resumed run logs the same averages as one
-    that never stopped; ``steps`` and ``started`` only time the window, and after a resume its
-    speed counts from the resume.
+    ``sums`` (good steps counted among them, on the device with the rest) are checkpointed, so a
+    resumed run logs the same averages as one that never stopped; ``steps`` and ``started`` only
+    time the window, and after a resume its speed counts from the resume.
     """
 
-    sums: dict[str, torch.Tensor]  # loss_<direction>, grad_norm, clipped
-    good_steps: int = 0  # steps of the window that were not skipped
+    sums: dict[str, torch.Tensor]  # loss_<direction>, grad_norm, clipped, good_steps
     steps: int = 0
     started: float = field(default_factory=time.perf_counter)
 
     @classmethod
     def empty(cls, directions: tuple[str, ...], device: torch.device) -> "LogWindow":
-        names = (*(f"loss_{d}" for d in directions), "grad_norm", "clipped")
+        names = (*(f"loss_{d}" for d in directions), "grad_norm", "clipped", "good_steps")
         return cls({name: torch.zeros((), device=device) for name in names})
 
-    def add(self, losses: dict[str, torch.Tensor], grad_norm: torch.Tensor, clip_norm: float) -> None:
-        """Count one good step (on the device: nothing here waits for it)."""
-        for direction, loss in losses.items():
-            self.sums[f"loss_{direction}"] += loss.detach()
-        self.sums["grad_norm"] += grad_norm.detach()
-        self.sums["clipped"] += (grad_norm > clip_norm).float()
-        self.good_steps += 1
+    def add(self, losses: dict[str, torch.Tensor], grad_norm: torch.Tensor, clip_norm: float,
+            good: torch.Tensor | None = None) -> None:
+        """Count one good step, on the device: nothing here waits for it. ``good`` (a 0-dim bool
+        tensor, the device's own verdict) leaves a bad step out without the host knowing which."""
+        values = {f"loss_{d}": loss.detach() for d, loss in losses.items()}
+        values.update(grad_norm=grad_norm.detach(), clipped=(grad_norm.detach() > clip_norm).float(),
+                      good_steps=torch.ones((), device=grad_norm.device))
+        for name, value in values.items():
+            self.sums[name] += value if good is None else torch.where(good, value, 0.0)
+
+    @property
+    def good_steps(self) -> int:
+        """Steps of the window that were not skipped (a read from the device)."""
+        return int(self.sums["good_steps"].item())
 
     def reset(self) -> None:
         for total in self.sums.values():
             total.zero_()
-        self.steps, self.good_steps, self.started = 0, 0, time.perf_counter()
+        self.steps, self.started = 0, time.perf_counter()
 
 
 @dataclass
@@ -91,21 +97,20 @@ class TrainState:
             "bad_steps": self.bad_steps, "skipped_steps": self.skipped_steps, "overflow_steps": self.overflow_steps,
             "carried": {direction: None if state is None else [t.detach().float().cpu() for t in state]
                         for direction, state in self.carried.items()},
-            "log_window": {"sums": {name: total.item() for name, total in self.window.sums.items()},
-                           "good_steps": self.window.good_steps},
+            "log_window": {"sums": {name: total.item() for name, total in self.window.sums.items()}},
         }
 
     @classmethod
     def from_checkpoint(cls, saved: dict[str, Any]) -> "TrainState":
         window = saved["log_window"]
+        sums = {"good_steps": window.get("good_steps", 0), **window["sums"]}  # older checkpoints kept the count apart
         return cls(
             step=saved["step"], tokens_seen=saved["tokens_seen"], train_time=saved["train_time"],
             best_val_loss=saved["best_val_loss"], evals_since_best=saved["evals_since_best"],
             bad_steps=saved["bad_steps"], skipped_steps=saved["skipped_steps"],
             overflow_steps=saved.get("overflow_steps", 0),  # absent from checkpoints written before it existed
             carried={direction: None if state is None else tuple(state) for direction, state in saved["carried"].items()},
-            window=LogWindow({name: torch.tensor(float(value)) for name, value in window["sums"].items()},
-                             good_steps=window["good_steps"]),
+            window=LogWindow({name: torch.tensor(float(value)) for name, value in sums.items()}),
         )
 
     def gathered(self, ranks: "Distributed") -> "TrainState":
@@ -124,5 +129,4 @@ class TrainState:
         for name, total in self.window.sums.items():
             if name in window.sums:
                 window.sums[name].fill_(total.item())
-        window.good_steps = self.window.good_steps
         return dataclasses.replace(self, carried=carried, window=window)

@@ -4,8 +4,9 @@
 the locked run directory, a ``Trainer`` built in it) and run ``fit``: the loop, which asks the
 trainer for a batch and a step until a budget, a signal, the pruner or patience says stop, with a
 log line, an evaluation or a checkpoint whenever their interval comes round. What a step does is
-``Trainer.step`` (charlm/trainer.py). Nothing in the loop waits for the device except the NaN
-check of each step and, every ``log_interval`` steps, the read of the summed loss.
+``Trainer.step`` (charlm/trainer.py). The host waits for the device once a step for the NaN/Inf
+check (``train.nan_check: step``, a CPU's choice), or not at all between log intervals (``log``, a
+GPU's: the verdict stays on the device); every ``log_interval`` steps it reads the summed loss.
 """
 
 from __future__ import annotations
@@ -100,6 +101,9 @@ def fit(trainer: Trainer) -> TrainResult:
                 break
             step = trainer.state.step
             if step % cfg.log_interval == 0:
+                if trainer.settle() is Outcome.DIVERGED:  # train.nan_check log: the verdicts of the window
+                    reason = "diverged"
+                    break
                 trainer.log_window()
             if step % cfg.eval_interval == 0:
                 val_loss = trainer.evaluate()

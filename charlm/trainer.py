@@ -42,11 +42,12 @@ from charlm.logs import NullLog, RunLog, truncate_metrics
 from charlm.model import CharRNN, detach_state
 from charlm.rundata import RunData
 from charlm.rundir import newest_checkpoint
-from charlm.runtime import (autocast, fused_kernels, loss_scaling, prepare_device, rank_device, resolve_device,
-                            resolve_precision, restore_scaler, set_threads, usable_precisions)
+from charlm.runtime import (autocast, fused_kernels, loss_scaling, nan_check, prepare_device, rank_device,
+                            resolve_device, resolve_precision, restore_scaler, set_threads, usable_precisions)
 from charlm.sample import Sampler, preview
 from charlm.schedule import budget_progress, learning_rate, stop_reason
 from charlm.state import TrainState
+from charlm.verdict import PendingVerdicts
 
 ARCHITECTURE_KEYS = ("cell", "hidden_size", "embedding_size", "num_layers", "tie_weights", "bidirectional")
 # Why a loop stops, in rising priority: ranks that disagree take the highest, as one process takes
@@ -128,6 +129,10 @@ class Trainer:
             self._restore(resumed)
         elif self.decision is not None:
             self.state.train_time = self.decision.probe_seconds  # the probe is part of the budget
+        # train.nan_check log: the steps' verdicts wait on the device for the next log interval
+        self.pending = (PendingVerdicts(self.device, self.state.bad_steps)
+                        if nan_check(self.cfg.nan_check, self.device, self.cfg.optimizer) == "log" else None)
+        self.diverged = False  # max_bad_steps in a row, as the pending verdicts told
         self._open_log()
         self.lr, self.tokens_per_s = learning_rate(self.cfg, self.state.step, 0.0), 0.0
         self.last_val: float | None = None
@@ -311,13 +316,17 @@ class Trainer:
 
     def should_stop(self, requested: str | None) -> str | None:
         """Why the loop must stop before the next step (None: go on); ``requested`` is a signal's name.
-        Under torchrun every rank must stop at the same step and follow the same clock, so the ranks agree."""
+        Under torchrun every rank must stop at the same step and follow the same clock, so the ranks agree:
+        every log_interval steps (a collective every step would stall the GPUs), and at a step or epoch
+        budget's end, which every rank reaches at the same step."""
         state, cfg = self.state, self.cfg
         state.train_time = self.elapsed()
         reason = (stop_reason(cfg, state.step, state.step / self.batches.steps_per_epoch, state.train_time)
                   or ("interrupted" if requested else None)
                   or ("pruned" if self.pruned else None)
                   or ("early_stopping" if cfg.patience and state.evals_since_best >= cfg.patience else None))
+        if self.ranks.enabled and state.step % cfg.log_interval and reason not in ("max_steps", "max_epochs"):
+            return None  # the clock, a signal or the pruner wait for the next agreement
         code, state.train_time = self.ranks.agree(STOP_CODES.index(reason), state.train_time)
         return STOP_CODES[code]
 
@@ -339,7 +348,8 @@ class Trainer:
     # ---- a step ------------------------------------------------------------------------------
 
     def step(self, batch: Batch) -> Outcome:
-        """One update from ``batch``; a NaN or Inf loss or gradient skips it instead."""
+        """One update from ``batch``; a NaN or Inf loss or gradient skips it instead (judged here, or
+        with train.nan_check log on the device: ``_step_on_device``, read later by ``settle``)."""
         state = self.state
         if self.data.mode == "lines" or self.batches.position(state.step)[1] == 0:
             state.reset_carried()  # the streams wrap around (the old state is other text), or every line starts afresh
@@ -355,6 +365,8 @@ class Trainer:
         state.step += 1
         state.tokens_seen += self.batches.tokens_per_step
         state.window.steps += 1
+        if self.pending is not None:
+            return self._step_on_device(losses, loss, grad_norm)
         # The one sync per step: a NaN or Inf has to be caught before the update reaches the weights.
         loss_ok, grads_ok = torch.isfinite(torch.stack([loss.detach(), grad_norm.detach().float()])).tolist()
         if not loss_ok or not (grads_ok or self.scaler.is_enabled()):
@@ -370,6 +382,49 @@ class Trainer:
             self.average.update()
         state.window.add(losses, grad_norm, self.clip_norm)
         return Outcome.GOOD
+
+    def _step_on_device(self, losses: dict[str, torch.Tensor], loss: torch.Tensor, grad_norm: torch.Tensor) -> Outcome:
+        """``step``'s checks with nothing read back (train.nan_check log): the fused AdamW skips its whole
+        update where the step was not finite (``found_inf``, as GradScaler passes it), a bad step's
+        carried state becomes zeros (what None starts from), the window and the weight average leave it
+        out, and ``settle`` reads what happened at the next log interval. The weights come out the same."""
+        state = self.state
+        finite_loss, finite_grads = torch.isfinite(loss.detach()), torch.isfinite(grad_norm.detach())
+        good = finite_loss & finite_grads
+        bad = ~finite_loss if self.scaler.is_enabled() else ~good  # with a loss scale, an inf gradient alone is overflow
+        self.optimizer.found_inf, self.optimizer.grad_scale = (~good).float(), None  # gradients are unscaled already
+        try:
+            self.optimizer.step()
+        finally:
+            del self.optimizer.found_inf, self.optimizer.grad_scale
+        self.scaler.update()
+        state.carried = {d: None if carried is None else tuple(torch.where(bad, 0.0, t.detach()) for t in carried)
+                         for d, carried in state.carried.items()}
+        if self.average is not None:
+            self.average.update(good)
+        state.window.add(losses, grad_norm, self.clip_norm, good)
+        self.pending.add(bad, ~good & ~bad, state.step, loss, grad_norm)
+        return Outcome.GOOD  # as far as the host knows: settle() has the verdict
+
+    def settle(self) -> Outcome:
+        """Take the device's verdicts since the last read into the state (train.nan_check log; with step
+        each step did so itself): the counts, one ``skip`` event and warning for the window's bad steps,
+        and DIVERGED once train.max_bad_steps came in a row. One read from the device."""
+        if self.pending is None:
+            return Outcome.DIVERGED if self.diverged else Outcome.GOOD
+        state, verdicts, limit = self.state, self.pending.read(), self.cfg.max_bad_steps
+        state.skipped_steps += verdicts.skipped
+        state.overflow_steps += verdicts.overflows
+        state.bad_steps = verdicts.run
+        if verdicts.skipped:
+            self.log.event("skip", verdicts.last_step, skipped=verdicts.skipped, bad_steps=verdicts.longest_run,
+                           loss=verdicts.last_loss, grad_norm=verdicts.last_grad_norm)
+            self.console.say(f"warning: {verdicts.skipped} step(s) up to step {verdicts.last_step:,} had a NaN or"
+                             f" infinite loss or gradient; skipped their updates (at most {verdicts.longest_run} in"
+                             f" a row; {limit} in a row stop training)")
+        if verdicts.longest_run >= limit and not self.diverged:
+            self.diverged, state.bad_steps = True, verdicts.longest_run
+        return Outcome.DIVERGED if self.diverged else Outcome.GOOD
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Each direction's mean loss on its part of ``batch``, carrying its state on. The LSTM runs in
@@ -424,9 +479,10 @@ class Trainer:
         """The window's averages as a ``train`` event (one read from the device), the bar moved on."""
         state, window = self.state, self.state.window
         elapsed = time.perf_counter() - window.started
-        per_step = 1 / window.good_steps if window.good_steps else math.nan  # a window of only skipped steps has none
-        totals = self.ranks.sum(torch.stack(list(window.sums.values()))) / self.ranks.world
-        means = {name: total.item() * per_step for name, total in zip(window.sums, totals)}
+        totals = dict(zip(window.sums, (self.ranks.sum(torch.stack(list(window.sums.values()))) / self.ranks.world).tolist()))
+        good_steps = totals.pop("good_steps")
+        per_step = 1 / good_steps if good_steps else math.nan  # a window of only skipped steps has none
+        means = {name: total * per_step for name, total in totals.items()}
         loss = means["loss_forward"]
         both = {f"loss_{d}": means[f"loss_{d}"] for d in self.directions} if len(self.directions) > 1 else {}
         self.tokens_per_s = len(self.directions) * window.steps * self.batches.tokens_per_step / max(elapsed, 1e-9)
@@ -501,7 +557,10 @@ class Trainer:
         )
 
     def save(self, name: str) -> None:
-        """Write ``name`` (last.pt, best.pt) in the run directory; every rank takes part, rank 0 writes."""
+        """Write ``name`` (last.pt, best.pt) in the run directory; every rank takes part, rank 0 writes.
+        Not after a divergence the pending verdicts reveal (the loop stops at its next check)."""
+        if self.settle() is Outcome.DIVERGED:
+            return
         checkpoint = self.checkpoint()
         if self.main:
             checkpoint.save(self.request.out_dir / name)
@@ -513,6 +572,8 @@ class Trainer:
         the end event; a divergence is an error."""
         state = self.state
         state.train_time = self.elapsed()
+        if self.settle() is Outcome.DIVERGED:
+            reason = "diverged"
         if reason != "diverged":
             # An interrupted run stops at once and without the extra evaluation, so that pausing and
             # resuming gives exactly the run that was never paused.

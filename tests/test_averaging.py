@@ -22,6 +22,19 @@ def test_the_average_follows_its_formula_with_the_ramped_decay():
         torch.testing.assert_close(shadow, e)
 
 
+def test_an_update_the_device_judged_void_changes_nothing():
+    """train.nan_check log: the average is updated every step, and a step the device judged bad must
+    neither move it nor count towards its ramp (the weights are changed here to show they are ignored)."""
+    model = nn.Linear(3, 2)
+    average = WeightAverage(model, decay=0.9)
+    average.update(torch.tensor(True))
+    before = [s.clone() for s in average.shadow]
+    with torch.no_grad():
+        model.weight.fill_(5.0)
+    average.update(torch.tensor(False))
+    assert average.updates == 1 and all(torch.equal(a, b) for a, b in zip(before, average.shadow))
+
+
 def test_applied_swaps_the_average_in_and_always_back():
     model = nn.Linear(3, 2)
     average = WeightAverage(model, decay=0.5)

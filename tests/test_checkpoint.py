@@ -14,8 +14,8 @@ def test_round_trip_through_a_plain_file(tmp_path):
     state = {"best_val_loss": 1.25, "evals_since_best": 2, "bad_steps": 1, "skipped_steps": 3, "train_time": 12.5,
              "tokens_seen": 4096, "carried": {"forward": (torch.randn(1, 4, 8), torch.randn(1, 4, 8))}}
     saved = tiny_checkpoint(step=7, **state)
-    saved.state.window.sums = {"loss_forward": torch.tensor(3.5), "grad_norm": torch.tensor(0.25)}
-    saved.state.window.good_steps = 2
+    saved.state.window.sums = {"loss_forward": torch.tensor(3.5), "grad_norm": torch.tensor(0.25),
+                               "good_steps": torch.tensor(2.0)}
     saved.save(tmp_path / "c.pt")
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
@@ -29,7 +29,8 @@ def test_round_trip_through_a_plain_file(tmp_path):
         if key != "carried":
             assert getattr(loaded.state, key) == value, key
     assert all(torch.equal(a, b) for a, b in zip(loaded.state.carried["forward"], state["carried"]["forward"]))
-    assert {k: v.item() for k, v in loaded.state.window.sums.items()} == {"loss_forward": 3.5, "grad_norm": 0.25}
+    assert {k: v.item() for k, v in loaded.state.window.sums.items()} == {"loss_forward": 3.5, "grad_norm": 0.25,
+                                                                          "good_steps": 2.0}
     assert loaded.state.window.good_steps == 2 and loaded.source == str(tmp_path / "c.pt")
     assert loaded.summary()["step"] == 7 and loaded.summary()["format_version"] == FORMAT_VERSION
 

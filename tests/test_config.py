@@ -64,6 +64,8 @@ def test_format_duration():
     ([("train.lr", True)], "train.lr must be a number"),
     ([("lr", 0.1)], "did you mean 'train.lr'"),
     ([("data.encoding", "klingon")], "unknown encoding"),
+    ([("train.nan_check", "often")], "train.nan_check: unknown value 'often'"),
+    ([("train.nan_check", "log"), ("train.optimizer", "sgd")], "train.nan_check log needs train.optimizer adamw"),
 ])
 def test_bad_values_are_one_line_errors(overrides, message):
     with pytest.raises(CharlmError) as info:

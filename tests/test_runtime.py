@@ -118,3 +118,13 @@ def test_each_torchrun_worker_gets_its_own_gpu(monkeypatch):
     assert runtime.rank_device(given, 1, True) == torch.device("cuda", 0)  # two ranks share the one GPU
     assert runtime.rank_device(torch.device("cuda", 3), 0, False) == torch.device("cuda", 3)  # one process: as asked
     assert runtime.rank_device(CPU, 1, True) == CPU
+
+
+def test_the_nan_verdict_stays_on_the_device_on_a_gpu_with_adamw_only():
+    cuda, cpu, mps = torch.device("cuda"), torch.device("cpu"), torch.device("mps")
+    assert runtime.nan_check("auto", cuda, "adamw") == "log"
+    assert runtime.nan_check("auto", cuda, "sgd") == "step"  # only the fused AdamW skips itself on the device
+    assert runtime.nan_check("auto", cpu, "adamw") == "step"  # a CPU pays nothing to read it each step
+    assert runtime.nan_check("log", cpu, "adamw") == "log" and runtime.nan_check("step", cuda, "adamw") == "step"
+    with pytest.raises(CharlmError, match="train.nan_check log needs the fused AdamW, which torch lacks on mps"):
+        runtime.nan_check("log", mps, "adamw")

@@ -22,7 +22,7 @@ def test_the_checkpoint_record_is_plain_and_mirrors_the_state():
     record = state.to_checkpoint()
     assert record["carried"]["backward"] is None and all(t.device == CPU for t in record["carried"]["forward"])
     assert record["log_window"] == {"sums": {"loss_forward": 3.0, "loss_backward": 3.5, "grad_norm": 7.0,
-                                             "clipped": 1.0}, "good_steps": 1}
+                                             "clipped": 1.0, "good_steps": 1.0}}
     back = TrainState.from_checkpoint(record)
     for name in ("step", "tokens_seen", "train_time", "best_val_loss", "evals_since_best", "bad_steps",
                  "skipped_steps"):
@@ -44,10 +44,27 @@ def test_the_log_window_sums_good_steps_and_starts_afresh():
     window.add({"forward": torch.tensor(2.0)}, torch.tensor(1.0), clip_norm=5.0)
     window.add({"forward": torch.tensor(4.0)}, torch.tensor(6.0), clip_norm=5.0)
     window.steps = 3  # one more step that was skipped
-    assert {k: v.item() for k, v in window.sums.items()} == {"loss_forward": 6.0, "grad_norm": 7.0, "clipped": 1.0}
+    assert {k: v.item() for k, v in window.sums.items()} == {"loss_forward": 6.0, "grad_norm": 7.0, "clipped": 1.0,
+                                                             "good_steps": 2.0}
     assert window.good_steps == 2
     window.reset()
     assert (window.steps, window.good_steps) == (0, 0) and all(v.item() == 0 for v in window.sums.values())
+
+
+def test_the_device_verdict_leaves_a_bad_step_out_of_the_window():
+    """train.nan_check log: the host never learns which step was bad; a NaN must not reach the sums."""
+    window = LogWindow.empty(("forward",), CPU)
+    window.add({"forward": torch.tensor(2.0)}, torch.tensor(1.0), clip_norm=5.0, good=torch.tensor(True))
+    window.add({"forward": torch.tensor(math.nan)}, torch.tensor(math.inf), clip_norm=5.0, good=torch.tensor(False))
+    assert {k: v.item() for k, v in window.sums.items()} == {"loss_forward": 2.0, "grad_norm": 1.0, "clipped": 0.0,
+                                                             "good_steps": 1.0}
+
+
+def test_a_window_saved_before_good_steps_joined_the_sums_reads_back():
+    record = _state().to_checkpoint()
+    sums = record["log_window"]["sums"]
+    record["log_window"] = {"sums": {k: v for k, v in sums.items() if k != "good_steps"}, "good_steps": 1}
+    assert TrainState.from_checkpoint(record).window.good_steps == 1
 
 
 def test_a_rank_takes_its_own_streams_of_a_saved_state():

@@ -434,3 +434,27 @@ def test_weight_averaging_publishes_the_average_and_resumes_exactly(tmp_path, te
 
     model = charlm.load(tmp_path / "whole" / "last.pt")  # what sampling and eval use: the average
     assert model.evaluate_tokens(model.own_data("val"))["loss"] == pytest.approx(evals[-1], rel=1e-5)
+
+
+def test_bad_steps_judged_on_the_device_are_reported_at_the_log_interval(tmp_path, text_file, capsys):
+    """train.nan_check log (CUDA's choice): the same skips, read every log_interval steps: one event and
+    one warning per window that had any; a divergence stops the run at the read and keeps the last
+    checkpoint written before it began."""
+    config = small_config(**{"train.max_steps": 20, "train.max_epochs": None, "train.log_interval": 5,
+                             "train.nan_check": "log"})
+    result = _train_poisoned(config, text_file, tmp_path / "run", _at_steps({5, 6, 9}, "forward", _nan_loss))
+    assert result.step == 20 and result.stop_reason == "max_steps"
+    events = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    skips = [(e["step"], e["skipped"], e["bad_steps"]) for e in events if e["event"] == "skip"]
+    assert skips == [(5, 1, 1), (9, 2, 2)] and events[-1]["skipped_steps"] == 3
+    assert all(math.isfinite(e["loss"]) for e in events if e["event"] == "train")
+    assert capsys.readouterr().err.count("had a NaN or infinite loss or gradient; skipped their updates") == 2
+
+    # last.pt at 5 and 10; at 15 the checkpoint's read finds 13-15 bad and writes nothing; the log read
+    # at 20 stops the run
+    config = small_config(**{"train.max_steps": 100, "train.max_epochs": None, "train.checkpoint_interval": 5,
+                             "train.max_bad_steps": 3, "train.eval_interval": 1000, "train.nan_check": "log"})
+    with pytest.raises(CharlmError, match="stopped at step 20: 8 steps in a row had a NaN") as info:
+        _train_poisoned(config, text_file, tmp_path / "bad", _at_steps(set(range(13, 1000)), "forward", _nan_loss))
+    assert f"{tmp_path / 'bad' / 'last.pt'} (step 10) is kept" in str(info.value)
+    assert Checkpoint.load(tmp_path / "bad" / "last.pt").step == 10

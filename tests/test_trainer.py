@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from charlm.model import CharRNN
 from charlm.train import session
 from charlm.trainer import Outcome, TrainRequest
-from test_train import _at_steps, _nan_loss, small_config
+from test_train import _at_steps, _inf_gradient, _nan_loss, small_config
 
 
 @pytest.fixture
@@ -169,3 +169,72 @@ def test_gradients_are_unscaled_after_the_all_reduce(adamw_trainer, monkeypatch)
     monkeypatch.setattr(trainer.scaler, "unscale_", lambda optimizer: calls.append("unscale") or unscale(optimizer))
     trainer.step(trainer.batch())
     assert calls == ["all-reduce", "unscale"]
+
+
+def _pair(tmp_path, text_file, **overrides):
+    """Two sessions of the same run, one judging each step on the host, one on the device."""
+    config = {"train.max_steps": 50, "train.max_epochs": None, "model.dropout": 0.1, **overrides}
+    return [session(TrainRequest(small_config(**config, **{"train.nan_check": mode}), text_file,
+                                 tmp_path / mode, progress=False)) for mode in ("step", "log")]
+
+
+@pytest.mark.parametrize("method, fault", [("forward", _nan_loss), ("backward", _inf_gradient)])
+def test_the_verdict_kept_on_the_device_gives_the_same_run(tmp_path, text_file, method, fault):
+    """train.nan_check log (CUDA's choice) against step: the same weights, AdamW moments, carried state
+    and counts through a NaN loss or an inf gradient at steps 4 and 5, with an averaged model too."""
+    host_session, device_session = _pair(tmp_path, text_file, **{"train.ema_decay": 0.9})
+    with host_session as host, device_session as device:
+        assert device.pending is not None and host.pending is None
+        for trainer in (host, device):
+            torch.manual_seed(0)  # the same dropout masks
+            _at_steps({4, 5}, method, fault)(trainer)
+            outcomes = [trainer.step(trainer.batch()) for _ in range(8)]
+        assert outcomes == [Outcome.GOOD] * 8  # the device's steps look good until settled...
+        assert device.settle() is Outcome.GOOD  # ...and two in a row are under max_bad_steps
+        for name, value in host.model.state_dict().items():
+            assert torch.equal(device.model.state_dict()[name], value), name
+        assert all(torch.equal(a, b) for a, b in zip(host.average.shadow, device.average.shadow))
+        assert host.average.updates == device.average.updates == 6
+        moments = [[v for state in t.optimizer.state.values() for v in state.values()] for t in (host, device)]
+        assert all(torch.equal(a, b) for a, b in zip(*moments))
+        assert all(torch.equal(a, b) for a, b in zip(host.state.carried["forward"], device.state.carried["forward"]))
+        for name in ("skipped_steps", "bad_steps", "overflow_steps"):
+            assert getattr(host.state, name) == getattr(device.state, name), name
+        assert host.state.skipped_steps == 2
+        assert all(torch.equal(host.state.window.sums[k], v) for k, v in device.state.window.sums.items())
+
+
+def test_the_device_verdict_is_not_read_between_log_intervals(tmp_path, text_file, monkeypatch):
+    """No value crosses from the device to the host during a step (on a GPU each would be a sync;
+    tests/test_gpu.py counts the syncs themselves)."""
+    with _pair(tmp_path, text_file)[1] as trainer:
+        reads = []
+        for name in ("item", "tolist", "__bool__", "__float__", "__int__"):
+            original = getattr(torch.Tensor, name)
+            monkeypatch.setattr(torch.Tensor, name, lambda self, *a, _o=original, _n=name: reads.append(_n) or _o(self, *a))
+        _at_steps({2}, "forward", _nan_loss)(trainer)
+        for _ in range(4):
+            trainer.step(trainer.batch())
+        assert reads == []
+        monkeypatch.undo()
+        assert trainer.settle() is Outcome.GOOD and trainer.state.skipped_steps == 1
+
+
+def test_max_bad_steps_in_a_row_on_the_device_is_divergence_at_the_next_read(tmp_path, text_file):
+    with _pair(tmp_path, text_file, **{"train.max_bad_steps": 2})[1] as trainer:
+        _at_steps({2, 3}, "forward", _nan_loss)(trainer)
+        assert [trainer.step(trainer.batch()) for _ in range(4)] == [Outcome.GOOD] * 4
+        assert trainer.settle() is Outcome.DIVERGED
+        assert (trainer.state.bad_steps, trainer.state.skipped_steps) == (2, 2)
+
+
+def test_ranks_agree_on_stopping_at_log_intervals_and_budget_ends_only(trainer, monkeypatch):
+    """Under torchrun a collective every step would stall GPUs: the ranks agree every log_interval
+    steps (10 here) and where a step budget ends (50), which every rank reaches at the same step."""
+    agreed = []
+    monkeypatch.setattr(type(trainer.ranks), "enabled", property(lambda self: True))
+    monkeypatch.setattr(trainer.ranks, "agree", lambda code, seconds: agreed.append(trainer.state.step) or (code, seconds))
+    for step in range(51):
+        trainer.state.step = step
+        trainer.should_stop("SIGTERM" if step >= 13 else None)
+    assert agreed == [0, 10, 20, 30, 40, 50]
