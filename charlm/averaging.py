@@ -45,9 +45,7 @@ class WeightAverage:
         if good is not None:
             weight = weight * good
         self.count += 1 if good is None else good.long()
-        steps = torch._foreach_sub([p.detach() for p in self.params], self.shadow)
-        torch._foreach_mul_(steps, weight)
-        torch._foreach_add_(self.shadow, steps)
+        torch._foreach_lerp_(self.shadow, [p.detach() for p in self.params], [weight] * len(self.shadow))
 
     @contextlib.contextmanager
     def applied(self) -> Iterator[None]:

@@ -44,10 +44,10 @@ class LogWindow:
         """Count one good step, on the device: nothing here waits for it. ``good`` (a 0-dim bool
         tensor, the device's own verdict) leaves a bad step out without the host knowing which."""
         values = {f"loss_{d}": loss.detach() for d, loss in losses.items()}
-        values.update(grad_norm=grad_norm.detach(), clipped=(grad_norm.detach() > clip_norm).float(),
-                      good_steps=torch.ones((), device=grad_norm.device))
+        values.update(grad_norm=grad_norm.detach(), clipped=(grad_norm.detach() > clip_norm).float())
         for name, value in values.items():
             self.sums[name] += value if good is None else torch.where(good, value, 0.0)
+        self.sums["good_steps"] += 1 if good is None else good
 
     @property
     def good_steps(self) -> int:

@@ -47,7 +47,7 @@ from charlm.runtime import (autocast, fused_kernels, loss_scaling, nan_check, pr
 from charlm.sample import Sampler, preview
 from charlm.schedule import budget_progress, learning_rate, stop_reason
 from charlm.state import TrainState
-from charlm.verdict import PendingVerdicts
+from charlm.verdict import PendingVerdicts, Verdicts
 
 ARCHITECTURE_KEYS = ("cell", "hidden_size", "embedding_size", "num_layers", "tie_weights", "bidirectional")
 # Why a loop stops, in rising priority: ranks that disagree take the highest, as one process takes
@@ -132,7 +132,6 @@ class Trainer:
         # train.nan_check log: the steps' verdicts wait on the device for the next log interval
         self.pending = (PendingVerdicts(self.device, self.state.bad_steps)
                         if nan_check(self.cfg.nan_check, self.device, self.cfg.optimizer) == "log" else None)
-        self.diverged = False  # max_bad_steps in a row, as the pending verdicts told
         self._open_log()
         self.lr, self.tokens_per_s = learning_rate(self.cfg, self.state.step, 0.0), 0.0
         self.last_val: float | None = None
@@ -410,21 +409,25 @@ class Trainer:
         """Take the device's verdicts since the last read into the state (train.nan_check log; with step
         each step did so itself): the counts, one ``skip`` event and warning for the window's bad steps,
         and DIVERGED once train.max_bad_steps came in a row. One read from the device."""
-        if self.pending is None:
-            return Outcome.DIVERGED if self.diverged else Outcome.GOOD
-        state, verdicts, limit = self.state, self.pending.read(), self.cfg.max_bad_steps
-        state.skipped_steps += verdicts.skipped
-        state.overflow_steps += verdicts.overflows
-        state.bad_steps = verdicts.run
-        if verdicts.skipped:
-            self.log.event("skip", verdicts.last_step, skipped=verdicts.skipped, bad_steps=verdicts.longest_run,
-                           loss=verdicts.last_loss, grad_norm=verdicts.last_grad_norm)
-            self.console.say(f"warning: {verdicts.skipped} step(s) up to step {verdicts.last_step:,} had a NaN or"
-                             f" infinite loss or gradient; skipped their updates (at most {verdicts.longest_run} in"
-                             f" a row; {limit} in a row stop training)")
-        if verdicts.longest_run >= limit and not self.diverged:
-            self.diverged, state.bad_steps = True, verdicts.longest_run
-        return Outcome.DIVERGED if self.diverged else Outcome.GOOD
+        state, limit = self.state, self.cfg.max_bad_steps
+        if self.pending is not None:
+            verdicts = self.pending.read()
+            state.skipped_steps += verdicts.skipped
+            state.overflow_steps += verdicts.overflows
+            # bad_steps is the run now, except that a run which reached the limit (in this window or, found
+            # by a checkpoint's read, in an earlier one) stands: that is the divergence the loop stops for.
+            reached = max(verdicts.longest_run, state.bad_steps if state.bad_steps >= limit else 0)
+            state.bad_steps = reached if reached >= limit else verdicts.run
+            if verdicts.skipped:
+                self._report_skips(verdicts)
+        return Outcome.DIVERGED if state.bad_steps >= limit else Outcome.GOOD
+
+    def _report_skips(self, verdicts: Verdicts) -> None:
+        self.log.event("skip", verdicts.last_step, skipped=verdicts.skipped, bad_steps=verdicts.longest_run,
+                       loss=verdicts.last_loss, grad_norm=verdicts.last_grad_norm)
+        self.console.say(f"warning: {verdicts.skipped} step(s) up to step {verdicts.last_step:,} had a NaN or"
+                         f" infinite loss or gradient; skipped their updates (at most {verdicts.longest_run} in"
+                         f" a row; {self.cfg.max_bad_steps} in a row stop training)")
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Each direction's mean loss on its part of ``batch``, carrying its state on. The LSTM runs in

@@ -226,6 +226,7 @@ def test_max_bad_steps_in_a_row_on_the_device_is_divergence_at_the_next_read(tmp
         assert [trainer.step(trainer.batch()) for _ in range(4)] == [Outcome.GOOD] * 4
         assert trainer.settle() is Outcome.DIVERGED
         assert (trainer.state.bad_steps, trainer.state.skipped_steps) == (2, 2)
+        assert trainer.settle() is Outcome.DIVERGED  # found once, it stands though step 4 was good
 
 
 def test_ranks_agree_on_stopping_at_log_intervals_and_budget_ends_only(trainer, monkeypatch):
