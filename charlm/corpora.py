@@ -9,7 +9,6 @@ verified by sha256.
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import os
 import shutil
 import subprocess
@@ -24,7 +23,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from charlm.errors import CharlmError
-from charlm.fsutil import atomic_open
+from charlm.fsutil import atomic_open, sha256_of
 
 if TYPE_CHECKING:
     from charlm.documents import TextSource
@@ -87,16 +86,6 @@ def lookup(name: str) -> CorpusSource:
 def default_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "charlm" / "corpora"
-
-
-def sha256_of(*paths: Path) -> str:
-    """The sha256 of the files ``paths``, read one after the other."""
-    digest = hashlib.sha256()
-    for path in paths:
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
 
 
 def get_corpus(name: str, directory: str | Path | None = None, quiet: bool = False) -> Path:
@@ -199,9 +188,8 @@ def _stdlib_corpus(source: CorpusSource, target_dir: Path, stdlib: Path | None =
     """The running Python's standard-library files matching ``source.python_stdlib``, concatenated in
     sorted order into ``target_dir`` (once per Python version)."""
     import platform
-    import sysconfig
 
-    stdlib = stdlib or Path(sysconfig.get_paths()["stdlib"])
+    stdlib = stdlib or stdlib_dir()
     stem, _, suffix = source.file.rpartition(".")
     target = target_dir / f"{stem}-{platform.python_version()}.{suffix}"
     if target.is_file():

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from charlm.errors import CharlmError
-from charlm.fsutil import atomic_open, atomic_write_text
+from charlm.fsutil import atomic_open, atomic_write_text, sha256_of
 
 CHUNK_BYTES = 16 * 1024 * 1024  # files are read in chunks, so one larger than RAM still works
 CACHE_FORMAT = 1
@@ -180,14 +180,6 @@ def read_text(path: str | Path, encoding: str = "utf-8") -> str:
     return "".join(iter_text(path, encoding))
 
 
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(CHUNK_BYTES), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "charlm" / "tokens"
@@ -248,7 +240,7 @@ def load_tokens(
     """
     path = check_text_file(path)
     cache = cache_folder(cache_dir)
-    sha = file_sha256(path)
+    sha = sha256_of(path)
     codec_name = codecs.lookup(encoding).name
 
     if vocab is None:
@@ -293,7 +285,7 @@ def tokens_intact(tokens_path: Path, meta: dict) -> bool:
             return False
         if tokens_path.stat().st_size != meta["tokens"] * np.dtype(meta["dtype"]).itemsize:
             return False
-        return file_sha256(tokens_path) == meta["tokens_sha256"]
+        return sha256_of(tokens_path) == meta["tokens_sha256"]
     except (OSError, KeyError, TypeError):
         return False
 

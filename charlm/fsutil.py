@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -88,3 +89,13 @@ def atomic_write_text(path: str | Path, text: str, elsewhere: str = "-o/--out") 
 def atomic_write_bytes(path: str | Path, data: bytes, elsewhere: str = "-o/--out") -> None:
     with atomic_open(path, "wb", elsewhere) as handle:
         handle.write(data)
+
+
+def sha256_of(*paths: str | Path) -> str:
+    """The sha256 of the files ``paths``, read one after the other, a megabyte at a time."""
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()

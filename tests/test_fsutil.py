@@ -1,11 +1,12 @@
 import errno
+import hashlib
 import os
 import stat
 
 import pytest
 
 from charlm.errors import CharlmError
-from charlm.fsutil import atomic_open, atomic_write_bytes, atomic_write_text, describe_os_error
+from charlm.fsutil import atomic_open, atomic_write_bytes, atomic_write_text, describe_os_error, sha256_of
 
 
 def test_a_write_replaces_the_file_whole_with_the_usual_mode(tmp_path):
@@ -46,3 +47,11 @@ def test_a_folder_that_is_not_there_is_one_line(tmp_path):
 def test_os_errors_say_what_to_do(code, hint):
     message = describe_os_error(OSError(code, os.strerror(code)), "/runs/x/last.pt", "write")
     assert message.startswith(f"cannot write /runs/x/last.pt: {os.strerror(code)} (") and hint in message
+
+
+def test_sha256_of_files_is_that_of_their_bytes_one_after_the_other(tmp_path):
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.write_bytes(b"x" * (3 << 20) + b"end")  # more than one read of a megabyte
+    second.write_bytes(b"\x00second")
+    assert sha256_of(first) == hashlib.sha256(first.read_bytes()).hexdigest()
+    assert sha256_of(first, second) == hashlib.sha256(first.read_bytes() + second.read_bytes()).hexdigest()
