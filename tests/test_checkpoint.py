@@ -1,6 +1,7 @@
 import errno
 import io
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -43,40 +44,39 @@ def test_the_model_it_builds_has_its_weights():
     assert all((v == 0).all() for v in checkpoint.build_model(raw=True).state_dict().values())
 
 
-def format_1(checkpoint: Checkpoint) -> dict:
-    """A checkpoint in the layout charlm wrote before format 2 (the training state's fields at the top)."""
-    payload = checkpoint.to_dict()
-    state = payload.pop("state")
-    payload.update(
-        format_version=1, scheduler={"train_time": state["train_time"], "step": state["step"]},
-        data={**payload["data"], "epoch": 0, "window": 0}, carried_state=state["carried"]["forward"],
-        **({"carried_state_backward": state["carried"]["backward"]} if "backward" in state["carried"] else {}),
-        **{key: state[key] for key in ("step", "tokens_seen", "best_val_loss", "evals_since_best", "bad_steps",
-                                       "skipped_steps", "log_window")},
-    )
-    return payload
+FIXTURES = Path(__file__).parent / "fixtures"
 
 
-def test_format_1_run_directories_still_sample_evaluate_and_resume_exactly(tmp_path, text_file):
+@pytest.mark.parametrize("version", [1, 2])
+def test_real_old_checkpoints_still_sample_evaluate_and_resume_exactly(tmp_path, version):
+    """tests/fixtures/format-N.checkpoint: last.pt of a real run written by the charlm of that format
+    (format 1: commit 2425935, format 2: efa266b), 10 steps of
+    `charlm train text.txt --hidden-size 12 --num-layers 2 --dropout 0.1 --batch-size 4 --seq-len 8
+    --max-steps 10 --set train.eval_interval=5 --set train.sample_length=0 --threads 1` on
+    pseudo_english(20000, seed=0). Resumed to step 20 here it ends where a run trained here from
+    scratch with its config ends, bit for bit."""
+    import shutil
+
     import charlm
-    from charlm.config import build_config
-    from charlm.train import train
+    from charlm.synthetic import pseudo_english
+    from charlm.train import plan, run, train
 
-    settings = [("model.size", "fixed"), ("model.hidden_size", 16), ("model.num_layers", 2), ("model.dropout", 0.1), ("train.batch_size", 4),
-                ("train.seq_len", 8), ("train.threads", 1), ("train.device", "cpu"), ("train.precision", "fp32"),
-                ("train.eval_interval", 5), ("train.sample_length", 0), ("train.max_epochs", None)]
-    train(build_config(None, [*settings, ("train.max_steps", 20)]), text_file, tmp_path / "whole", progress=False)
-    train(build_config(None, [*settings, ("train.max_steps", 10)]), text_file, tmp_path / "old", progress=False)
-    for name in ("last.pt", "best.pt"):  # rewrite the run as the previous format would have left it
-        torch.save(format_1(Checkpoint.load(tmp_path / "old" / name)), tmp_path / "old" / name)
-    assert Checkpoint.load(tmp_path / "old").format_version == 1
-    model = charlm.load(tmp_path / "old")
+    text = tmp_path / "text.txt"
+    text.write_text(pseudo_english(20_000, seed=0), encoding="utf-8")
+    old = tmp_path / "old"
+    old.mkdir()
+    shutil.copy(FIXTURES / f"format-{version}.checkpoint", old / "last.pt")
+    checkpoint = Checkpoint.load(old)
+    assert (checkpoint.format_version, checkpoint.step) == (version, 10)
+    model = charlm.load(old)
     assert model.sample("The ", length=10, seed=0).startswith("The ")
-    assert model.evaluate_tokens(model.own_data("val"))["loss"] > 0
+    assert model.evaluate(text.read_text())["loss"] > 0
 
-    train(build_config(None, [*settings, ("train.max_steps", 20)]), text_file, tmp_path / "old", resume=True,
-          progress=False)
-    whole, resumed = Checkpoint.load(tmp_path / "whole" / "last.pt"), Checkpoint.load(tmp_path / "old" / "last.pt")
+    run(plan(None, [("data.path", str(text)), ("train.max_steps", 20)], resume_dir=old, progress=False))
+    config = checkpoint.config
+    config.train.max_steps = 20
+    train(config, text, tmp_path / "whole", progress=False)
+    whole, resumed = Checkpoint.load(tmp_path / "whole" / "last.pt"), Checkpoint.load(old / "last.pt")
     assert resumed.format_version == FORMAT_VERSION and resumed.step == 20
     assert all(torch.equal(whole.model[k], resumed.model[k]) for k in whole.model)
 
