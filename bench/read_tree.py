@@ -27,15 +27,15 @@ CHILD = """
 import json, resource, sys, time
 sys.path.insert(0, {root!r})
 from charlm.config import DataConfig
-from charlm.rundata import RunData
+from charlm.data import read_data
 started = time.perf_counter()
-data = RunData.read({source!r}, DataConfig(path={source!r}, include={include!r}, exclude={exclude!r},
-                    cache_dir={cache!r}))
+data = read_data({source!r}, DataConfig(path={source!r}, include={include!r}, exclude={exclude!r},
+                 cache_dir={cache!r}))
 seconds = time.perf_counter() - started
-docs = data.documents
+docs = data.tokens
 print(json.dumps({{"seconds": seconds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "splits": docs.counts(), "skipped": docs.skipped.summary(), "symbols": len(data.vocab),
-                  "bytes": sum(e.size for e in docs.entries)}}))
+                  "bytes": docs.size}}))
 """
 
 

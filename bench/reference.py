@@ -112,16 +112,24 @@ def tensor_digest(value: Any) -> str:
 
 
 def checkpoint_parts(path: Path) -> dict[str, str]:
-    """Digests of what a checkpoint holds, by part (the file's layout may differ, its content must not)."""
+    """Digests of what a checkpoint holds, by part, whichever file format holds it (2 or 3)."""
     import torch
 
     payload = torch.load(path, map_location="cpu", weights_only=True)
-    state = dict(payload["state"])
-    carried = state.pop("carried")
-    state.pop("train_time")
-    return {"weights": tensor_digest([payload["model"], payload.get("raw_model")]),
-            "optimizer": tensor_digest(payload["optimizer"]), "carried": tensor_digest(carried),
-            "state": tensor_digest(state), "vocab": tensor_digest(payload["vocab"])}
+    if payload["format_version"] == 2:
+        state = dict(payload["state"])
+        carried, window = state.pop("carried"), state.pop("log_window")
+        parts = {"published": payload["model"], "raw": payload.get("raw_model"), "carried": carried,
+                 "log_window": {"good_steps": window.get("good_steps", 0), **window["sums"]},
+                 "counters": {"overflow_steps": 0, **state}, "rng": payload["rng_ranks"] or [payload["rng"]]}
+    else:
+        average = payload["average"]
+        parts = {"published": average["model"] if average else payload["model"],
+                 "raw": payload["model"] if average else None, "carried": payload["streams"],
+                 "log_window": payload["log_window"], "counters": dict(payload["state"]), "rng": payload["rng"]}
+    parts["counters"].pop("train_time")
+    parts.update(optimizer=payload["optimizer"], vocab=payload["vocab"])
+    return {name: tensor_digest(value) for name, value in parts.items()}
 
 
 def logged(run: Path) -> str:

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
+    from collections.abc import Collection
+
     import torch
 
     from charlm.config import Config, TrainConfig
@@ -301,7 +303,7 @@ class Decision:
     probe_seconds: float
     proposed: dict[str, Any]  # what the rule chose
     budget: Budget
-    settings: dict[str, Any] = field(default_factory=dict)  # what it set: the proposed keys the user did not set
+    settings: dict[str, Any] = field(default_factory=dict)  # what it sets: the proposed keys the user did not give
 
     def line(self, text_bytes: int) -> str:
         """One line on what was chosen and why."""
@@ -339,16 +341,17 @@ def _count(n: float) -> str:
     return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}k"
 
 
-def template(config: "Config") -> tuple[Shape, tuple[int, ...]]:
-    """The candidate shape with the explicitly set keys fixed, and the widths left to choose from."""
-    m, t, explicit = config.model, config.train, config.explicit
+def template(config: "Config", fixed: "Collection[str]") -> tuple[Shape, tuple[int, ...]]:
+    """The candidate shape with the ``fixed`` keys (those the user gave) as the config has them, and
+    the widths left to choose from."""
+    m, t = config.model, config.train
     values = {"cell": m.cell, "hidden": m.hidden_size, "layers": m.num_layers,
               "embedding": m.embedding_size or m.hidden_size, "batch": t.batch_size, "seq_len": t.seq_len}
-    fixed = {name: values[name] for name, key in SHAPE_KEYS.items() if key in explicit}
-    if "embedding" not in fixed and "model.embedding_size" not in explicit and "hidden" in fixed:
-        fixed["embedding"] = min(EMBEDDING, fixed["hidden"])
-    shape = replace(Shape(fixed.get("hidden", 256)), **{k: v for k, v in fixed.items() if k != "hidden"})
-    return shape, (fixed["hidden"],) if "hidden" in fixed else WIDTHS
+    kept = {name: values[name] for name, key in SHAPE_KEYS.items() if key in fixed}
+    if "embedding" not in kept and "hidden" in kept:
+        kept["embedding"] = min(EMBEDDING, kept["hidden"])
+    shape = replace(Shape(kept.get("hidden", 256)), **{k: v for k, v in kept.items() if k != "hidden"})
+    return shape, (kept["hidden"],) if "hidden" in kept else WIDTHS
 
 
 @dataclass(frozen=True)
@@ -358,7 +361,7 @@ class Text:
     train_tokens: int
     eval_tokens: int  # what an evaluation during training reads
     vocab: int
-    line_length: float | None = None  # lines mode: a line's mean length, end marker included
+    window_length: float | None = None  # a training example's length, where the text fixes it (lines)
 
 
 def _timing(shape: Shape, precision: str, vocab: int, device: "torch.device") -> dict[str, Any]:
@@ -367,11 +370,12 @@ def _timing(shape: Shape, precision: str, vocab: int, device: "torch.device") ->
             "seconds_per_token": seconds, "tokens_per_s": round(1 / seconds)}
 
 
-def decide(config: "Config", text: Text, device: "torch.device", precisions: list[str]) -> Decision:
-    """Probe this machine (within PROBE_SHARE of a time budget) and choose."""
-    shape, widths = template(config)
-    if text.line_length is not None and "train.seq_len" not in config.explicit:
-        shape = replace(shape, seq_len=max(2, round(text.line_length)))  # a batch of lines is that long
+def decide(config: "Config", fixed: "Collection[str]", text: Text, device: "torch.device",
+           precisions: list[str]) -> Decision:
+    """Probe this machine (within PROBE_SHARE of a time budget) and choose every key not in ``fixed``."""
+    shape, widths = template(config, fixed)
+    if text.window_length is not None and "train.seq_len" not in fixed:
+        shape = replace(shape, seq_len=max(2, round(text.window_length)))  # the text fixes the batches' length
     vocab = text.vocab
     budget = Budget.of(config.train)
     allowance = PROBE_SHARE * budget.seconds if budget.seconds else PROBE_SECONDS
@@ -392,12 +396,13 @@ def decide(config: "Config", text: Text, device: "torch.device", precisions: lis
     speeds = SpeedModel.fit(timings)
     choice = choose(speeds, budget, text.train_tokens, vocab, spent, text.eval_tokens, shape, widths)
     proposed = choice.settings()
-    if text.line_length is not None:
-        del proposed["train.seq_len"]  # lines mode cuts no windows
-    return Decision(choice, speeds, spent, proposed, budget)
+    if text.window_length is not None:
+        del proposed["train.seq_len"]  # the text cuts its own windows
+    return Decision(choice, speeds, spent, proposed, budget, _unfixed(proposed, fixed))
 
 
-def decide_precision(config: "Config", vocab: int, device: "torch.device", precisions: list[str]) -> Decision:
+def decide_precision(config: "Config", fixed: "Collection[str]", vocab: int, device: "torch.device",
+                     precisions: list[str]) -> Decision:
     """model.size fixed, precision auto: time the configured shape at each precision and take the faster
     (bf16 only where it is faster here: a GRU on a CPU is often no faster in bf16 than in fp32)."""
     m, t = config.model, config.train
@@ -405,20 +410,17 @@ def decide_precision(config: "Config", vocab: int, device: "torch.device", preci
     warm_up(device, precisions, shape.cell)
     started = time.perf_counter()
     timings = [_timing(shape, precision, vocab, device) for precision in precisions]
-    chosen = faster({t["precision"]: t["tokens_per_s"] for t in timings})
-    return Decision(None, SpeedModel.fit(timings), time.perf_counter() - started, {"train.precision": chosen},
-                    Budget.of(t))
+    proposed = {"train.precision": faster({t["precision"]: t["tokens_per_s"] for t in timings})}
+    return Decision(None, SpeedModel.fit(timings), time.perf_counter() - started, proposed, Budget.of(t),
+                    _unfixed(proposed, fixed))
 
 
-def apply(config: "Config", decision: Decision) -> dict[str, Any]:
-    """Set the chosen values of every key the user did not set; return them."""
-    from charlm.config import set_key, validate
+def _unfixed(proposed: dict[str, Any], fixed: "Collection[str]") -> dict[str, Any]:
+    return {key: value for key, value in proposed.items() if key not in fixed}
 
-    explicit = set(config.explicit)
-    chosen = {key: value for key, value in decision.proposed.items() if key not in explicit}
-    for key, value in chosen.items():
-        set_key(config, key, value, "model.size auto")
-    config.explicit = explicit  # what auto set stays auto's: a resumed run reads it back from its checkpoint
-    validate(config)
-    decision.settings = chosen
-    return chosen
+
+def apply(config: "Config", settings: dict[str, Any]) -> "Config":
+    """``config`` with what auto chose (``Decision.settings``) applied, validated: a new config."""
+    from charlm.config import with_settings
+
+    return with_settings(config, settings, "model.size auto")

@@ -2,10 +2,11 @@
 
 SGD's weights jitter around a minimum at whatever scale the learning rate sets; their running
 average sits closer to its middle, so it usually evaluates better than the latest weights and
-costs one copy of the parameters. With ``train.ema_decay`` set, evaluations, best.pt, last.pt's
-``model`` and the end-of-training sample use the averaged weights (so ``charlm sample`` and
+costs one copy of the parameters. With ``train.ema_decay`` set, evaluations, best.pt and last.pt's
+published weights and the end-of-training sample use the averaged weights (so ``charlm sample`` and
 ``charlm eval`` see them); the raw weights the optimizer works on are kept in the checkpoint too,
-so a resumed run continues exactly.
+so a resumed run continues exactly. Without it a run holds a ``NoAverage``, which publishes the
+weights as they are.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from torch import nn
 
 class WeightAverage:
     def __init__(self, model: nn.Module, decay: float):
-        self.decay = decay
+        self.model, self.decay = model, decay
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.shadow = [p.detach().clone() for p in self.params]
         # Updates so far, on the device: an update the device alone knows to be void (train.nan_check
@@ -59,11 +60,36 @@ class WeightAverage:
             with torch.no_grad():
                 torch._foreach_copy_(self.params, raw)
 
-    def load(self, model: nn.Module, averaged_state: dict[str, Any], updates: int) -> None:
-        """Restore the average from a checkpoint's averaged ``model`` state (the raw weights are
-        already in ``model``)."""
+    def state_dict(self) -> dict[str, Any]:
+        """The averaged weights (as the model's state dict) and how many updates made them."""
         with self.applied():
-            model.load_state_dict(averaged_state)
+            weights = {name: value.detach().clone() for name, value in self.model.state_dict().items()}
+        return {"model": weights, "updates": self.updates}
+
+    def load_state_dict(self, saved: dict[str, Any]) -> None:
+        with self.applied():
+            self.model.load_state_dict(saved["model"])
             with torch.no_grad():
                 torch._foreach_copy_(self.shadow, [p.detach() for p in self.params])
-        self.count.fill_(updates)
+        self.count.fill_(saved["updates"])
+
+
+class NoAverage:
+    """A run without weight averaging: the model's own weights are the published ones."""
+
+    def update(self, good: torch.Tensor | None = None) -> None:
+        pass
+
+    def applied(self) -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext()
+
+    def state_dict(self) -> None:
+        return None
+
+    def load_state_dict(self, saved: None) -> None:
+        pass
+
+
+def weight_average(model: nn.Module, decay: float) -> WeightAverage | NoAverage:
+    """The average ``train.ema_decay`` asks for (0: none)."""
+    return WeightAverage(model, decay) if decay > 0 else NoAverage()

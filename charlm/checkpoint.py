@@ -1,24 +1,22 @@
 """Where a checkpoint is written and read: the ``Checkpoint`` type, and the safe file beneath it.
 
 A checkpoint holds what the model is (config, vocabulary, parameter count, precision, the text it
-read), its weights (the published ones that sampling and evaluation use, and the optimizer's own
-when weight averaging makes them differ), and where training stands (``TrainState``, optimizer,
-scaler, random states), so that a resume continues exactly. Every reader goes through
-``Checkpoint.load``.
+read) and, part by part, where training stands (``Run.parts`` in charlm/setup.py: the model's
+weights, the weight average, optimizer, loss scale, counters, carried streams, log window and
+random states), so that a resume continues exactly. Every reader goes through ``Checkpoint.load``;
+the weights sampling and evaluation use are ``Checkpoint.weights`` (the average, when there is one).
 
 On disk it is a dict of plain tensors, numbers, strings, lists and dicts, so it loads with
 ``torch.load(weights_only=True)``: a file that carries anything else (such as a pickled object
 that would run code) is refused, not executed. Writes go to a temporary file that is fsynced and
 then renamed over the target, so a crash at any moment leaves the previous checkpoint intact.
-
-Format 2 groups the training state under ``state``; format 1 (charlm before that) kept its fields
-at the top level, and still loads (``_from_format_1``).
+Files of earlier formats are lifted to the current one on load, one version at a time (``MIGRATIONS``).
 """
 
 from __future__ import annotations
 
 import pickle
-import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,14 +25,16 @@ import torch
 
 from charlm import __version__
 from charlm.config import Config
-from charlm.data import MARKER, Vocab
 from charlm.errors import CharlmError
 from charlm.fsutil import atomic_open
 from charlm.model import CharRNN
 from charlm.state import TrainState
+from charlm.vocab import MARKER, Vocab
 
 FORMAT_NAME = "charlm-checkpoint"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+PARTS = ("model", "average", "optimizer", "scaler", "state", "streams", "log_window", "rng")
+META = ("format", "format_version", "charlm_version", "config", "vocab", "parameters", "precision", "data")
 
 
 @dataclass
@@ -42,73 +42,59 @@ class TextRecord:
     """The text a run trained on: where it was, and its checksum (a resume checks it is unchanged)."""
 
     path: str
-    sha256: str  # of the file, or for many files of their manifest (charlm.documents)
+    sha256: str  # of the file, or for many files of their manifest (charlm.tokens)
     splits: dict[str, dict[str, int]] | None = None  # many files: files and characters of each split
+
+    def to_dict(self) -> dict[str, Any]:
+        record = {"path": self.path, "sha256": self.sha256}
+        return record if self.splits is None else {**record, "splits": self.splits}
 
 
 @dataclass
 class Checkpoint:
-    # what the model is
     config: Config
     vocab: Vocab
     parameters: int
     precision: str  # what training ran in: fp32, bf16 or fp16
     text: TextRecord
-    # its weights
-    model: dict[str, torch.Tensor]  # published: averaged when train.ema_decay is on
-    # where training stands, for a resume
-    state: TrainState
-    optimizer: dict[str, Any]
-    scaler: dict[str, Any] | None
-    rng: dict[str, Any]
-    rng_ranks: list[dict[str, Any]] | None = None  # under torchrun, every rank's random state
-    raw_model: dict[str, torch.Tensor] | None = None  # the optimizer's weights, when they differ from model
-    ema_updates: int = 0
+    parts: dict[str, Any]  # each part of the run's training state, by name (PARTS)
     charlm_version: str = __version__
     source: str = field(default="checkpoint", compare=False)  # where it was loaded from, for messages
     format_version: int = field(default=FORMAT_VERSION, compare=False)  # the file's (to_dict writes the newest)
 
+    @property
+    def state(self) -> TrainState:
+        """The run's counters (step, clock, best val loss, ...)."""
+        state = TrainState()
+        state.load_state_dict(self.parts["state"])
+        return state
 
     @property
     def step(self) -> int:
-        return self.state.step
+        return self.parts["state"]["step"]
 
     @property
-    def lines_mode(self) -> bool:
-        return self.vocab.marker is not None
+    def weights(self) -> dict[str, torch.Tensor]:
+        """The published weights: what sampling and evaluation use (averaged when train.ema_decay is on)."""
+        average = self.parts["average"]
+        return average["model"] if average is not None else self.parts["model"]
 
     def to_dict(self) -> dict[str, Any]:
-        payload = {
-            "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "charlm_version": self.charlm_version,
-            "config": self.config.to_dict(), "vocab": self.vocab.to_list(), "parameters": self.parameters,
-            "precision": self.precision, "data": self._text_record(),
-            "model": self.model, "state": self.state.to_checkpoint(),
-            "optimizer": self.optimizer, "scaler": self.scaler, "rng": self.rng, "rng_ranks": self.rng_ranks,
-        }
-        if self.raw_model is not None:
-            payload.update(raw_model=self.raw_model, ema_updates=self.ema_updates)
-        return payload
-
-    def _text_record(self) -> dict[str, Any]:
-        record = {"path": self.text.path, "sha256": self.text.sha256}
-        return record if self.text.splits is None else {**record, "splits": self.text.splits}
+        return {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "charlm_version": self.charlm_version,
+                "config": self.config.to_dict(), "vocab": self.vocab.to_list(), "parameters": self.parameters,
+                "precision": self.precision, "data": self.text.to_dict(), **self.parts}
 
     @classmethod
     def from_dict(cls, payload: dict[str, Any], source: str = "checkpoint") -> "Checkpoint":
         """The checkpoint a loaded file holds; anything missing or malformed is one CharlmError line."""
         version = payload.get("format_version", FORMAT_VERSION)
-        if version == 1:
-            payload = _from_format_1(payload)
         try:
-            return cls(
-                config=Config.from_dict(payload["config"], source=f"{source} config"),
-                vocab=Vocab(payload["vocab"]), parameters=payload["parameters"], precision=payload["precision"],
-                text=TextRecord(**payload["data"]), model=payload["model"],
-                state=TrainState.from_checkpoint(payload["state"]), optimizer=payload["optimizer"],
-                scaler=payload["scaler"], rng=payload["rng"], rng_ranks=payload["rng_ranks"],
-                raw_model=payload.get("raw_model"), ema_updates=payload.get("ema_updates", 0),
-                charlm_version=payload["charlm_version"], source=source, format_version=version,
-            )
+            payload = migrate(payload)
+            return cls(config=Config.from_dict(payload["config"], source=f"{source} config"),
+                       vocab=Vocab(payload["vocab"]), parameters=payload["parameters"],
+                       precision=payload["precision"], text=TextRecord(**payload["data"]),
+                       parts={name: payload[name] for name in PARTS}, charlm_version=payload["charlm_version"],
+                       source=source, format_version=version)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CharlmError(f"{source} is a damaged charlm checkpoint ({_first_line(exc)})") from None
 
@@ -127,9 +113,8 @@ class Checkpoint:
     def build_model(self, raw: bool = False) -> CharRNN:
         """The model with the published weights (``raw``: the optimizer's own), on the CPU."""
         model = CharRNN.from_config(self.config.model, len(self.vocab))
-        weights = self.raw_model if raw and self.raw_model is not None else self.model
         try:
-            model.load_state_dict(weights)
+            model.load_state_dict(self.parts["model"] if raw else self.weights)
         except RuntimeError as exc:
             raise CharlmError(f"{self.source} is a damaged charlm checkpoint: its weights do not fit its model"
                               f" ({_first_line(exc)})") from None
@@ -137,20 +122,23 @@ class Checkpoint:
 
     def summary(self) -> dict[str, Any]:
         """What ``charlm info`` reports, as JSON-ready values."""
+        state = self.state
         return {
             "checkpoint": self.source, "charlm_version": self.charlm_version, "format_version": self.format_version,
             "vocab_size": len(self.vocab), "vocab": "".join(c for c in self.vocab.chars if c != MARKER),
-            "mode": self.config.data.mode, "parameters": self.parameters, "step": self.state.step,
-            "tokens_seen": self.state.tokens_seen, "train_time_s": self.state.train_time,
-            "best_val_loss": self.state.best_val_loss, "precision": self.precision,
+            "mode": self.config.data.mode, "parameters": self.parameters, "step": state.step,
+            "tokens_seen": state.tokens_seen, "train_time_s": state.train_time,
+            "best_val_loss": state.best_val_loss, "precision": self.precision,
             "bidirectional": self.config.model.bidirectional,
-            "data": self._text_record(), "config": self.config.to_dict(),
+            "data": self.text.to_dict(), "config": self.config.to_dict(),
         }
 
 
+# ---- earlier formats ------------------------------------------------------------------------------
+
 def _from_format_1(payload: dict[str, Any]) -> dict[str, Any]:
-    """Format 1 in format 2's layout: the training state's fields gathered under ``state``. Keys that
-    later format-1 versions added are filled with what their absence meant."""
+    """Format 1 kept the training state's fields at the top level (later versions of it added the NaN
+    counters, the log window and the scaler)."""
     state = {
         "step": payload["step"], "tokens_seen": payload["tokens_seen"],
         "train_time": payload["scheduler"]["train_time"], "best_val_loss": payload["best_val_loss"],
@@ -163,6 +151,35 @@ def _from_format_1(payload: dict[str, Any]) -> dict[str, Any]:
     data = payload["data"]
     return {**payload, "state": state, "data": {"path": data["path"], "sha256": data["sha256"]},
             "scaler": payload.get("scaler"), "rng_ranks": payload.get("rng_ranks")}
+
+
+def _from_format_2(payload: dict[str, Any]) -> dict[str, Any]:
+    """Format 2 grouped the counters, carried states and log window under ``state`` and kept the
+    published weights as ``model``, the raw ones as ``raw_model`` (with weight averaging); its first
+    files had no ``overflow_steps`` and kept the log window's good steps beside its sums."""
+    old = payload["state"]
+    window = old["log_window"]
+    counters = {key: old[key] for key in ("step", "tokens_seen", "train_time", "best_val_loss", "evals_since_best",
+                                          "bad_steps", "skipped_steps")}
+    raw = payload.get("raw_model")
+    lifted = {key: payload[key] for key in META if key in payload}
+    return {**lifted, "model": raw if raw is not None else payload["model"],
+            "average": None if raw is None else {"model": payload["model"], "updates": payload.get("ema_updates", 0)},
+            "optimizer": payload["optimizer"], "scaler": payload["scaler"],
+            "state": {**counters, "overflow_steps": old.get("overflow_steps", 0)},
+            "streams": old["carried"], "log_window": {"good_steps": window.get("good_steps", 0), **window["sums"]},
+            "rng": payload["rng_ranks"] or [payload["rng"]]}
+
+
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _from_format_1, 2: _from_format_2}
+
+
+def migrate(payload: dict[str, Any]) -> dict[str, Any]:
+    """A payload of any earlier format in the current one, lifted a version at a time."""
+    version = payload.get("format_version", FORMAT_VERSION)
+    while version < FORMAT_VERSION:
+        payload, version = MIGRATIONS[version](payload), version + 1
+    return payload
 
 
 def on_cpu(value: Any) -> Any:
@@ -255,19 +272,3 @@ def _read(path: Path) -> dict[str, Any]:
             f" ({FORMAT_VERSION}): upgrade charlm"
         )
     return payload
-
-
-def rng_states() -> dict[str, Any]:
-    states: dict[str, Any] = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
-
-
-def restore_rng_states(states: dict[str, Any]) -> None:
-    torch.set_rng_state(states["torch"])
-    if "cuda" in states and torch.cuda.is_available():
-        try:
-            torch.cuda.set_rng_state_all(states["cuda"])
-        except RuntimeError:  # a different number of GPUs than at save time
-            print("warning: could not restore the CUDA random state (different GPUs)", file=sys.stderr)

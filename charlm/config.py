@@ -1,12 +1,15 @@
 """The one typed configuration that flows from YAML and the command line into every part.
 
-Order of precedence, lowest first: the dataclass defaults below, a YAML file (``-c``), then
-command-line flags and ``--set section.key=value``. ``validate`` checks the result; every problem
-is reported as a ``CharlmError`` with one line that says what is wrong and how to fix it.
+``resolve`` makes it, once: the dataclass defaults below, then a YAML file (``-c``), then
+command-line flags and ``--set section.key=value``, giving the config and the set of keys the
+user gave (``model.size: auto`` chooses only the others, and its choice is applied to the result
+with ``with_settings``). ``validate`` checks a config; every problem is reported as a
+``CharlmError`` with one line that says what is wrong and how to fix it.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import math
@@ -27,6 +30,7 @@ SCHEDULES = ("constant", "cosine", "step")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 NAN_CHECKS = ("auto", "step", "log")
+FORGET_BIAS = 0.0  # the one default, for CharRNN too
 
 
 @dataclass
@@ -61,9 +65,9 @@ class ModelConfig:
     embedding_dropout: float = 0.0  # on the embedded input characters
     weight_dropout: float = 0.0  # DropConnect on the recurrent (hidden-to-hidden) weights, one mask per batch
     tie_weights: bool = False  # share embedding and head weights (needs embedding_size == hidden_size)
-    # LSTM only: initial forget-gate bias (sum of torch's two bias vectors). 0, not the textbook 1: on
-    # tinyshakespeare, 60 s (configs/sweeps/auto/ts-60s-forget.yaml) 1 gave val 1.541, 0 gave 1.48.
-    forget_bias: float = 0.0
+    # LSTM only: initial forget-gate bias (sum of torch's two bias vectors); 0 trained better than the
+    # textbook 1 (configs/sweeps/auto/ts-60s-forget.yaml, docs/auto.md).
+    forget_bias: float = FORGET_BIAS
     bidirectional: bool = False  # also train a backward stack that predicts the previous character
 
 
@@ -123,11 +127,6 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
-
-    def __post_init__(self) -> None:
-        # The keys a file, a flag or a checkpoint set (section.key); model.size auto leaves them alone.
-        # Not a field: it is not saved or compared, only carried along with the config.
-        self.explicit: set[str] = set()
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -305,13 +304,13 @@ def set_key(config: Config, dotted: str, value: Any, source: str = "--set") -> N
         )
     section_obj = getattr(config, section)
     setattr(section_obj, key, coerce(dotted, value, _hints(section_obj)[key]))
-    config.explicit.add(dotted)
 
 
-def apply_mapping(config: Config, raw: Any, source: str) -> None:
-    """Apply a nested mapping ``{section: {key: value}}`` (from YAML or a checkpoint)."""
+def apply_mapping(config: Config, raw: Any, source: str) -> set[str]:
+    """Apply a nested mapping ``{section: {key: value}}`` (from YAML or a checkpoint); the keys it set."""
+    given: set[str] = set()
     if raw is None:
-        return
+        return given
     if not isinstance(raw, dict):
         raise CharlmError(f"{source}: expected a mapping of sections (data, model, train, sample)")
     sections = section_fields(config)
@@ -327,6 +326,8 @@ def apply_mapping(config: Config, raw: Any, source: str) -> None:
             raise CharlmError(f"{source}: section '{section}' must be a mapping of key: value")
         for key, value in values.items():
             set_key(config, f"{section}.{key}", value, source)
+            given.add(f"{section}.{key}")
+    return given
 
 
 def parse_set(assignment: str) -> tuple[str, Any]:
@@ -361,19 +362,56 @@ def load_yaml(path: str | Path) -> Any:
         raise CharlmError(f"config {path}: malformed YAML{where}: {problem}") from None
 
 
-def build_config(
-    config_file: str | None = None,
-    overrides: typing.Sequence[tuple[str, Any]] = (),
-    base: Config | None = None,
-) -> Config:
-    """Defaults (or ``base``), then the YAML file, then ``(key, value)`` overrides; validated."""
-    config = base if base is not None else Config()
+def resolve(config_file: str | None = None, overrides: typing.Sequence[tuple[str, Any]] = ()
+            ) -> tuple[Config, frozenset[str]]:
+    """The defaults, then the YAML file, then ``(key, value)`` overrides, validated; and the keys
+    the file and the overrides gave."""
+    config, given = Config(), set()
+    if config_file:
+        given |= apply_mapping(config, load_yaml(config_file), f"config {config_file}")
+    for key, value in overrides:
+        set_key(config, key, value)
+        given.add(key)
+    with_budget_defaults(config, given)
+    validate(config)
+    return config, frozenset(given)
+
+
+def with_budget_defaults(config: Config, given: typing.Collection[str]) -> None:
+    """The default 10 epochs is for a run given no budget: ``--max-time 10m`` alone means 10 minutes."""
+    if "train.max_epochs" not in given and {"train.max_time", "train.max_steps"} & set(given):
+        config.train.max_epochs = None
+
+
+def build_config(config_file: str | None = None, overrides: typing.Sequence[tuple[str, Any]] = (),
+                 base: Config | None = None) -> Config:
+    """``resolve``'s config; or, from ``base`` (a run's own config, which stands as it was resolved),
+    a copy with the YAML file and the overrides applied, validated."""
+    if base is None:
+        return resolve(config_file, overrides)[0]
+    config = copy.deepcopy(base)
     if config_file:
         apply_mapping(config, load_yaml(config_file), f"config {config_file}")
     for key, value in overrides:
         set_key(config, key, value)
     validate(config)
     return config
+
+
+def with_settings(config: Config, settings: dict[str, Any], source: str) -> Config:
+    """A copy of ``config`` with ``settings`` ({section.key: value}) applied, validated."""
+    chosen = copy.deepcopy(config)
+    for key, value in settings.items():
+        set_key(chosen, key, value, source)
+    validate(chosen)
+    return chosen
+
+
+def changed_keys(config: Config) -> frozenset[str]:
+    """The keys whose values differ from the defaults: what a config built in Python gave."""
+    default = Config().to_dict()
+    return frozenset(f"{section}.{key}" for section, values in config.to_dict().items()
+                     for key, value in values.items() if value != default[section][key])
 
 
 def _check(ok: bool, message: str) -> None:

@@ -1,20 +1,21 @@
-"""Loss of a model on a token array: nats and bits per character, state carried across windows."""
+"""The loss of a model on a text: nats and bits per predicted character, dropout off.
+
+What an evaluation reads comes from the text's ``Part`` (charlm/data.py): a stream's windows with
+the state carried from one to the next, or whole lines each from a fresh state.
+"""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from charlm.data import eval_windows
-from charlm.lines import IGNORE, Lines, line_batches
+from charlm.data import Part
+from charlm.lines import IGNORE
 from charlm.model import CharRNN
 from charlm.runtime import accumulator_dtype, autocast
-
-EVAL_WINDOW = 512  # forward-only, so long windows: fewer kernel calls, same carried-state result
 
 
 @dataclass
@@ -35,60 +36,20 @@ class EvalResult:
 
 
 @torch.no_grad()
-def evaluate_tokens(
-    model: CharRNN,
-    tokens: np.ndarray,
-    batch_size: int,
-    device: torch.device,
-    precision: str = "fp32",
-    direction: str = "forward",
-) -> EvalResult:
-    """Mean loss over every next-character prediction in ``tokens`` (dropout off).
-
-    For ``direction="backward"`` the tokens are read right to left: each character is predicted
-    from the text after it, with the state carried from the end of the text towards its start.
-    """
-    if direction == "backward":
-        tokens = tokens[::-1]
+def evaluate(model: CharRNN, part: Part, batch_size: int, device: torch.device, precision: str = "fp32",
+             direction: str = "forward") -> EvalResult:
+    """Mean loss over every prediction ``part`` holds, in ``direction``'s reading order (the backward
+    direction predicts each character from the text after it)."""
     was_training = model.training
     model.eval()
     total = torch.zeros((), dtype=accumulator_dtype(device), device=device)
-    count = 0
-    state = None
+    count, state = 0, None
     try:
-        for inputs, targets in eval_windows(tokens, batch_size, EVAL_WINDOW):
+        for inputs, targets in part.eval_batches(batch_size, direction):
             x = torch.from_numpy(inputs).to(device)
             y = torch.from_numpy(targets).to(device)
             with autocast(device, precision):
-                logits, state = model(x, state, direction=direction)
-            total += F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="sum").to(total.dtype)
-            count += y.numel()
-    finally:
-        model.train(was_training)
-    return EvalResult(loss=total.item() / count if count else float("nan"), chars=count)
-
-
-@torch.no_grad()
-def evaluate_lines(
-    model: CharRNN,
-    lines: Lines,
-    batch_size: int,
-    marker: int,
-    device: torch.device,
-    precision: str = "fp32",
-    direction: str = "forward",
-) -> EvalResult:
-    """Mean loss per predicted character over whole lines, the end marker included (lines mode)."""
-    was_training = model.training
-    model.eval()
-    total = torch.zeros((), dtype=accumulator_dtype(device), device=device)
-    count = 0
-    try:
-        for inputs, targets in line_batches(lines, batch_size, marker, reverse=direction == "backward"):
-            x = torch.from_numpy(inputs).to(device)
-            y = torch.from_numpy(targets).to(device)
-            with autocast(device, precision):
-                logits, _ = model(x, direction=direction)
+                logits, state = model(x, state if part.carries_state else None, direction=direction)
             total += F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="sum",
                                      ignore_index=IGNORE).to(total.dtype)
             count += int((targets != IGNORE).sum())
@@ -97,12 +58,7 @@ def evaluate_lines(
     return EvalResult(loss=total.item() / count if count else float("nan"), chars=count)
 
 
-def evaluate_directions(
-    model: CharRNN, data: "np.ndarray | Lines", batch_size: int, device: torch.device, precision: str = "fp32",
-    marker: int | None = None,
-) -> dict[str, EvalResult]:
-    """The loss of each direction the model has, {"forward": …[, "backward": …]}, on a token
-    stream or (lines mode) on whole lines."""
-    if isinstance(data, Lines):
-        return {d: evaluate_lines(model, data, batch_size, marker, device, precision, d) for d in model.directions}
-    return {d: evaluate_tokens(model, data, batch_size, device, precision, d) for d in model.directions}
+def evaluate_directions(model: CharRNN, part: Part, batch_size: int, device: torch.device,
+                        precision: str = "fp32") -> dict[str, EvalResult]:
+    """The loss of each direction the model has: {"forward": …[, "backward": …]}."""
+    return {d: evaluate(model, part, batch_size, device, precision, d) for d in model.directions}

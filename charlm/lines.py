@@ -14,25 +14,52 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from charlm.data import MARKER, Vocab
+from charlm.data import Batch, Part, RunData, sample_options
 from charlm.errors import CharlmError
+from charlm.source import TextSource
+from charlm.tokens import Joining, Tokens, read_tokens
+from charlm.vocab import MARKER, Vocab
+
+if TYPE_CHECKING:
+    from charlm.config import DataConfig, SampleConfig
+    from charlm.sample import Sampler
 
 IGNORE = -100  # target id that cross_entropy leaves out
 BUCKET_BATCHES = 50  # lines are sorted by length within windows of this many batches
 
 
 @dataclass
-class Lines:
-    """Lines as token ids back to back: line ``i`` is ``tokens[offsets[i]:offsets[i + 1]]``."""
+class Lines(Part):
+    """Lines as token ids back to back: line ``i`` is ``tokens[offsets[i]:offsets[i + 1]]``; each is
+    read after the marker, from a fresh state, and predicted up to its end marker."""
 
     tokens: np.ndarray
     offsets: np.ndarray
+    marker: int = 0
+
+    carries_state = False
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
+
+    @property
+    def predicted(self) -> int:
+        return int(self.lengths.sum()) + len(self)
+
+    def eval_batches(self, batch_size: int, direction: str) -> Iterator[Batch]:
+        return line_batches(self, batch_size, self.marker, reverse=direction == "backward")
+
+    def as_stream(self) -> np.ndarray:
+        """Lines back to back, each preceded by the marker."""
+        return np.insert(self.tokens.astype(np.int64), self.offsets[:-1], self.marker)
+
+    def describe(self) -> dict[str, Any]:
+        return {"lines": len(self)}
 
     @property
     def lengths(self) -> np.ndarray:
@@ -46,7 +73,7 @@ class Lines:
         offsets = np.zeros(len(parts) + 1, dtype=np.int64)
         offsets[1:] = np.cumsum([len(p) for p in parts])
         tokens = np.concatenate(parts) if parts else np.zeros(0, dtype=self.tokens.dtype)
-        return Lines(tokens=tokens, offsets=offsets)
+        return Lines(tokens=tokens, offsets=offsets, marker=self.marker)
 
     def texts(self, vocab: Vocab) -> list[str]:
         return [vocab.decode(self.line(i)) for i in range(len(self))]
@@ -81,7 +108,7 @@ def split_into_lines(stream: np.ndarray, stream_vocab: Vocab, vocab: Vocab) -> L
         raise CharlmError("the text has no non-empty lines: lines mode needs one example per line")
     offsets = np.zeros(len(pieces) + 1, dtype=np.int64)
     offsets[1:] = np.cumsum([len(piece) for piece in pieces])
-    return Lines(tokens=np.concatenate(pieces).astype(vocab.dtype), offsets=offsets)
+    return Lines(tokens=np.concatenate(pieces).astype(vocab.dtype), offsets=offsets, marker=vocab.marker)
 
 
 HINT_CHARS = 1 << 22  # 4M characters: thousands of lines of any list
@@ -191,15 +218,127 @@ class LineBatches:
     def position(self, step: int) -> tuple[int, int]:
         return divmod(step, self.steps_per_epoch)
 
-    def batch(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+    def starts_fresh(self, step: int) -> bool:
+        return True  # every line does
+
+    def batch(self, step: int) -> Batch:
         epoch, index = self.position(step)
         rows = self._epoch(epoch)[index]
         return pad_batch([self.lines.line(int(i)) for i in rows], self.marker, self.reverse)
 
 
-def line_batches(lines: Lines, batch_size: int, marker: int, reverse: bool = False
-                 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def line_batches(lines: Lines, batch_size: int, marker: int, reverse: bool = False) -> Iterator[Batch]:
     """Every line once, in batches of similar length (for evaluation)."""
     order = np.argsort(lines.lengths, kind="stable")
     for start in range(0, len(order), batch_size):
         yield pad_batch([lines.line(int(i)) for i in order[start:start + batch_size]], marker, reverse)
+
+
+class LineData(RunData):
+    """A list: every non-empty line of the text (of every file) is one example."""
+
+    unit = "lines"
+
+    def __init__(self, source: TextSource, config: "DataConfig", tokens: Tokens, vocab: Vocab, unknown: int,
+                 lines: Lines):
+        super().__init__(source, config, tokens, vocab, unknown)
+        self.lines = lines
+
+    @classmethod
+    def read(cls, source: TextSource, config: "DataConfig", vocab: Vocab | None = None,
+             progress: bool = False) -> "LineData":
+        tokens, lines, unknown = _read_lines(source, vocab, config.encoding, config.cache_dir, progress)
+        return cls(source, config, tokens, lines_vocab(tokens.vocab) if vocab is None else vocab, unknown, lines)
+
+    @classmethod
+    def encode_file(cls, path: str | Path, vocab: Vocab, encoding: str = "utf-8", cache_dir: str | None = None,
+                    progress: bool = False) -> tuple[Part, int]:
+        _, lines, unknown = _read_lines(TextSource.of(path), vocab, encoding, cache_dir, progress)
+        return lines, unknown
+
+    @classmethod
+    def encode_text(cls, text: str, vocab: Vocab) -> tuple[Part, int]:
+        own = Vocab.from_text(text)
+        lacking = sum(1 for ch in text if ch not in vocab.index and ch not in "\n\r")
+        return split_into_lines(own.encode(text), own, vocab), lacking
+
+    @functools.cached_property
+    def _held_out(self) -> LineSplits:
+        c = self.config
+        return split_lines(self.lines, c.val_fraction, c.test_fraction, c.split_seed, c.holdout_cap)
+
+    def _cut(self) -> tuple[Part, Part, Part]:
+        return self._held_out.train, self._held_out.val, self._held_out.test
+
+    @property
+    def duplicates(self) -> int:
+        """Held-out lines that also occur in train (counted, not removed)."""
+        return self._held_out.duplicates
+
+    def eval_part(self, max_chars: int | None) -> Part | None:
+        """Every val line (a list's val split is small); None when there is none."""
+        return self.val if len(self.val) >= 1 else None
+
+    def batches(self, batch_size: int, seq_len: int, seed: int, direction: str) -> LineBatches:
+        """Batches of whole lines; the backward direction reads each line right to left."""
+        return LineBatches(self.train, batch_size, self.vocab.marker, seed, reverse=direction == "backward")
+
+    @property
+    def window_length(self) -> float:
+        """A training line's mean length, end marker included: how long a batch of lines is."""
+        return float(self.train.lengths.mean()) + 1
+
+    def fine_tune_vocab(self, vocab: Vocab, extend: bool, source: str) -> Vocab:
+        raise CharlmError("--init-from is not available in lines mode: train the list from scratch")
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "held_out_duplicates": self.duplicates}
+
+    def summary(self) -> str:
+        also = f" ({self.duplicates:,} held-out lines also in train)" if self.duplicates else ""
+        return super().summary() + also
+
+    @staticmethod
+    def start_tokens(vocab: Vocab, prime: str) -> list[int]:
+        """The line marker, then the prime: the start of the line."""
+        return [vocab.marker] + [vocab.index[c] for c in prime]
+
+    @staticmethod
+    def sample(sampler: "Sampler", prime: str, length: int, reverse: bool, **options: Any) -> str:
+        """One line of at most ``length`` characters (written right to left: a text, as in stream mode)."""
+        if reverse:
+            return sampler.texts(prime, length, reverse=True, **options)[0]
+        return sampler.lines(1, prime, length, **options)[0]
+
+    @staticmethod
+    def preview(sampler: "Sampler", settings: "SampleConfig", length: int, seed: int | None, lines: int) -> str:
+        """``lines`` whole lines, one a line."""
+        prime = settings.prime if not sampler.vocab.missing(settings.prime) else ""
+        return "\n".join(sampler.lines(lines, prime, length, **sample_options(settings, seed)))
+
+    @staticmethod
+    def opening(vocab: Vocab) -> list[int]:
+        return [vocab.marker]
+
+    @staticmethod
+    def line_break(vocab: Vocab) -> tuple[int | None, bool]:
+        return vocab.marker, True  # a line ends on the marker, and the next starts afresh
+
+
+def _read_lines(source: TextSource, vocab: Vocab | None, encoding: str, cache_dir: str | None,
+                progress: bool) -> tuple[Tokens, Lines, int]:
+    """The lines of ``source`` (of all its files, joined by line breaks) in ``vocab``'s ids (None: the
+    text's own), cut from the text's own token stream; and how many characters ``vocab`` lacks."""
+    joining = None if source.single is not None else Joining("\n", before_first=False)
+    tokens = read_tokens(source, encoding, cache_dir, joining=joining, progress=progress)
+    target = vocab if vocab is not None else lines_vocab(tokens.vocab)
+    return tokens, split_into_lines(tokens.tokens, tokens.vocab, target), _left_out(tokens, target)
+
+
+def _left_out(own: Tokens, vocab: Vocab) -> int:
+    """How many characters of a text the lines vocabulary ``vocab`` lacks (line breaks are not characters there)."""
+    lacking = [i for i, ch in enumerate(own.vocab.chars) if ch not in vocab.index and ch not in "\n\r"]
+    if not lacking:
+        return 0
+    counts = np.bincount(np.asarray(own.tokens), minlength=len(own.vocab))
+    return int(counts[lacking].sum())

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from charlm.config import ModelConfig
+from charlm.config import FORGET_BIAS, ModelConfig
 
 State = tuple[torch.Tensor, ...]
 
@@ -36,7 +36,7 @@ class CharRNN(nn.Module):
         embedding_dropout: float = 0.0,
         weight_dropout: float = 0.0,
         tie_weights: bool = False,
-        forget_bias: float = 1.0,
+        forget_bias: float = FORGET_BIAS,
         bidirectional: bool = False,
     ):
         super().__init__()

@@ -120,9 +120,9 @@ def fused_kernels(device: torch.device) -> bool:
 
 
 def nan_check(name: str, device: torch.device, optimizer: str) -> str:
-    """When the host reads each step's NaN/Inf verdict (see ``train.nan_check``): ``log`` keeps it on
-    the device between log intervals, which needs the fused AdamW (it skips its own update where
-    told); auto takes it on CUDA, where a read every step stalls the GPU, and ``step`` elsewhere (a
+    """When the host reads the steps' NaN/Inf verdicts (see ``train.nan_check``): ``log`` only every
+    log interval, which needs the fused AdamW (it skips its own update on the device, so nothing
+    waits); auto takes it on CUDA, where a read every step stalls the GPU, and ``step`` elsewhere (a
     CPU pays nothing for the read and a warning comes at the step it concerns)."""
     if name == "auto":
         return "log" if device.type == "cuda" and optimizer == "adamw" else "step"
@@ -132,12 +132,33 @@ def nan_check(name: str, device: torch.device, optimizer: str) -> str:
     return name
 
 
-def restore_scaler(scaler: torch.amp.GradScaler, saved: dict | None) -> None:
-    """Continue a run's fp16 loss scale where it stopped. A run saved in bf16 or fp32 holds a disabled
-    scaler's empty state, which an enabled one refuses: resumed in fp16 it starts from a fresh scale
-    (and an fp16 run resumed in another precision needs no scale at all)."""
-    if saved and scaler.is_enabled():
-        scaler.load_state_dict(saved)
+class LossScale(torch.amp.GradScaler):
+    """torch's loss scaler, restorable from any run: one saved in bf16 or fp32 holds a disabled scaler's
+    empty state, which an enabled one refuses; resumed in fp16 it starts from a fresh scale (and an
+    fp16 run resumed in another precision needs no scale at all)."""
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        if state_dict and self.is_enabled():
+            super().load_state_dict(state_dict)
+
+
+def step_unless(optimizer: torch.optim.Optimizer, skip: torch.Tensor) -> None:
+    """``optimizer.step()``, unless ``skip`` (a 0-dim bool tensor on the device) is true.
+
+    The fused AdamW decides on the device: torch's fused optimizers (those with
+    ``_step_supports_amp_scaling``) read the attributes ``found_inf`` and ``grad_scale`` that
+    ``GradScaler.step`` sets on them, and skip their whole update where ``found_inf`` is nonzero; the
+    gradients are unscaled already here, so ``grad_scale`` is None. Any other optimizer is told by
+    the host, which waits for the device to read ``skip``.
+    """
+    if getattr(optimizer, "_step_supports_amp_scaling", False):
+        optimizer.found_inf, optimizer.grad_scale = skip.float(), None
+        try:
+            optimizer.step()
+        finally:
+            del optimizer.found_inf, optimizer.grad_scale
+    elif not skip.item():
+        optimizer.step()
 
 
 def set_threads(threads: int) -> None:

@@ -1,25 +1,29 @@
 """Text generation: the prime read once by the fused kernel, then one hand-written step per character
 (``charlm.step.FastStep``), never re-running what was already read.
 
-``generate`` yields token ids; ``Sampler`` turns them into text for a model and its vocabulary:
-samples that stop at a string, samples written right to left, whole lines (lines mode) with
-novel/unique filters. ``charlm.api.LanguageModel`` is a ``Sampler``; training's previews use one.
+``generate`` yields token ids; ``Sampler`` turns them into text for a model, its vocabulary and
+its kind of data (which says how a sample starts and what one sample is): samples that stop at a
+string, samples written right to left, whole lines (lines mode) with novel/unique filters.
+``charlm.api.LanguageModel`` is a ``Sampler``; training's previews use one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from charlm.config import SampleConfig
-from charlm.data import DOCUMENT, MARKER, Vocab, format_chars
 from charlm.errors import CharlmError
 from charlm.model import CharRNN
 from charlm.runtime import accumulator_dtype
 from charlm.step import FastStep
+from charlm.vocab import DOCUMENT, MARKER, Vocab, format_chars
+
+if TYPE_CHECKING:
+    from charlm.config import SampleConfig
+    from charlm.data import RunData
 
 
 def filter_logits(logits: torch.Tensor, temperature: float, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
@@ -55,22 +59,6 @@ def draw(logits: torch.Tensor, generator: torch.Generator | None = None) -> torc
     ids = torch.searchsorted(cdf, uniform.mul_(total), right=True)
     last_possible = torch.searchsorted(cdf, total, right=False)  # the first index where the sum is complete
     return torch.minimum(ids, last_possible).squeeze_(1)
-
-
-def start_tokens(vocab: Vocab, prime: str) -> list[int]:
-    """Token ids to feed first. An empty prime starts a new document (a model of many files), or
-    else as if after a newline (or a space); in lines mode every sample starts with the line
-    marker, and the prime is the start of the line."""
-    if vocab.marker is not None:
-        return [vocab.marker] + [vocab.index[c] for c in prime]
-    if prime:
-        return [vocab.index[c] for c in prime]
-    if vocab.document is not None:
-        return [vocab.document]
-    for fallback in ("\n", " "):
-        if fallback in vocab.index:
-            return [vocab.index[fallback]]
-    return [0]
 
 
 @torch.no_grad()
@@ -134,19 +122,17 @@ class LineDraw:
 
 
 class Sampler:
-    """Generate text from ``model`` with its vocabulary ``vocab``.
+    """Generate text from ``model`` with its vocabulary ``vocab``, as a model of ``kind`` of data
+    (``charlm.data.kind``) writes.
 
     Sampling options, wherever ``**options`` appears: ``temperature`` (> 0), ``top_k`` (0: off),
     ``top_p`` (1: off), ``greedy`` and ``seed`` (same seed, same text).
     """
 
-    def __init__(self, model: CharRNN, vocab: Vocab):
+    def __init__(self, model: CharRNN, vocab: Vocab, kind: "type[RunData]"):
         self.model = model
         self.vocab = vocab
-
-    @property
-    def lines_mode(self) -> bool:
-        return self.vocab.marker is not None
+        self.kind = kind
 
     def check_text(self, text: str, what: str = "prime") -> None:
         missing = self.vocab.missing(text)
@@ -168,7 +154,7 @@ class Sampler:
         if reverse and not self.model.bidirectional:
             raise CharlmError("this model has no backward direction, so it cannot sample in reverse:"
                               " train with --set model.bidirectional=true")
-        ids = start_tokens(self.vocab, prime[::-1] if reverse else prime)
+        ids = self.kind.start_tokens(self.vocab, prime[::-1] if reverse else prime)
         direction = "backward" if reverse else "forward"
         for step_ids in generate(self.model, ids, length, num_samples, temperature, top_k, top_p, greedy,
                                  make_generator(seed, self.model.head.weight.device), direction):
@@ -208,10 +194,12 @@ class Sampler:
         return [text[::-1] + prime if reverse else prime + text for text in made]
 
     def sample(self, prime: str = "", length: int = 500, reverse: bool = False, **options: Any) -> str:
-        """One sample (see ``texts``); in lines mode, one line of at most ``length`` characters."""
-        if self.lines_mode and not reverse:  # one sample of a list is one line
-            return self.lines(1, prime, length, **options)[0]
-        return self.texts(prime, length, reverse=reverse, **options)[0]
+        """One sample (see ``texts``); of a list, one line of at most ``length`` characters."""
+        return self.kind.sample(self, prime, length, reverse, **options)
+
+    def preview(self, settings: SampleConfig, length: int, seed: int | None, lines: int) -> str:
+        """A sample as a run's ``sample`` settings describe it (of a list: ``lines`` lines)."""
+        return self.kind.preview(self, settings, length, seed, lines)
 
     def lines(self, count: int, prime: str = "", max_length: int = 500, **options: Any) -> list[str]:
         """``count`` complete lines (lines mode), each ending where the model wrote the end marker or
@@ -245,14 +233,3 @@ class Sampler:
             if len(kept) >= count or greedy:  # greedy lines are all the same: more rounds add nothing
                 break
         return LineDraw(kept, made, novel)
-
-
-def preview(sampler: Sampler, settings: SampleConfig, length: int, seed: int | None, lines: int) -> str:
-    """A sample as a run's ``sample`` settings describe it: in lines mode ``lines`` whole lines (one a
-    line), else ``length`` characters after the prime. A prime with characters the model lacks is
-    left out rather than refused: this is a look at the model, not a request."""
-    prime = settings.prime if not sampler.vocab.missing(settings.prime) else ""
-    options = {"temperature": settings.temperature, "top_k": settings.top_k, "top_p": settings.top_p, "seed": seed}
-    if sampler.lines_mode:
-        return "\n".join(sampler.lines(lines, prime, length, **options))
-    return sampler.texts(prime, length, **options)[0]

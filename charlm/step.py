@@ -66,10 +66,6 @@ class FastStep:
         """The model's state ((layers, batch, hidden) tensors) as this step's own working copy."""
         return StepState(self, [[t[layer].float().clone() for t in state] for layer in range(self.num_layers)])
 
-    def export_state(self, state: "StepState") -> State:
-        """Back to the model's layout, e.g. to continue with ``CharRNN.forward``."""
-        return tuple(torch.stack([layer[i] for layer in state.layers]) for i in range(len(state.layers[0])))
-
     @torch.no_grad()
     def __call__(self, tokens: torch.Tensor, state: "StepState", scale: float = 1.0) -> torch.Tensor:
         """Logits (batch, vocab) after reading ``tokens`` (batch,), times ``scale`` (1 / temperature,

@@ -58,16 +58,19 @@ def tiny_checkpoint(step: int = 0, **state):
     """A real, small ``Checkpoint`` (an untrained 1x8 LSTM over "ab"), at ``step``, without training."""
     import torch
 
-    from charlm.checkpoint import Checkpoint, TextRecord, rng_states
+    from charlm.checkpoint import Checkpoint, TextRecord
     from charlm.config import Config
-    from charlm.data import Vocab
+    from charlm.distributed import Distributed
     from charlm.model import CharRNN
-    from charlm.state import TrainState
+    from charlm.state import RandomState, TrainState
+    from charlm.vocab import Vocab
 
     config = Config()
     config.model.hidden_size, config.model.num_layers = 8, 1
     model = CharRNN.from_config(config.model, 2)
+    parts = {"model": model.state_dict(), "average": None,
+             "optimizer": torch.optim.AdamW(model.parameters()).state_dict(), "scaler": {},
+             "state": TrainState(step=step, **state).state_dict(), "streams": {"forward": None},
+             "log_window": {}, "rng": RandomState(Distributed()).state_dict()}
     return Checkpoint(config=config, vocab=Vocab(["a", "b"]), parameters=model.num_parameters(), precision="fp32",
-                      text=TextRecord("text.txt", "0" * 64), model=model.state_dict(),
-                      state=TrainState(step=step, **state), optimizer=torch.optim.AdamW(model.parameters()).state_dict(),
-                      scaler={}, rng=rng_states())
+                      text=TextRecord("text.txt", "0" * 64), parts=parts)

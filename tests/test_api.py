@@ -70,7 +70,7 @@ def test_own_data_is_refused_when_the_text_moved_or_changed(run, tmp_path):
         with pytest.raises(CharlmError, match="changed since .* was trained: pass the file to use as FILE"):
             model.own_data("val")
         text.unlink()
-        with pytest.raises(CharlmError, match="is gone: pass the file to use as FILE"):
+        with pytest.raises(CharlmError, match="cannot be read .*no such file.*: pass the file to use as FILE"):
             model.own_data("val")
     finally:
         text.write_text(original)
@@ -78,7 +78,7 @@ def test_own_data_is_refused_when_the_text_moved_or_changed(run, tmp_path):
 
 def test_lines_models_give_whole_lines_and_filter_them(lines_run):
     model = charlm.load(lines_run[0])
-    assert model.lines_mode and "\n" not in model.sample(seed=0)
+    assert model.kind.unit == "lines" and "\n" not in model.sample(seed=0)
     known = model.training_lines()
     draw = model.new_lines(12, novel=True, unique=True, seed=1, temperature=1.5)
     assert len(draw.lines) == 12 and not set(draw.lines) & known and len(set(draw.lines)) == 12
@@ -93,4 +93,5 @@ def test_a_file_is_read_as_the_model_reads_it(lines_run, tmp_path):
     other.write_text("apple\nkiwi!\n")
     lines, unknown = model.file_data(other)
     assert lines.texts(model.vocab) == ["apple", "kiwi"] and unknown == 1
-    assert model.evaluate_tokens(lines)["chars"] == len("apple") + len("kiwi") + 2
+    assert model.evaluate_part(lines)["chars"] == len("apple") + len("kiwi") + 2
+    assert model.evaluate("apple\nkiwi!\n")["chars"] == len("apple") + len("kiwi") + 2  # a string as a file

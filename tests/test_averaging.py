@@ -50,7 +50,7 @@ def test_applied_swaps_the_average_in_and_always_back():
     assert all(torch.equal(p, r) for p, r in zip(model.parameters(), raw))
 
 
-def test_an_average_restored_from_its_published_weights_carries_on_the_same():
+def test_an_average_restored_from_its_state_carries_on_the_same():
     torch.manual_seed(1)
     model = nn.Linear(3, 2)
     average = WeightAverage(model, decay=0.8)
@@ -58,8 +58,22 @@ def test_an_average_restored_from_its_published_weights_carries_on_the_same():
         with torch.no_grad():
             model.weight.add_(0.1)
         average.update()
-    with average.applied():
-        published = {k: v.clone() for k, v in model.state_dict().items()}
+    saved = average.state_dict()
+    raw = {k: v.clone() for k, v in model.state_dict().items()}
+    assert saved["updates"] == 5 and torch.equal(saved["model"]["weight"], average.shadow[0])
     restored = WeightAverage(model, decay=0.8)
-    restored.load(model, published, average.updates)
+    restored.load_state_dict(saved)
     assert restored.updates == 5 and all(torch.equal(a, b) for a, b in zip(restored.shadow, average.shadow))
+    assert all(torch.equal(v, raw[k]) for k, v in model.state_dict().items())  # the raw weights stay
+
+
+def test_without_averaging_the_weights_are_published_as_they_are():
+    from charlm.averaging import NoAverage, weight_average
+
+    model = nn.Linear(3, 2)
+    nothing = weight_average(model, 0.0)
+    assert isinstance(nothing, NoAverage) and nothing.state_dict() is None
+    nothing.update(torch.tensor(True))
+    with nothing.applied():
+        pass
+    assert isinstance(weight_average(model, 0.9), WeightAverage)

@@ -13,35 +13,40 @@ from conftest import tiny_checkpoint
 
 def test_round_trip_through_a_plain_file(tmp_path):
     state = {"best_val_loss": 1.25, "evals_since_best": 2, "bad_steps": 1, "skipped_steps": 3, "train_time": 12.5,
-             "tokens_seen": 4096, "carried": {"forward": (torch.randn(1, 4, 8), torch.randn(1, 4, 8))}}
+             "tokens_seen": 4096}
     saved = tiny_checkpoint(step=7, **state)
-    saved.state.window.sums = {"loss_forward": torch.tensor(3.5), "grad_norm": torch.tensor(0.25),
-                               "good_steps": torch.tensor(2.0)}
+    saved.parts["streams"] = {"forward": [torch.randn(1, 4, 8), torch.randn(1, 4, 8)]}
+    saved.parts["log_window"] = {"loss_forward": 3.5, "grad_norm": 0.25, "good_steps": 2.0}
     saved.save(tmp_path / "c.pt")
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
     plain = torch.load(tmp_path / "c.pt", weights_only=True)  # no charlm needed to read the weights
-    assert plain["format_version"] == FORMAT_VERSION and set(plain["model"]) == set(saved.model)
+    assert plain["format_version"] == FORMAT_VERSION and set(plain["model"]) == set(saved.weights)
 
     loaded = Checkpoint.load(tmp_path / "c.pt")
     assert loaded.step == 7 and loaded.vocab == saved.vocab and loaded.config == saved.config
-    assert all(torch.equal(loaded.model[k], saved.model[k]) for k in saved.model)
+    assert all(torch.equal(loaded.weights[k], saved.weights[k]) for k in saved.weights)
     for key, value in state.items():
-        if key != "carried":
-            assert getattr(loaded.state, key) == value, key
-    assert all(torch.equal(a, b) for a, b in zip(loaded.state.carried["forward"], state["carried"]["forward"]))
-    assert {k: v.item() for k, v in loaded.state.window.sums.items()} == {"loss_forward": 3.5, "grad_norm": 0.25,
-                                                                          "good_steps": 2.0}
-    assert loaded.state.window.good_steps == 2 and loaded.source == str(tmp_path / "c.pt")
+        assert getattr(loaded.state, key) == value, key
+    assert all(torch.equal(a, b) for a, b in zip(loaded.parts["streams"]["forward"], saved.parts["streams"]["forward"]))
+    assert loaded.parts["log_window"] == saved.parts["log_window"] and loaded.source == str(tmp_path / "c.pt")
     assert loaded.summary()["step"] == 7 and loaded.summary()["format_version"] == FORMAT_VERSION
 
 
-def test_the_model_it_builds_has_its_weights():
+def test_the_published_weights_are_the_average_where_there_is_one():
     checkpoint = tiny_checkpoint()
     model = checkpoint.build_model()
-    assert all(torch.equal(model.state_dict()[k], checkpoint.model[k]) for k in checkpoint.model)
-    checkpoint.raw_model = {k: torch.zeros_like(v) for k, v in checkpoint.model.items()}
-    assert all((v == 0).all() for v in checkpoint.build_model(raw=True).state_dict().values())
+    assert all(torch.equal(model.state_dict()[k], checkpoint.weights[k]) for k in checkpoint.weights)
+    averaged = {k: torch.zeros_like(v) for k, v in checkpoint.parts["model"].items()}
+    checkpoint.parts["average"] = {"model": averaged, "updates": 3}
+    assert all((v == 0).all() for v in checkpoint.build_model().state_dict().values())
+    assert not all((v == 0).all() for v in checkpoint.build_model(raw=True).state_dict().values())
+
+
+def test_every_earlier_format_is_lifted_one_version_at_a_time():
+    from charlm.checkpoint import MIGRATIONS
+
+    assert sorted(MIGRATIONS) == list(range(1, FORMAT_VERSION))
 
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -59,6 +64,7 @@ def test_real_old_checkpoints_still_sample_evaluate_and_resume_exactly(tmp_path,
 
     import charlm
     from charlm.synthetic import pseudo_english
+    from charlm.config import all_keys
     from charlm.train import plan, run, train
 
     text = tmp_path / "text.txt"
@@ -75,10 +81,10 @@ def test_real_old_checkpoints_still_sample_evaluate_and_resume_exactly(tmp_path,
     run(plan(None, [("data.path", str(text)), ("train.max_steps", 20)], resume_dir=old, progress=False))
     config = checkpoint.config
     config.train.max_steps = 20
-    train(config, text, tmp_path / "whole", progress=False)
+    train(config, text, tmp_path / "whole", progress=False, given=all_keys())  # the run's config, every key
     whole, resumed = Checkpoint.load(tmp_path / "whole" / "last.pt"), Checkpoint.load(old / "last.pt")
     assert resumed.format_version == FORMAT_VERSION and resumed.step == 20
-    assert all(torch.equal(whole.model[k], resumed.model[k]) for k in whole.model)
+    assert all(torch.equal(whole.weights[k], resumed.weights[k]) for k in whole.weights)
 
 
 def test_a_charlm_file_with_parts_missing_is_damaged_not_a_crash(tmp_path):
@@ -88,7 +94,7 @@ def test_a_charlm_file_with_parts_missing_is_damaged_not_a_crash(tmp_path):
     with pytest.raises(CharlmError, match="damaged charlm checkpoint \\(KeyError: 'state'\\)"):
         Checkpoint.load(tmp_path / "c.pt")
     checkpoint = tiny_checkpoint()
-    checkpoint.model["head.bias"] = torch.zeros(3)
+    checkpoint.parts["model"]["head.bias"] = torch.zeros(3)
     with pytest.raises(CharlmError, match="damaged charlm checkpoint: its weights do not fit its model"):
         checkpoint.build_model()
 

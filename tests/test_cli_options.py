@@ -39,3 +39,27 @@ def test_values_are_read_as_set_reads_them():
     assert Shortcut("--max-time", "train.max_time").value("90") == 90
     assert Shortcut("--encoding", "data.encoding", literal=True).value("none") == "none"
     assert decode_escapes("a\\nb\\tc\\\\n") == "a\nb\tc\\n"
+
+
+def _planned(monkeypatch, *args):
+    """The config keys `charlm train ARGS` asks for (caught before anything is read)."""
+    import charlm.train
+    from charlm.cli import cli
+
+    asked = {}
+
+    def plan(config_file, overrides, *rest, **options):
+        asked.update(overrides)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(charlm.train, "plan", plan)
+    CliRunner().invoke(cli, ["train", *args], catch_exceptions=False)
+    return asked
+
+
+def test_globs_never_drop_the_corpus_or_the_paths(monkeypatch):
+    asked = _planned(monkeypatch, "--corpus", "python-files", "--exclude", "tests/**", "--include", "*.py")
+    assert asked["data.corpus"] == "python-files" and asked["data.path"] is None
+    assert asked["data.exclude"] == ["tests/**"] and asked["data.include"] == ["*.py"]
+    asked = _planned(monkeypatch, "src", "docs", "--exclude", "*.md")
+    assert asked["data.path"] == ["src", "docs"] and asked["data.corpus"] is None and asked["data.exclude"] == ["*.md"]

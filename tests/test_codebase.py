@@ -35,3 +35,21 @@ def test_the_command_line_starts_without_torch():
     code = "import sys, charlm.cli; print(sorted(m for m in ('torch', 'numpy', 'optuna') if m in sys.modules))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "[]"
+
+
+def test_an_editable_install_builds_without_a_warning(tmp_path, monkeypatch, capfd):
+    """`make install` installs charlm in editable mode: its build says nothing the user must read, and
+    the package carries its corpus registry."""
+    import warnings
+    import zipfile
+
+    build = __import__("pytest").importorskip("hatchling.build")
+    monkeypatch.chdir(PACKAGE.parent)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        editable = tmp_path / "editable" / build.build_editable(str(tmp_path / "editable"))
+        wheel = tmp_path / "wheel" / build.build_wheel(str(tmp_path / "wheel"))
+    assert not caught and not capfd.readouterr().err
+    assert "_charlm.pth" in zipfile.ZipFile(editable).namelist()
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "charlm/corpora/tinyshakespeare.yaml" in names and all(n.startswith("charlm") for n in names)

@@ -166,3 +166,38 @@ def test_fuzz_structured_yaml(mapping):
 @given(st.text(max_size=60) | st.builds(lambda key, value: f"{key}={value}", KEYS, st.text(max_size=20)))
 def test_fuzz_set_assignments(assignment):
     _clean_or_config(lambda: build_config(None, [parse_set(assignment)]))
+
+
+def test_resolving_gives_the_keys_the_user_gave(tmp_path):
+    from charlm.config import resolve
+
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  cell: gru\ntrain:\n  lr: 0.004\n")
+    config, given = resolve(str(path), [("model.hidden_size", 64)])
+    assert given == {"model.cell", "train.lr", "model.hidden_size"} and config.model.cell == "gru"
+
+
+def test_ten_epochs_is_the_budget_only_when_no_other_is_given():
+    from charlm.config import resolve
+
+    def epochs(*overrides):
+        return resolve(None, list(overrides))[0].train.max_epochs
+
+    assert epochs() == 10.0
+    assert epochs(("train.max_time", "10m")) is None  # --max-time 10m means ten minutes
+    assert epochs(("train.max_steps", 500)) is None
+    assert epochs(("train.max_time", "10m"), ("train.max_epochs", 3)) == 3.0  # given, it counts too
+    base = resolve(None, [("train.max_steps", 5)])[0]
+    assert build_config(None, [("train.max_epochs", 2.0)], base=base).train.max_epochs == 2.0  # a run's own stands
+    assert base.train.max_epochs is None  # building from a base copies it
+
+
+def test_settings_make_a_new_config_and_changed_keys_are_what_differs():
+    from charlm.config import Config, changed_keys, with_settings
+
+    config = Config()
+    chosen = with_settings(config, {"model.hidden_size": 512}, "auto")
+    assert chosen.model.hidden_size == 512 and config.model.hidden_size == 256
+    assert changed_keys(chosen) == {"model.hidden_size"}
+    with pytest.raises(CharlmError, match="model.hidden_size must be >= 1"):
+        with_settings(config, {"model.hidden_size": 0}, "auto")

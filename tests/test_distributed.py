@@ -35,7 +35,7 @@ def text(tmp_path):
 
 
 def _max_difference(a, b):
-    return max((a.model[key] - b.model[key]).abs().max().item() for key in a.model)
+    return max((a.weights[key] - b.weights[key]).abs().max().item() for key in a.weights)
 
 
 def test_two_processes_train_as_one_and_resume(tmp_path, text):
@@ -50,7 +50,7 @@ def test_two_processes_train_as_one_and_resume(tmp_path, text):
 
     ddp, single = Checkpoint.load(tmp_path / "ddp" / "last.pt"), Checkpoint.load(tmp_path / "single" / "last.pt")
     assert ddp.step == 30
-    assert ddp.state.carried["forward"][0].shape == single.state.carried["forward"][0].shape  # all 8 streams, as one process
+    assert ddp.parts["streams"]["forward"][0].shape == single.parts["streams"]["forward"][0].shape  # all 8 streams, as one process
     assert _max_difference(ddp, single) < 1e-5  # the same updates, up to the order of float sums
 
     losses = [e["loss"] for e in read_metrics(tmp_path / "ddp" / "metrics.jsonl") if e["event"] == "train"]

@@ -88,6 +88,8 @@ CASES = [
     ("unwritable-output-dir", ["train", "{text}", "-o", "{blocker}/run"],
      ["cannot create the run directory", "check the path"]),
     ("unknown-corpus", ["train", "--corpus", "nosuchcorpus"], ["unknown corpus", "charlm corpus list"]),
+    ("path-and-corpus", ["train", "{text}", "--corpus", "tinyshakespeare"], ["give PATH or --corpus tinyshakespeare,"
+                                                                              " not both", "drop one"]),
 ]
 
 

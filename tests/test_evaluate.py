@@ -5,10 +5,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from charlm.data import Vocab
-from charlm.evaluate import EvalResult, evaluate_directions, evaluate_lines, evaluate_tokens
+from charlm.evaluate import EvalResult, evaluate, evaluate_directions
 from charlm.lines import lines_vocab, split_into_lines
 from charlm.model import CharRNN
+from charlm.stream import Stream
+from charlm.vocab import Vocab
 
 CPU = torch.device("cpu")
 
@@ -23,7 +24,7 @@ def test_windows_with_carried_state_give_the_loss_of_one_pass_over_the_text(mode
     """1,300 tokens in one stream are read in windows of 512 with the state carried across; the mean
     must be the naive one: one forward pass over the whole text, every next character scored once."""
     tokens = np.random.default_rng(0).integers(0, 12, size=1300).astype(np.uint8)
-    result = evaluate_tokens(model, tokens, batch_size=1, device=CPU)
+    result = evaluate(model, Stream(tokens), batch_size=1, device=CPU)
     model.eval()
     with torch.no_grad():
         x = torch.from_numpy(tokens.astype(np.int64))[None]
@@ -32,14 +33,14 @@ def test_windows_with_carried_state_give_the_loss_of_one_pass_over_the_text(mode
         backward, _ = model(x.flip(1)[:, :-1], direction="backward")
         naive_backward = F.cross_entropy(backward[0], x.flip(1)[0, 1:]).item()
     assert result.chars == 1299 and result.loss == pytest.approx(naive, rel=1e-5)
-    assert evaluate_tokens(model, tokens, 1, CPU, direction="backward").loss == pytest.approx(naive_backward, rel=1e-5)
+    assert evaluate(model, Stream(tokens), 1, CPU, direction="backward").loss == pytest.approx(naive_backward, rel=1e-5)
 
 
 def test_the_model_is_evaluated_without_dropout_and_given_back_as_it_was(model):
     tokens = np.random.default_rng(1).integers(0, 12, size=400).astype(np.uint8)
     model.train()
-    first = evaluate_tokens(model, tokens, 4, CPU).loss
-    assert model.training and evaluate_tokens(model, tokens, 4, CPU).loss == first
+    first = evaluate(model, Stream(tokens), 4, CPU).loss
+    assert model.training and evaluate(model, Stream(tokens), 4, CPU).loss == first
 
 
 def test_whole_lines_are_scored_each_on_its_own_end_marker_included():
@@ -56,13 +57,13 @@ def test_whole_lines_are_scored_each_on_its_own_end_marker_included():
             logits, _ = model(ids[:, :-1])
             total += F.cross_entropy(logits[0], ids[0, 1:], reduction="sum").item()
             count += ids.shape[1] - 1
-    result = evaluate_lines(model, lines, batch_size=3, marker=vocab.marker, device=CPU)
+    result = evaluate(model, lines, batch_size=3, device=CPU)
     assert result.chars == count == 10 + 4 and result.loss == pytest.approx(total / count, rel=1e-5)
 
 
 def test_every_direction_of_a_model_is_reported(model):
     tokens = np.random.default_rng(2).integers(0, 12, size=300).astype(np.uint8)
-    results = evaluate_directions(model, tokens, 4, CPU)
+    results = evaluate_directions(model, Stream(tokens), 4, CPU)
     assert set(results) == {"forward", "backward"}
 
 

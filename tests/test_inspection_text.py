@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from charlm.data import MARKER, Vocab
 from charlm.inspection.text import feature_values, rank_units, render_html, trace
+from charlm.lines import LineData
 from charlm.model import CharRNN
+from charlm.stream import StreamData
+from charlm.vocab import MARKER, Vocab
 
 
 class _Spans(HTMLParser):
@@ -51,7 +53,7 @@ def test_surprisal_is_the_models_own_log_probability():
     text = "the cat sat on the mat. the dog sat on the log.\n" * 3
     vocab = Vocab(sorted(set(text)))
     model = _model(len(vocab))
-    result = trace(model, vocab, text)
+    result = trace(model, vocab, StreamData, text)
     with torch.no_grad():
         ids = torch.from_numpy(vocab.encode(text).astype(np.int64))
         logits, _ = model(ids[None])
@@ -65,7 +67,7 @@ def test_surprisal_is_the_models_own_log_probability():
 def test_in_lines_mode_a_line_break_is_the_end_marker_and_lines_start_fresh():
     vocab = Vocab([MARKER] + sorted(set("annabob")))
     model = _model(len(vocab), cell="gru")
-    result = trace(model, vocab, "anna\nbob\n")
+    result = trace(model, vocab, LineData, "anna\nbob\n")
     assert not np.isnan(result.surprisal).any()  # the start marker predicts every first character
     with torch.no_grad():
         logits, _ = model(torch.tensor([[vocab.marker, *vocab.encode("bob").tolist()]]))
@@ -78,7 +80,7 @@ def test_the_page_is_valid_self_contained_and_has_one_element_per_character():
     text = 'He said "<b>&amp;</b>"\n\tthen left.\nä ß — 🙂\n'
     vocab = Vocab(sorted(set(text) - {"🙂"}))  # one character the model does not know
     model = _model(len(vocab))
-    result = trace(model, vocab, text)
+    result = trace(model, vocab, StreamData, text)
     for page in (render_html(result, "a <test>"), render_html(result, "unit", unit=(1, 3))):
         parser = _Spans()
         parser.feed(page)
@@ -113,7 +115,7 @@ def test_find_units_finds_a_planted_unit():
         model.rnn.bias_ih_l0[planted] = model.rnn.bias_hh_l0[planted] = 0.0
     values, description = feature_values(text, "parens")
     assert description == "inside parentheses"
-    ranking = rank_units(trace(model, vocab, text), values)
+    ranking = rank_units(trace(model, vocab, StreamData, text), values)
     assert (ranking[0].layer, ranking[0].unit) == (0, planted)
     # Not 1: the closing parenthesis is inside the match but already switches the unit off.
     assert ranking[0].correlation > 0.8 and abs(ranking[1].correlation) < 0.5

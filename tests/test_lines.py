@@ -3,9 +3,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from charlm.data import MARKER, Vocab
 from charlm.errors import CharlmError
-from charlm.lines import IGNORE, LineBatches, line_batches, lines_vocab, pad_batch, split_into_lines, split_lines
+from charlm.lines import IGNORE, LineBatches, LineData, line_batches, lines_vocab, pad_batch, split_into_lines, split_lines
+from charlm.vocab import MARKER, Vocab
 
 NAMES = "emma\nolivia\r\nava\n\nisabella\nsophia\nmia\n  \ncharlotte\namelia\nava"
 
@@ -70,6 +70,7 @@ def test_batches_hold_whole_lines_of_similar_length_and_repeat_by_step():
         seen += lengths.tolist()
         assert lengths.max() - lengths.min() <= 3  # bucketed
     assert sorted(seen) == sorted(lines.lengths.tolist())  # an epoch reads every line once
+    assert batches.starts_fresh(1)  # every line starts from a fresh state
     again = LineBatches(lines, 8, vocab.marker, seed=1)
     assert all(np.array_equal(again.batch(s)[0], batches.batch(s)[0]) for s in (0, 7, 51))
     assert not np.array_equal(batches.batch(0)[0], batches.batch(50)[0])  # a new order next epoch
@@ -85,6 +86,14 @@ def test_evaluation_batches_cover_every_line_once():
     lines, vocab = _lines()
     count = sum(int((t != IGNORE).sum()) for _, t in line_batches(lines, 3, vocab.marker))
     assert count == int(lines.lengths.sum()) + len(lines)
+
+
+def test_a_line_model_starts_each_sample_at_the_marker_and_reads_breaks_as_its_end():
+    _, vocab = _lines()
+    assert LineData.start_tokens(vocab, "em") == [vocab.marker, vocab.index["e"], vocab.index["m"]]
+    assert LineData.opening(vocab) == [vocab.marker] and LineData.line_break(vocab) == (vocab.marker, True)
+    lines, small = _lines("ab\nb")
+    assert lines.as_stream().tolist() == [small.marker, *small.encode("ab").tolist(), small.marker, small.index["b"]]
 
 
 def test_too_few_lines():
@@ -121,10 +130,10 @@ def test_a_tiny_list_is_learned_and_sampled_as_whole_lines(tmp_path):
     result, path = _train_list(tmp_path, WORDS * 8)
     assert result.best_val_loss < 0.5
     model = charlm.load(tmp_path / "run")
-    samples = model.sample_lines(40, temperature=0.3, seed=0)
+    samples = model.lines(40, temperature=0.3, seed=0)
     assert all(MARKER not in line and "\n" not in line for line in samples)
     assert sum(line in WORDS for line in samples) >= 36  # it reproduces its lines, each ending on the marker
-    primed = model.sample_lines(8, prime="ba", temperature=0.3, seed=1)
+    primed = model.lines(8, prime="ba", temperature=0.3, seed=1)
     assert all(line.startswith("ba") for line in primed) and "banana" in primed  # the prime starts each line
 
 
@@ -168,11 +177,11 @@ def test_lines_mode_resumes_exactly(tmp_path):
     train(build_config(None, [*settings.items(), ("train.max_steps", 30)]), path, tmp_path / "split", resume=True,
           progress=False)
     whole, split = Checkpoint.load(tmp_path / "whole" / "last.pt"), Checkpoint.load(tmp_path / "split" / "last.pt")
-    assert all(torch.equal(whole.model[k], split.model[k]) for k in whole.model)
+    assert all(torch.equal(whole.weights[k], split.weights[k]) for k in whole.weights)
 
 
 def test_a_list_is_recognised_and_a_play_is_not(tinyshakespeare):
-    from charlm.data import read_text
+    from charlm.source import read_text
     from charlm.lines import looks_like_a_list
 
     def verdict(text):

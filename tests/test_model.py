@@ -163,3 +163,13 @@ def test_layer_groups_cover_every_parameter_once():
     assert set(groups) == {"embedding", "layer0", "layer1", "layer2", "head",
                            "backward_layer0", "backward_layer1", "backward_layer2", "backward_head"}
     assert sum(p.numel() for ps in groups.values() for p in ps) == model.num_parameters()
+
+
+def test_one_forget_bias_default_for_the_config_the_model_and_the_probe():
+    from charlm.config import ModelConfig
+
+    hidden = 4
+    for model in (CharRNN(5, "lstm", hidden, num_layers=2), CharRNN.from_config(ModelConfig(hidden_size=hidden), 5)):
+        for layer in range(2):
+            total = getattr(model.rnn, f"bias_ih_l{layer}") + getattr(model.rnn, f"bias_hh_l{layer}")
+            assert torch.equal(total[hidden:2 * hidden], torch.full((hidden,), ModelConfig().forget_bias)), layer

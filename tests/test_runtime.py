@@ -61,19 +61,33 @@ def test_bf16_on_a_gpu_only_from_ampere_on(monkeypatch):
 
 
 def test_a_run_saved_without_fp16_resumes_in_fp16_from_a_fresh_scale():
-    from charlm.runtime import restore_scaler
+    from charlm.runtime import LossScale
 
-    disabled = torch.amp.GradScaler("cpu", enabled=False)
-    enabled = torch.amp.GradScaler("cpu", enabled=True, init_scale=2.0**10)
-    with pytest.raises(RuntimeError):  # what resuming did before: the enabled scaler refuses an empty state
-        enabled.load_state_dict(disabled.state_dict())
-    restore_scaler(enabled, disabled.state_dict())
+    disabled = LossScale("cpu", enabled=False)
+    enabled = LossScale("cpu", enabled=True, init_scale=2.0**10)
+    with pytest.raises(RuntimeError):  # what torch's own scaler does: an enabled one refuses an empty state
+        torch.amp.GradScaler("cpu", enabled=True).load_state_dict(disabled.state_dict())
+    enabled.load_state_dict(disabled.state_dict())
     assert enabled.get_scale() == 2.0**10
-    saved = torch.amp.GradScaler("cpu", enabled=True, init_scale=2.0**7)
-    restore_scaler(enabled, saved.state_dict())  # fp16 resumed in fp16: the scale goes on
+    saved = LossScale("cpu", enabled=True, init_scale=2.0**7)
+    enabled.load_state_dict(saved.state_dict())  # fp16 resumed in fp16: the scale goes on
     assert enabled.state_dict()["scale"] == 2.0**7
-    restore_scaler(disabled, saved.state_dict())  # fp16 resumed in bf16 or fp32: nothing to scale
+    disabled.load_state_dict(saved.state_dict())  # fp16 resumed in bf16 or fp32: nothing to scale
     assert not disabled.is_enabled()
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_an_update_is_skipped_on_the_device_or_by_the_host(fused):
+    """The fused AdamW skips itself where told on the device; any other optimizer is told by the host."""
+    from charlm.runtime import step_unless
+
+    weight = torch.nn.Parameter(torch.ones(3))
+    optimizer = torch.optim.AdamW([weight], lr=0.1, fused=True) if fused else torch.optim.SGD([weight], lr=0.1)
+    weight.grad = torch.ones(3)
+    step_unless(optimizer, torch.tensor(True))
+    assert torch.equal(weight.detach(), torch.ones(3)) and not hasattr(optimizer, "found_inf")
+    step_unless(optimizer, torch.tensor(False))
+    assert (weight.detach() < 1).all()
 
 
 def test_fused_kernels_only_where_torch_has_them():

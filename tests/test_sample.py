@@ -1,9 +1,8 @@
 import pytest
 import torch
 
-from charlm.data import Vocab
 from charlm.model import CharRNN
-from charlm.sample import filter_logits, generate, make_generator, start_tokens
+from charlm.sample import filter_logits, generate, make_generator
 
 
 def test_top_k_keeps_k():
@@ -48,13 +47,6 @@ def test_stepwise_generation_matches_full_forward():
     sequence = torch.cat([torch.tensor([2]), ids])
     logits, _ = model(sequence[None])
     assert torch.equal(logits[0, :-1].argmax(-1), ids)  # greedy = argmax of the full forward pass
-
-
-def test_start_tokens():
-    vocab = Vocab(list("\n ab"))
-    assert start_tokens(vocab, "ab") == [2, 3]
-    assert start_tokens(vocab, "") == [0]
-    assert start_tokens(Vocab(list("ab")), "") == [0]
 
 
 def test_draw_follows_the_distribution_and_never_picks_a_filtered_token():

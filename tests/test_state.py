@@ -1,34 +1,23 @@
+"""The parts of where a run stands (charlm/state.py), each saved and restored as torch's own are."""
+
 import math
 
 import torch
 
 from charlm.distributed import Distributed
-from charlm.state import LogWindow, TrainState
+from charlm.state import LogWindow, RandomState, Streams, TrainState
 
 CPU = torch.device("cpu")
+ONE = Distributed()
 
 
-def _state() -> TrainState:
-    state = TrainState.fresh(("forward", "backward"), CPU)
-    state.step, state.tokens_seen, state.train_time = 12, 3072, 4.5
-    state.best_val_loss, state.evals_since_best, state.bad_steps, state.skipped_steps = 2.25, 1, 0, 2
-    state.carried["forward"] = (torch.randn(2, 4, 8), torch.randn(2, 4, 8))
-    state.window.add({"forward": torch.tensor(3.0), "backward": torch.tensor(3.5)}, torch.tensor(7.0), clip_norm=5.0)
-    return state
-
-
-def test_the_checkpoint_record_is_plain_and_mirrors_the_state():
-    state = _state()
-    record = state.to_checkpoint()
-    assert record["carried"]["backward"] is None and all(t.device == CPU for t in record["carried"]["forward"])
-    assert record["log_window"] == {"sums": {"loss_forward": 3.0, "loss_backward": 3.5, "grad_norm": 7.0,
-                                             "clipped": 1.0, "good_steps": 1.0}}
-    back = TrainState.from_checkpoint(record)
-    for name in ("step", "tokens_seen", "train_time", "best_val_loss", "evals_since_best", "bad_steps",
-                 "skipped_steps"):
-        assert getattr(back, name) == getattr(state, name), name
-    assert all(torch.equal(a, b) for a, b in zip(back.carried["forward"], state.carried["forward"]))
-    assert back.to_checkpoint()["log_window"] == record["log_window"]
+def test_the_counters_mirror_themselves():
+    state = TrainState(step=12, tokens_seen=3072, train_time=4.5, best_val_loss=2.25, evals_since_best=1,
+                       skipped_steps=2, overflow_steps=1)
+    record = state.state_dict()
+    back = TrainState()
+    back.load_state_dict(record)
+    assert back == state and all(isinstance(v, (int, float)) for v in record.values())
 
 
 def test_evaluations_keep_the_best_and_count_patience():
@@ -39,45 +28,46 @@ def test_evaluations_keep_the_best_and_count_patience():
     assert state.record_eval(1.5) and (state.best_val_loss, state.evals_since_best) == (1.5, 0)
 
 
-def test_the_log_window_sums_good_steps_and_starts_afresh():
-    window = LogWindow.empty(("forward",), CPU)
-    window.add({"forward": torch.tensor(2.0)}, torch.tensor(1.0), clip_norm=5.0)
-    window.add({"forward": torch.tensor(4.0)}, torch.tensor(6.0), clip_norm=5.0)
-    window.steps = 3  # one more step that was skipped
-    assert {k: v.item() for k, v in window.sums.items()} == {"loss_forward": 6.0, "grad_norm": 7.0, "clipped": 1.0,
-                                                             "good_steps": 2.0}
-    assert window.good_steps == 2
-    window.reset()
-    assert (window.steps, window.good_steps) == (0, 0) and all(v.item() == 0 for v in window.sums.values())
-
-
-def test_the_device_verdict_leaves_a_bad_step_out_of_the_window():
-    """train.nan_check log: the host never learns which step was bad; a NaN must not reach the sums."""
-    window = LogWindow.empty(("forward",), CPU)
-    window.add({"forward": torch.tensor(2.0)}, torch.tensor(1.0), clip_norm=5.0, good=torch.tensor(True))
-    window.add({"forward": torch.tensor(math.nan)}, torch.tensor(math.inf), clip_norm=5.0, good=torch.tensor(False))
-    assert {k: v.item() for k, v in window.sums.items()} == {"loss_forward": 2.0, "grad_norm": 1.0, "clipped": 0.0,
-                                                             "good_steps": 1.0}
-
-
-def test_a_window_saved_before_good_steps_joined_the_sums_reads_back():
-    record = _state().to_checkpoint()
-    sums = record["log_window"]["sums"]
-    record["log_window"] = {"sums": {k: v for k, v in sums.items() if k != "good_steps"}, "good_steps": 1}
-    assert TrainState.from_checkpoint(record).window.good_steps == 1
-
-
-def test_a_rank_takes_its_own_streams_of_a_saved_state():
-    saved = TrainState.from_checkpoint(_state().to_checkpoint())
-    mine = saved.on_rank(("forward", "backward"), slice(2, 4), CPU)
-    assert all(torch.equal(a, b[:, 2:4]) for a, b in zip(mine.carried["forward"], saved.carried["forward"]))
+def test_streams_are_saved_whole_and_a_rank_takes_its_own_back():
+    streams = Streams(("forward", "backward"), ONE, slice(0, 4), CPU)
+    streams.carried["forward"] = (torch.randn(2, 4, 8), torch.randn(2, 4, 8))
+    record = streams.state_dict()
+    assert record["backward"] is None and all(t.device == CPU and t.dtype == torch.float32 for t in record["forward"])
+    mine = Streams(("forward", "backward"), ONE, slice(2, 4), CPU)
+    mine.load_state_dict(record)
+    assert all(torch.equal(a, b[:, 2:4]) for a, b in zip(mine.carried["forward"], record["forward"]))
     assert mine.carried["backward"] is None
-    assert mine.window.sums["grad_norm"].item() == 7.0 and mine.window.good_steps == 1
-    assert not math.isnan(mine.window.started)
 
 
-def test_one_process_gathers_the_state_it_has():
-    state = _state()
-    whole = state.gathered(Distributed())
-    assert whole.carried["forward"] is state.carried["forward"]
-    assert {k: v.item() for k, v in whole.window.sums.items()} == {k: v.item() for k, v in state.window.sums.items()}
+def test_a_bad_step_carries_zeros_and_a_good_one_the_state_cut_from_its_graph():
+    streams = Streams(("forward",), ONE, slice(0, 2), CPU)
+    h = torch.ones(1, 2, 3, requires_grad=True) * 2
+    streams.carried["forward"] = (h,)
+    streams.carry(torch.tensor(False))
+    assert torch.equal(streams.carried["forward"][0], h.detach()) and not streams.carried["forward"][0].requires_grad
+    streams.carry(torch.tensor(True))
+    assert (streams.carried["forward"][0] == 0).all()
+    streams.reset()
+    assert streams.carried == {"forward": None}
+
+
+def test_the_log_window_sums_good_steps_only_and_starts_afresh():
+    window = LogWindow(("forward",), CPU, ONE)
+    window.add({"forward": torch.tensor(2.0)}, torch.tensor(1.0), 5.0, torch.tensor(True))
+    window.add({"forward": torch.tensor(4.0)}, torch.tensor(6.0), 5.0, torch.tensor(True))
+    window.add({"forward": torch.tensor(math.nan)}, torch.tensor(math.inf), 5.0, torch.tensor(False))  # a bad step
+    assert window.totals() == {"loss_forward": 6.0, "grad_norm": 7.0, "clipped": 1.0, "good_steps": 2.0}
+    saved = window.state_dict()
+    window.reset()
+    assert window.steps == 0 and all(v.item() == 0 for v in window.sums.values())
+    back = LogWindow(("forward",), CPU, ONE)
+    back.load_state_dict(saved)
+    assert back.totals() == saved
+
+
+def test_the_random_state_comes_back():
+    random = RandomState(ONE)
+    saved = random.state_dict()
+    first = torch.rand(3)
+    random.load_state_dict(saved)
+    assert torch.equal(torch.rand(3), first) and len(saved) == 1

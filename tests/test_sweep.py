@@ -144,5 +144,5 @@ def test_a_sweep_over_a_list_trains_in_lines_mode(tmp_path):
 
     for trial in ("trial-0000", "trial-0001"):
         model = charlm.load(tmp_path / "out" / trial)
-        assert model.lines_mode and model.config.data.mode == "lines"
-        assert all("\n" not in line for line in model.sample_lines(5, seed=0))
+        assert model.kind.unit == "lines" and model.config.data.mode == "lines"
+        assert all("\n" not in line for line in model.lines(5, seed=0))

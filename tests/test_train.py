@@ -9,7 +9,6 @@ from charlm.errors import CharlmError
 from charlm.logs import read_metrics
 from charlm.model import CharRNN
 from charlm.train import fit, session, train
-from charlm.trainer import TrainRequest
 
 
 def small_config(**overrides):
@@ -48,7 +47,7 @@ def test_clipping_really_clips(tmp_path, text_file, mode):
     result = train(config, text_file, tmp_path / "run", progress=False)
     checkpoint = Checkpoint.load(tmp_path / "run" / "last.pt")
     before = _initial_weights(config, len(checkpoint.vocab))
-    deltas = torch.cat([(checkpoint.model[k] - before[k]).flatten() for k in before])
+    deltas = torch.cat([(checkpoint.weights[k] - before[k]).flatten() for k in before])
     event = next(e for e in read_metrics(tmp_path / "run" / "metrics.jsonl") if e["event"] == "train")
     if mode == "norm":
         assert event["grad_norm"] > 0.1  # the raw gradient is far larger than the clip...
@@ -68,11 +67,13 @@ def test_run_directory_contents_and_checkpoint(tmp_path, text_file):
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     plain = torch.load(run / "last.pt", weights_only=True)  # a plain dict of tensors and primitives
     assert set(plain) == {"format", "format_version", "charlm_version", "config", "vocab", "parameters", "precision",
-                          "data", "model", "state", "optimizer", "scaler", "rng", "rng_ranks"}
+                          "data", "model", "average", "optimizer", "scaler", "state", "streams", "log_window", "rng"}
+    model = CharRNN.from_config(Checkpoint.load(run / "last.pt").config.model, len(plain["vocab"]))
+    model.load_state_dict(plain["model"])  # the weights need nothing but torch
     checkpoint = Checkpoint.load(run / "last.pt")
     assert checkpoint.step == 60 and checkpoint.state.tokens_seen == 60 * 8 * 16
     assert checkpoint.state.best_val_loss == pytest.approx(result.best_val_loss)
-    assert checkpoint.state.carried["forward"][0].shape == (1, 8, 32)  # (layers, streams, hidden)
+    assert checkpoint.parts["streams"]["forward"][0].shape == (1, 8, 32)  # (layers, streams, hidden)
     events = read_metrics(run / "metrics.jsonl")
     assert [e["step"] for e in events if e["event"] == "eval"] == [50, 60]
     assert math.isfinite(events[-1]["best_val_loss"])
@@ -111,9 +112,9 @@ def test_pause_and_resume_gives_the_same_run_bit_for_bit(tmp_path, text_file, ce
     whole = Checkpoint.load(tmp_path / "whole" / "last.pt")
     split = Checkpoint.load(tmp_path / "split" / "last.pt")
     assert split.step == 40
-    for key in whole.model:
-        assert torch.equal(whole.model[key], split.model[key]), key
-    for a, b in zip(whole.optimizer["state"].values(), split.optimizer["state"].values()):
+    for key in whole.weights:
+        assert torch.equal(whole.weights[key], split.weights[key]), key
+    for a, b in zip(whole.parts["optimizer"]["state"].values(), split.parts["optimizer"]["state"].values()):
         assert all(torch.equal(a[name], b[name]) for name in a)
 
     def logged(run, kind, key):
@@ -193,9 +194,9 @@ def test_bidirectional_learns_both_directions_and_resumes_exactly(tmp_path, text
     train(small_config(**overrides), text_file, tmp_path / "split", resume=True, progress=False)
     whole = Checkpoint.load(tmp_path / "whole" / "last.pt")
     split = Checkpoint.load(tmp_path / "split" / "last.pt")
-    for key in whole.model:
-        assert torch.equal(whole.model[key], split.model[key]), key
-    assert whole.state.carried["backward"] is not None
+    for key in whole.weights:
+        assert torch.equal(whole.weights[key], split.weights[key]), key
+    assert whole.parts["streams"]["backward"] is not None
     evaluation = [e for e in read_metrics(tmp_path / "whole" / "metrics.jsonl") if e["event"] == "eval"][-1]
     assert evaluation["val_loss_forward"] < 2.8 and evaluation["val_loss_backward"] < 2.8  # chance: ln 27 = 3.3
     assert evaluation["val_loss"] == evaluation["val_loss_forward"]
@@ -211,10 +212,19 @@ def test_init_from_keeps_the_checkpoint_architecture(tmp_path, text_file):
     assert model_config.dropout == 0.3  # regularisation stays the user's choice
 
 
+def request(config, text, out_dir, **options):
+    """What ``train`` asks for."""
+    from charlm.config import changed_keys
+    from charlm.source import TextSource
+    from charlm.train import TrainRequest, recording
+
+    source = TextSource.of(text)
+    return TrainRequest(recording(config, source), changed_keys(config), source, out_dir, progress=False, **options)
+
+
 def _train_poisoned(config, text, out_dir, poison):
     """Train as ``train`` does, after ``poison(trainer)`` has tampered with the trainer it set up."""
-    request = TrainRequest(config, text, out_dir, progress=False)
-    with session(request) as trainer:
+    with session(request(config, text, out_dir)) as trainer:
         poison(trainer)
         return fit(trainer)
 
@@ -227,7 +237,7 @@ def _at_steps(steps, method, after):
 
         def wrapped(*args):
             result = original(*args)
-            return after(trainer, result) if trainer.state.step + 1 in steps else result
+            return after(trainer, result) if trainer.run.state.step + 1 in steps else result
         setattr(trainer, method, wrapped)
     return poison
 
@@ -247,14 +257,15 @@ def test_a_nan_or_inf_step_is_skipped_with_a_warning(tmp_path, text_file, capsys
     result = _train_poisoned(config, text_file, tmp_path / "run", _at_steps({5, 6, 9}, method, fault))
     assert result.step == 20 and result.stop_reason == "max_steps"
     events = read_metrics(tmp_path / "run" / "metrics.jsonl")
-    assert [e["step"] for e in events if e["event"] == "skip"] == [5, 6, 9]
-    assert [e["bad_steps"] for e in events if e["event"] == "skip"] == [1, 2, 1]
+    skips = [(e["step"], e["skipped"], e["bad_steps"]) for e in events if e["event"] == "skip"]
+    assert skips == [(5, 1, 1), (6, 1, 2), (9, 1, 1)]  # train.nan_check step (a CPU's): read at every step
     assert events[-1]["skipped_steps"] == 3
     assert all(math.isfinite(e["loss"]) for e in events if e["event"] == "train")
-    weights = Checkpoint.load(tmp_path / "run" / "last.pt").model
+    weights = Checkpoint.load(tmp_path / "run" / "last.pt").weights
     assert all(torch.isfinite(w).all() for w in weights.values())
     err = capsys.readouterr().err
-    assert err.count("is NaN or infinite; skipped this update") == 3
+    assert err.count("had a NaN or infinite loss or gradient; skipped its update") == 3
+    assert "warning: step 6 had a NaN or infinite loss or gradient; skipped its update (2 in a row; 5 in a row" in err
 
 
 def test_several_bad_steps_in_a_row_stop_and_keep_the_last_good_checkpoint(tmp_path, text_file):
@@ -268,7 +279,7 @@ def test_several_bad_steps_in_a_row_stop_and_keep_the_last_good_checkpoint(tmp_p
     assert f"{tmp_path / 'run' / 'last.pt'} (step 10) is kept" in message
     checkpoint = Checkpoint.load(tmp_path / "run" / "last.pt")
     assert checkpoint.step == 10
-    assert all(torch.isfinite(w).all() for w in checkpoint.model.values())
+    assert all(torch.isfinite(w).all() for w in checkpoint.weights.values())
 
 
 def test_resuming_a_finished_run_asks_for_a_bigger_budget(tmp_path, text_file):
@@ -371,8 +382,8 @@ def test_kill_9_at_random_moments_loses_nothing_and_resumes_exactly(tmp_path):
 
     whole, killed = Checkpoint.load(tmp_path / "whole" / "last.pt"), Checkpoint.load(run / "last.pt")
     assert killed.step == 500
-    for key in whole.model:
-        assert torch.equal(whole.model[key], killed.model[key]), key
+    for key in whole.weights:
+        assert torch.equal(whole.weights[key], killed.weights[key]), key
 
     def losses(directory):
         return [(e["step"], e["loss"]) for e in read_metrics(directory / "metrics.jsonl") if e["event"] == "train"]
@@ -417,23 +428,23 @@ def test_weight_averaging_publishes_the_average_and_resumes_exactly(tmp_path, te
     before = _initial_weights(config, len(checkpoint.vocab))
     # The first update is weighted 0.9 (the decay ramps up as min(0.99, (1 + n) / (10 + n))).
     for key, initial in before.items():
-        expected = initial + 0.9 * (checkpoint.raw_model[key] - initial)
-        torch.testing.assert_close(checkpoint.model[key], expected)
-    assert checkpoint.ema_updates == 1
+        expected = initial + 0.9 * (checkpoint.parts["model"][key] - initial)
+        torch.testing.assert_close(checkpoint.weights[key], expected)
+    assert checkpoint.parts["average"]["updates"] == 1
 
     settings["train.max_steps"] = 40
     train(small_config(**settings), text_file, tmp_path / "whole", progress=False)
     train(small_config(**{**settings, "train.max_steps": 20}), text_file, tmp_path / "half", progress=False)
     train(small_config(**settings), text_file, tmp_path / "half", resume=True, progress=False)
     whole, half = Checkpoint.load(tmp_path / "whole" / "last.pt"), Checkpoint.load(tmp_path / "half" / "last.pt")
-    for part in ("model", "raw_model"):
-        assert all(torch.equal(getattr(whole, part)[k], getattr(half, part)[k]) for k in whole.model)
-    assert not torch.equal(whole.model["head.weight"], whole.raw_model["head.weight"])
+    for weights in (lambda c: c.weights, lambda c: c.parts["model"]):  # the average and the raw weights
+        assert all(torch.equal(weights(whole)[k], weights(half)[k]) for k in whole.weights)
+    assert not torch.equal(whole.weights["head.weight"], whole.parts["model"]["head.weight"])
     evals = [e["val_loss"] for e in read_metrics(tmp_path / "whole" / "metrics.jsonl") if e["event"] == "eval"]
     import charlm
 
     model = charlm.load(tmp_path / "whole" / "last.pt")  # what sampling and eval use: the average
-    assert model.evaluate_tokens(model.own_data("val"))["loss"] == pytest.approx(evals[-1], rel=1e-5)
+    assert model.evaluate_part(model.own_data("val"))["loss"] == pytest.approx(evals[-1], rel=1e-5)
 
 
 def test_bad_steps_judged_on_the_device_are_reported_at_the_log_interval(tmp_path, text_file, capsys):
@@ -448,7 +459,9 @@ def test_bad_steps_judged_on_the_device_are_reported_at_the_log_interval(tmp_pat
     skips = [(e["step"], e["skipped"], e["bad_steps"]) for e in events if e["event"] == "skip"]
     assert skips == [(5, 1, 1), (9, 2, 2)] and events[-1]["skipped_steps"] == 3
     assert all(math.isfinite(e["loss"]) for e in events if e["event"] == "train")
-    assert capsys.readouterr().err.count("had a NaN or infinite loss or gradient; skipped their updates") == 2
+    err = capsys.readouterr().err
+    assert err.count("had a NaN or infinite loss or gradient; skipped") == 2
+    assert "warning: 2 steps up to step 9 had a NaN or infinite loss or gradient; skipped their updates (at most 2" in err
 
     # last.pt at 5 and 10; at 15 the checkpoint's read finds 13-15 bad and writes nothing; the log read
     # at 20 stops the run

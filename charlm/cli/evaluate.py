@@ -24,16 +24,15 @@ def eval_command(checkpoint: Path, file: Path | None, split: str, encoding: str,
 
     model = charlm.load(str(checkpoint), device=device)
     if file is not None:
-        data, unknown = model.file_data(file, encoding, progress=not as_json)
+        part, unknown = model.file_data(file, encoding, progress=not as_json)
         source = {"file": str(file), "unknown_chars": unknown}
     else:
-        data = model.own_data(split, progress=not as_json)
+        part = model.own_data(split, progress=not as_json)
         source = {"file": model.checkpoint.text.path, "split": split, "unknown_chars": 0}
-        if len(data) < (1 if model.lines_mode else 2):
+        if part.predicted == 0:
             raise CharlmError(f"the run's {split} split is empty: pass a FILE or choose another --split")
-    if model.lines_mode:
-        source["lines"] = len(data)
-    result = model.evaluate_tokens(data)
+    source.update(part.describe())
+    result = model.evaluate_part(part)
     if as_json:
         click.echo(json.dumps({**result, **source, "checkpoint": str(model.path)}))
         return

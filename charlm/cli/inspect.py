@@ -120,7 +120,7 @@ def inspect_text(checkpoint: Path, file: Path, out: Path | None, unit: int | Non
     model = charlm.load(checkpoint)
     text = read_prefix(file, encoding, max_chars)
     layer = choose_layer(model.model, layer, unit)
-    result = trace(model.model, model.vocab, text, state_name)
+    result = trace(model.model, model.vocab, model.kind, text, state_name)
     chosen = (layer, unit) if unit is not None else None
     if feature is not None:
         search = find_units(result, feature, top)

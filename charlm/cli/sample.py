@@ -51,7 +51,7 @@ def sample(checkpoint: Path, prime: str | None, prime_file: Path | None, num_sam
     options.update(greedy=flags["greedy"], seed=flags["seed"])
     prime = prime if prime is not None else (saved.prime if not model.vocab.missing(saved.prime) else "")
     model.check_text(prime)
-    if model.lines_mode:
+    if model.kind.unit == "lines":  # a list's samples are whole lines, one a line, with their own filters
         if reverse or stop:
             raise CharlmError("--reverse and --stop do not apply to a lines-mode model: each sample is one line")
         draw = model.new_lines(num_samples, novel, unique, prime=prime, max_length=length, **options)
@@ -77,7 +77,7 @@ def _prime(prime: str | None, prime_file: Path | None) -> str | None:
     if prime is not None and prime_file is not None:
         raise CharlmError("give --prime or --prime-file, not both")
     if prime_file is not None:
-        from charlm.data import read_text
+        from charlm.source import read_text
 
         return read_text(prime_file)
     return decode_escapes(prime) if prime is not None else None

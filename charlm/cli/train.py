@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from charlm.cli.options import config_shortcuts
+from charlm.errors import CharlmError
 
 if TYPE_CHECKING:
     from charlm.config import SampleConfig
@@ -42,15 +43,17 @@ def train(paths: tuple[str, ...], config_file: Path | None, corpus: str | None, 
     from charlm.config import parse_set
     from charlm.train import plan, run
 
+    if paths and corpus is not None:
+        raise CharlmError(f"give PATH or --corpus {corpus}, not both: drop one")
     overrides = [*shortcuts, *(parse_set(a) for a in assignments)]
     if paths:
         overrides += [("data.path", paths[0] if len(paths) == 1 else list(paths)), ("data.corpus", None)]
+    if corpus is not None:
+        overrides += [("data.corpus", corpus), ("data.path", None)]
     if include:
         overrides.append(("data.include", list(include)))
     if exclude:
         overrides.append(("data.exclude", list(exclude)))
-    elif corpus is not None:
-        overrides += [("data.corpus", corpus), ("data.path", None)]
     ranks = distributed.from_environment()
     request = plan(config_file, overrides, out, resume_dir, init_from, extend_vocab, progress=not no_progress,
                    check_lock=ranks.is_main)
@@ -72,8 +75,7 @@ def train(paths: tuple[str, ...], config_file: Path | None, corpus: str | None, 
 def _print_sample(run_dir: Path, settings: SampleConfig) -> None:
     """The end-of-training sample: the run's best model, drawn with the run's sample settings."""
     import charlm
-    from charlm.sample import preview
 
     model = charlm.load(run_dir)
     click.echo(f"--- sample from {model.path} ---", err=True)
-    click.echo(preview(model, settings, settings.length, settings.seed, lines=10))
+    click.echo(model.preview(settings, settings.length, settings.seed, lines=10))

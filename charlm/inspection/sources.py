@@ -9,11 +9,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from charlm.data import Vocab
+from charlm.data import read_data
 from charlm.errors import CharlmError
-from charlm.lines import Lines
 from charlm.model import CharRNN
-from charlm.rundata import RunData
+from charlm.vocab import Vocab
 
 CONFIG_SUFFIXES = (".yaml", ".yml")
 
@@ -31,13 +30,6 @@ class Subject:
 def is_model_source(path: Path) -> bool:
     """A run directory, a checkpoint or a config file (anything else is taken as a text)."""
     return path.is_dir() or path.suffix in (".pt", *CONFIG_SUFFIXES)
-
-
-def as_stream(data: np.ndarray | Lines, marker: int | None) -> np.ndarray:
-    """Tokens as a model reads them in one stream: lines back to back, each preceded by the marker."""
-    if not isinstance(data, Lines):
-        return np.asarray(data)
-    return np.insert(data.tokens.astype(np.int64), data.offsets[:-1], marker)
 
 
 def load_subjects(sources: list[Path], text: Path | None, cells: list[str], seed: int,
@@ -65,11 +57,11 @@ def _trained(source: Path, text: Path | None, device: str) -> Subject:
     import charlm
 
     model = charlm.load(source, device=device)
-    data = model.file_data(text)[0] if text is not None else model.own_data("val")
+    part = model.file_data(text)[0] if text is not None else model.own_data("val")
     name = source.name if source.is_dir() else f"{source.parent.name}/{source.name}"
     m = model.config.model
     return Subject(label=f"{m.cell} {m.num_layers}x{m.hidden_size} (trained {model.checkpoint.step:,} steps, {name})",
-                   model=model.model, vocab=model.vocab, tokens=as_stream(data, model.vocab.marker))
+                   model=model.model, vocab=model.vocab, tokens=part.as_stream())
 
 
 def _fresh_models(source: Path | None, text: Path | None, cells: list[str], seed: int,
@@ -82,8 +74,8 @@ def _fresh_models(source: Path | None, text: Path | None, cells: list[str], seed
     name = source.stem if source else "default config"
     if text is None:
         text = text_of(config, f"{name} names no text (data.path or data.corpus): give a text FILE to measure on")
-    data = RunData.read(text, config.data)
-    tokens = as_stream(data.val, data.vocab.marker)
+    data = read_data(text, config.data)
+    tokens = data.val.as_stream()
     subjects = []
     for cell in cells or [config.model.cell]:
         cell_config = copy.deepcopy(config)

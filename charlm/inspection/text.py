@@ -14,14 +14,18 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from charlm.data import MARKER, Vocab
 from charlm.errors import CharlmError
 from charlm.model import CharRNN
 from charlm.step import FastStep
+from charlm.vocab import MARKER, Vocab
+
+if TYPE_CHECKING:
+    from charlm.data import RunData
 
 TOP = 5
 SURPRISAL_STEP = 0.5  # nats per colour band
@@ -61,39 +65,43 @@ class Trace:
         return ~np.isnan(self.surprisal)
 
 
-def trace(model: CharRNN, vocab: Vocab, text: str, state_name: str = "h") -> Trace:
-    """Read ``text`` one character at a time (state carried through, or restarted per line in
-    lines mode) and record surprisal, top predictions and hidden states (``h``, or ``c`` of an LSTM)."""
+def trace(model: CharRNN, vocab: Vocab, kind: "type[RunData]", text: str, state_name: str = "h") -> Trace:
+    """Read ``text`` one character at a time as a model of ``kind`` of data reads it (the state carried
+    through, or, of a list, restarted at each line) and record surprisal, top predictions and hidden
+    states (``h``, or ``c`` of an LSTM)."""
     if state_name == "c" and model.cell != "lstm":
         raise CharlmError(f"--state c needs an LSTM (its cell state); this model is a {model.cell}: use --state h")
-    lines_mode = vocab.marker is not None
     step = FastStep(model.eval())
     size = len(text)
     surprisal = np.full(size, np.nan)
     top: list[list[tuple[str, float]]] = [[] for _ in range(size)]
     states = np.zeros((size, model.num_layers, model.hidden_size), dtype=np.float32)
     which = 1 if state_name == "c" else 0
-    device = model.head.weight.device
-    fresh = model.initial_state(1, device)
-
+    fresh = model.initial_state(1, model.head.weight.device)
+    opening, (line_break, restart) = kind.opening(vocab), kind.line_break(vocab)
     state = step.import_state(fresh)
-    log_probs = None
-    if lines_mode:
-        log_probs = _read(step, state, vocab.marker)
+    log_probs = _read_all(step, state, opening)
     for i, ch in enumerate(text):
-        target = vocab.marker if (lines_mode and ch == "\n") else vocab.index.get(ch)
+        target = line_break if ch == "\n" else vocab.index.get(ch)
         if log_probs is not None and target is not None:
             surprisal[i] = -float(log_probs[target])
             values, ids = log_probs.topk(min(TOP, len(vocab)))
             top[i] = [(vocab.chars[j], math.exp(v)) for v, j in zip(values.tolist(), ids.tolist())]
-        if lines_mode and ch == "\n":  # a new line starts from a fresh state, as in training
+        if ch == "\n" and restart:  # a new line starts from a fresh state, as in training
             state = step.import_state(fresh)
-            log_probs = _read(step, state, vocab.marker)
+            log_probs = _read_all(step, state, opening)
         elif target is not None:
             log_probs = _read(step, state, target)
         # Unknown characters are not read: the state and the pending prediction carry over them.
         states[i] = torch.stack([layer[which][0] for layer in state.layers]).float().cpu().numpy()
     return Trace(text=text, surprisal=surprisal, top=top, states=states, state_name=state_name)
+
+
+def _read_all(step: FastStep, state, tokens: list[int]) -> torch.Tensor | None:
+    log_probs = None
+    for token in tokens:
+        log_probs = _read(step, state, token)
+    return log_probs
 
 
 def _read(step: FastStep, state, token: int) -> torch.Tensor:
@@ -124,7 +132,7 @@ def feature_values(text: str, feature: str) -> tuple[np.ndarray, str]:
 
 def read_prefix(path: str | Path, encoding: str = "utf-8", max_chars: int = 5000) -> str:
     """The first ``max_chars`` characters of a text file (not empty)."""
-    from charlm.data import check_text_file, read_text
+    from charlm.source import check_text_file, read_text
 
     text = read_text(check_text_file(path), encoding)[:max_chars]
     if not text:

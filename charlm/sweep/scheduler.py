@@ -92,7 +92,7 @@ class TrialPool:
         trial_dir, resume = self.trial_dir(number)
         trial_dir.mkdir(parents=True, exist_ok=True)
         job = {"storage": self.study.url, "study": self.spec.name, "trial": number, "pruner": self.spec.pruner,
-               "config": self.spec.base.to_dict(), "explicit": sorted(self.spec.base.explicit), "params": params,
+               "config": self.spec.base.to_dict(), "given": sorted(self.spec.given), "params": params,
                "threads": self.threads,
                "dir": str(trial_dir), "resume": resume}
         atomic_write_text(trial_dir / "trial.json", json.dumps(job, indent=2, default=str))

