@@ -6,8 +6,9 @@ fits each precision's cost per token as a line in the model's arithmetic (``Spee
 candidate width that gives the tokens it can read in the budget; the rule (``choose``, a pure
 function) takes the width whose tokens per parameter come closest to the target for the budget's
 compute (``target_ratio``: fewer per parameter as the compute grows), the faster precision for it, a
-learning rate for its width and dropout for the passes over the text it will make. The constants come from the measurements in ``configs/sweeps/auto/`` (``make
-auto-measure`` reruns them; results in ``docs/auto.md``). Every key the user set explicitly wins.
+learning rate for its width and dropout for the passes over the text it will make. The constants
+come from the sweeps in ``configs/sweeps/auto/`` (``make auto-measure`` reruns them; the evidence is
+in ``docs/auto.md``). Every key the user gave wins.
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ if TYPE_CHECKING:
 
     from charlm.config import Config, TrainConfig
 
-# Two-layer LSTMs with 64-wide character embeddings. Not wider than 768: on the machine of docs/auto.md a
-# 2x1024 stalled (loss 2.6 after 500 steps, val 1.75 after 10 minutes against 1.42 for the 2x768).
-WIDTHS = (128, 192, 256, 320, 384, 448, 512, 640, 768)
+# The constants of the rule, each fitted to the sweeps of configs/sweeps/auto/: docs/auto.md shows the
+# runs behind every one (make auto-measure reruns them).
+WIDTHS = (128, 192, 256, 320, 384, 448, 512, 640, 768)  # two-layer LSTMs; wider ones stalled
 PROBE_WIDTHS = (256, 512)  # timed by the probe; the others are predicted from the fitted cost line
 PROBE_SHARE = 0.03  # of a time budget, at most
 TIMED_SECONDS = 0.25  # each timing runs steps for at least this long
@@ -35,20 +36,13 @@ EVAL_SHARE = 0.03  # of the budget that evaluations during training may take
 # A lower precision must be this much faster to be chosen: near a tie the timings are noise (two runs
 # would choose differently), and fp32 is the more accurate.
 PRECISION_MARGIN = 1.15
-# Measured constants (docs/auto.md, configs/sweeps/auto/). At equal time, the best width's tokens per
-# parameter fell as the compute of the budget grew: about 4 at 3e12 parameter-tokens (tinyshakespeare or
-# Python source, 60 s of a 2x256 on 2 cores; about 1 and 11 were worse on either side, on 1 thread
-# too), under 1 at 4e13 (10 minutes: a 2x768 at 0.8 beat a 2x512 at 2.9). A power law through those optima gives the
-# target; the exponent is the one Kaplan et al. (2020) fitted for transformers, rounded (0.46).
+# The tokens per parameter that train best fall as a budget's compute grows: a power law through the
+# measured optima, with (about) the exponent Kaplan et al. (2020) fitted for transformers.
 TOKENS_PER_PARAMETER = 4.0  # at REFERENCE_COMPUTE
 REFERENCE_COMPUTE = 3e12  # tokens x parameters
 COMPUTE_EXPONENT = 0.5
-# Dropout once a run reads its text DROPOUT_FROM_PASSES times or more (a 2x256 reading tinyshakespeare
-# 3.6 times in 60 s lost with it: 1.493 at 0.1, 1.531 at 0.25, against 1.481 without): DROPOUT where the
-# text holds FEW_TOKENS_PER_PARAMETER distinct tokens a parameter or more (0.25 beat 0.4 for a 2x768 reading
-# tinyshakespeare 5 times, 0.14 a parameter, and for a 2x512 reading it 9 times, 0.3), rising to
-# MOST_DROPOUT at half that (0.5 beat 0.3 for a 2x512 reading names.txt 20 times, 0.06 a parameter,
-# while a 2x256 reading it 60 times, 0.22 a parameter, preferred 0.3).
+# Dropout only for a run that reads its text many times over, and more where the text holds few
+# distinct tokens per parameter.
 DROPOUT_FROM_PASSES = 4.5
 DROPOUT, MOST_DROPOUT = 0.25, 0.5
 FEW_TOKENS_PER_PARAMETER = 0.12
@@ -226,8 +220,7 @@ def faster(rates: dict[str, float]) -> str:
 
 
 def learning_rate_for(hidden: int) -> float:
-    """AdamW's peak rate for a width, through what was measured best: 8e-3 at 256 (5e-3 and 1.2e-2 were
-    worse), 4e-3 at 768 (fine; a 2x1024 stalled at it); never above 8e-3."""
+    """AdamW's peak rate for a width, through the best measured at 256 and at 768; never above 8e-3."""
     return min(8e-3, 8e-3 * (256 / hidden) ** 0.63)
 
 
@@ -374,8 +367,10 @@ def decide(config: "Config", fixed: "Collection[str]", text: Text, device: "torc
            precisions: list[str]) -> Decision:
     """Probe this machine (within PROBE_SHARE of a time budget) and choose every key not in ``fixed``."""
     shape, widths = template(config, fixed)
-    if text.window_length is not None and "train.seq_len" not in fixed:
-        shape = replace(shape, seq_len=max(2, round(text.window_length)))  # the text fixes the batches' length
+    if text.window_length is not None:  # the text cuts its own windows (a list: a line each): time them so, set none
+        if "train.seq_len" not in fixed:
+            shape = replace(shape, seq_len=max(2, round(text.window_length)))
+        fixed = frozenset(fixed) | {"train.seq_len"}
     vocab = text.vocab
     budget = Budget.of(config.train)
     allowance = PROBE_SHARE * budget.seconds if budget.seconds else PROBE_SECONDS
@@ -396,8 +391,6 @@ def decide(config: "Config", fixed: "Collection[str]", text: Text, device: "torc
     speeds = SpeedModel.fit(timings)
     choice = choose(speeds, budget, text.train_tokens, vocab, spent, text.eval_tokens, shape, widths)
     proposed = choice.settings()
-    if text.window_length is not None:
-        del proposed["train.seq_len"]  # the text cuts its own windows
     return Decision(choice, speeds, spent, proposed, budget, _unfixed(proposed, fixed))
 
 

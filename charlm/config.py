@@ -55,7 +55,7 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     # auto: before training, charlm measures this machine and chooses, for the budget and the text,
-    # every key below and in train that is not set explicitly (charlm/auto.py); fixed: the defaults.
+    # every key below and in train that the user did not give (charlm/auto.py); fixed: the defaults.
     size: str = "auto"
     cell: str = "lstm"  # rnn_tanh | rnn_relu | gru | lstm
     hidden_size: int = 256

@@ -195,8 +195,7 @@ def leave_worker(code: int) -> None:
     """Under torchrun, end a worker that has finished (files closed, output flushed) without
     Python's interpreter teardown: there gloo's C++ threads can still release tensors and abort
     the process ("terminate called without an active exception", pytorch/pytorch#190489), which
-    torchrun reports as a failed run. Seen now and then in CI even after destroy_process_group.
-    A no-op outside torchrun."""
+    torchrun reports as a failed run, even after destroy_process_group. A no-op outside torchrun."""
     if not from_environment().enabled:
         return
     sys.stdout.flush()

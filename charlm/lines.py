@@ -118,7 +118,7 @@ def looks_like_a_list(stream: np.ndarray, stream_vocab: Vocab) -> tuple[int, int
     """(lines, median length) when a text reads like a list — many short lines, almost no blank ones
     (a play or prose has blank lines between speeches and paragraphs) — else None. Only the first
     HINT_CHARS characters are read: a list shows in its first lines, and scanning a whole memory-mapped
-    text pages all of it in (`make bench`'s 1 GB text peaked at 2.4 GB RSS that way)."""
+    text would page all of it into memory."""
     newline = stream_vocab.index.get("\n")
     if newline is None:
         return None

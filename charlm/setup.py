@@ -112,26 +112,32 @@ class Start:
             return cls(source=Checkpoint.load(request.init_from))
         return cls()
 
+    def architecture(self, config: Config, given: frozenset[str]) -> tuple[Config, frozenset[str]]:
+        """The config, and the keys auto must leave alone: with --init-from the source's weights fix the
+        architecture, and auto chooses only around it."""
+        if self.source is None:
+            return config, given
+        keys = {f"model.{key}": getattr(self.source.config.model, key) for key in ARCHITECTURE_KEYS}
+        return with_settings(config, keys, "--init-from"), given | set(keys)
+
+    def precision(self, configured: str, device: torch.device) -> str:
+        """What training runs in: a resumed run's own where precision is auto (what it measured and chose)."""
+        if self.resumed is not None and configured == "auto":
+            return resolve_precision(self.resumed.precision, device)
+        return resolve_precision(configured, device)
+
 
 def setup(request: TrainRequest, ranks: Distributed, report: Report) -> Run:
     """The run ``request`` asks for, every part made in order (see the module's docstring)."""
-    train = request.config.train
-    set_threads(train.threads or (max(1, (os.cpu_count() or 1) // ranks.local_world) if ranks.enabled else 0))
-    device = rank_device(resolve_device(train.device), ranks.local_rank, ranks.enabled)
-    prepare_device(device)
+    device = place(request.config.train, ranks)
     start = Start.of(request)
     data = read_text(request, start, report)
-    config, fixed = request.config, request.given
-    if start.source is not None:  # the weights fix the architecture: auto chooses only around it
-        config = with_settings(config, {f"model.{key}": getattr(start.source.config.model, key)
-                                        for key in ARCHITECTURE_KEYS}, "--init-from")
-        fixed = fixed | {f"model.{key}" for key in ARCHITECTURE_KEYS}
+    config, fixed = start.architecture(request.config, request.given)
     decision = None
     if start.resumed is None:  # a resumed run keeps what it chose
         config, decision = configure(config, fixed, data, device, ranks, report)
     train = config.train
-    precision = resolve_precision(start.resumed.precision if start.resumed is not None and train.precision == "auto"
-                                  else train.precision, device)
+    precision = start.precision(train.precision, device)
     check_batch(ranks, train.batch_size)
     directions = ("forward", "backward") if config.model.bidirectional else ("forward",)
     batches = {d: data.batches(train.batch_size, train.seq_len, train.seed, d) for d in directions}
@@ -149,6 +155,14 @@ def setup(request: TrainRequest, ranks: Distributed, report: Report) -> Run:
     elif decision is not None:
         run.state.train_time = decision.probe_seconds  # the probe is part of the budget
     return run
+
+
+def place(train: TrainConfig, ranks: Distributed) -> torch.device:
+    """Threads (under torchrun: this machine's cores shared between its processes) and the device."""
+    set_threads(train.threads or (max(1, (os.cpu_count() or 1) // ranks.local_world) if ranks.enabled else 0))
+    device = rank_device(resolve_device(train.device), ranks.local_rank, ranks.enabled)
+    prepare_device(device)
+    return device
 
 
 def read_text(request: TrainRequest, start: Start, report: Report) -> RunData:

@@ -1,8 +1,12 @@
-"""Shared fixtures: small generated texts, an isolated cache, the shared corpora folder."""
+"""Shared fixtures: small generated texts, an isolated cache, the shared corpora folder, and the
+command line run in this process."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -40,9 +44,43 @@ def tinyshakespeare() -> Path:
     return path
 
 
+@dataclass
+class Finished:
+    """What a command did: its exit status and what it printed."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def charlm_cli(*args, cwd=None) -> Finished:
+    """`charlm ARGS` through the command's own entry point (``charlm.cli.main``), in this process: the
+    same parsing, errors and exit codes as the installed command, without starting Python and torch
+    again. (A real process is for what only one can show: signals, kill -9, resource limits, start-up.)"""
+    import torch
+
+    from charlm.cli import main
+
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    here, threads = os.getcwd(), torch.get_num_threads()
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main([str(arg) for arg in args])
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        os.chdir(here)
+        torch.set_num_threads(threads)  # --threads sets them for the whole process
+    return Finished(code, out.getvalue(), err.getvalue())
+
+
 def pytest_configure(config):
-    # Two cores: keep torch from oversubscribing when pytest and torch both want them.
-    os.environ.setdefault("OMP_NUM_THREADS", "2")
+    # Keep torch from oversubscribing the cores: two threads for one pytest process, one for each of
+    # pytest-xdist's (make test runs two, one a core).
+    os.environ.setdefault("OMP_NUM_THREADS", "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2")
 
 
 # Fuzzing (hypothesis): reproducible by default, so CI sees the same examples every run;

@@ -146,6 +146,7 @@ def test_precision_auto_falls_back_to_fp32_where_bf16_is_slower(monkeypatch):
     assert "fp32" in decision.line(10**6)
 
 
+@pytest.mark.slow
 def test_a_run_records_its_choice_and_a_resume_keeps_it(tmp_path, text_file):
     from charlm.checkpoint import Checkpoint
     from charlm.logs import read_metrics
@@ -167,13 +168,12 @@ def test_a_run_records_its_choice_and_a_resume_keeps_it(tmp_path, text_file):
     assert Checkpoint.load(tmp_path / "run" / "last.pt").config.to_dict() == saved.to_dict()
 
 
+@pytest.mark.slow
 def test_the_command_line_says_what_it_chose(tmp_path, text_file):
-    import subprocess
-    import sys
+    from conftest import charlm_cli
 
-    result = subprocess.run([sys.executable, "-m", "charlm", "train", str(text_file), "-o", str(tmp_path / "run"),
-                             "--max-time", "3s", "--threads", "1", "--device", "cpu", "--no-progress", "--no-sample"],
-                            capture_output=True, text=True, timeout=120)
+    result = charlm_cli("train", text_file, "-o", tmp_path / "run", "--max-time", "3s", "--threads", "1", "--device",
+                        "cpu", "--no-progress", "--no-sample")
     assert result.returncode == 0, result.stderr
     line = next(line for line in result.stderr.splitlines() if line.startswith("auto: "))
     assert "lstm" in line and "tok/s here" in line and "per parameter" in line
@@ -185,3 +185,12 @@ def read_yaml(path):
     import yaml
 
     return yaml.safe_load(path.read_text())
+
+
+def test_a_list_is_timed_in_batches_of_its_lines_and_gets_no_seq_len(monkeypatch):
+    seen = []
+    fake, _ = _fake_timing(0.0, {"fp32": 28_000})
+    monkeypatch.setattr(auto, "time_training", lambda shape, *a: seen.append(shape.seq_len) or fake(shape, *a))
+    config, given = resolve(None, [("train.max_time", 60.0), ("data.mode", "lines")])
+    decision = auto.decide(config, given, auto.Text(10**5, 0, VOCAB, window_length=7.4), torch.device("cpu"), ["fp32"])
+    assert set(seen) == {7} and "train.seq_len" not in decision.settings and "train.lr" in decision.settings

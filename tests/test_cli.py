@@ -1,4 +1,5 @@
-"""The command line end to end, in subprocesses, as a user would run it."""
+"""The command line end to end, as a user runs it: through its entry point in this process, and in a
+real process where only one shows what is tested (the exit path, signals)."""
 
 import json
 import os
@@ -7,18 +8,26 @@ import sys
 
 import pytest
 
+from charlm.errors import CharlmError
+from conftest import charlm_cli
+
 SMALL = ["--set", "model.size=fixed", "--hidden-size", "32", "--num-layers", "1", "--batch-size", "8", "--seq-len", "16",
          "--threads", "1", "--precision", "fp32", "--set", "train.eval_interval=20",
          "--set", "train.sample_length=10"]
 
 
 def charlm(*args, cwd=None, check=True):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    result = subprocess.run([sys.executable, "-m", "charlm", *map(str, args)], capture_output=True,
-                            text=True, cwd=cwd, env=env, timeout=300)
+    result = charlm_cli(*args, cwd=cwd)
     if check and result.returncode != 0:
         raise AssertionError(f"charlm {args} failed ({result.returncode}):\n{result.stderr}")
     return result
+
+
+def real_charlm(*args):
+    """`charlm ARGS` in a process of its own."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "charlm", *map(str, args)], capture_output=True, text=True, env=env,
+                          timeout=300)
 
 
 def _train_small(tmp, *extra):
@@ -122,11 +131,10 @@ def _one_line_error(result):
     return lines[0]
 
 
-def test_bad_inputs_give_one_line_errors_in_a_real_process(trained_run, tmp_path):
-    # The full catalogue runs in-process in test_errors.py; these check the real command's exit path.
+def test_bad_inputs_give_one_line_errors(trained_run, tmp_path):
+    # The full catalogue is in test_errors.py; these are the command's other ways in.
     run, text, _ = trained_run
     cases = [
-        (["train", tmp_path / "missing.txt"], "no such file"),
         (["train", text, "--max-time", "soon"], "not a duration"),
         (["train"], "no text to train on"),
         (["train", text, "--bogus-flag"], "No such option"),
@@ -138,12 +146,21 @@ def test_bad_inputs_give_one_line_errors_in_a_real_process(trained_run, tmp_path
         assert expected in line, (args, line)
 
 
-def test_debug_shows_traceback(tmp_path):
-    result = charlm("--debug", "train", tmp_path / "missing.txt", check=False)
-    assert result.returncode != 0 and "Traceback" in result.stderr
+@pytest.mark.slow
+def test_a_real_process_exits_with_one_line_too(tmp_path):
+    for args, code, expected in ((["train", tmp_path / "missing.txt"], 2, "no such file"),
+                                 (["train", "--bogus-flag"], 2, "No such option")):
+        result = real_charlm(*args)
+        assert result.returncode == code and expected in _one_line_error(result)
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    with pytest.raises(CharlmError, match="no such file"):  # not one line: the exception itself
+        charlm_cli("--debug", "train", tmp_path / "missing.txt")
 
 
 @pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
+@pytest.mark.slow
 def test_ctrl_c_or_sigterm_saves_last_and_says_how_to_resume(tmp_path, signal_name):
     import signal
     import time

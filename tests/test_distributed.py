@@ -21,8 +21,10 @@ def _torchrun(*args, processes=2, device="cpu"):
 
 
 def _single(*args, device="cpu"):
-    command = [sys.executable, "-m", "charlm", "train", *map(str, args), *SETTINGS, "--threads", "1", "--device", device]
-    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+    """The same `charlm train` in one process (this one)."""
+    from conftest import charlm_cli
+
+    return charlm_cli("train", *args, *SETTINGS, "--threads", "1", "--device", device)
 
 
 @pytest.fixture
@@ -38,6 +40,7 @@ def _max_difference(a, b):
     return max((a.weights[key] - b.weights[key]).abs().max().item() for key in a.weights)
 
 
+@pytest.mark.slow
 def test_two_processes_train_as_one_and_resume(tmp_path, text):
     first = _torchrun(text, "-o", tmp_path / "ddp", "--max-steps", "15")
     assert first.returncode == 0, first.stderr
@@ -65,6 +68,7 @@ def test_two_processes_train_as_one_and_resume(tmp_path, text):
     assert Checkpoint.load(tmp_path / "ddp" / "last.pt").step == 35
 
 
+@pytest.mark.slow
 def test_a_batch_that_does_not_split_is_one_line(tmp_path, text):
     result = _torchrun(text, "-o", tmp_path / "ddp", "--max-steps", "5", "--set", "train.batch_size=7")
     assert result.returncode != 0

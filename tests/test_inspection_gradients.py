@@ -72,11 +72,9 @@ def test_windows_are_seeded_and_a_short_text_is_one_line():
 
 
 def _charlm(*args):
-    import subprocess
-    import sys
+    from conftest import charlm_cli
 
-    return subprocess.run([sys.executable, "-m", "charlm", *map(str, args)], capture_output=True, text=True,
-                          timeout=300)
+    return charlm_cli(*args)
 
 
 def test_cli_compares_fresh_cells_and_a_trained_checkpoint(tmp_path):

@@ -40,14 +40,14 @@ def test_the_table_has_a_row_per_cell_and_a_column_per_gap():
     assert table[1].split() == ["rnn_tanh", "50.0%", "50.0%"] and table[2].split() == ["lstm", "100.0%", "100.0%"]
 
 
+@pytest.mark.slow
 def test_cli_prints_the_table_and_writes_the_plot(tmp_path):
     import json
-    import subprocess
-    import sys
 
-    command = [sys.executable, "-m", "charlm", "inspect", "memory", "--cells", "rnn_tanh,lstm", "--gaps", "3,6",
-               "--steps", "20", "--hidden-size", "8", "--workers", "2", "-o", str(tmp_path)]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    from conftest import charlm_cli
+
+    command = ["inspect", "memory", "--cells", "rnn_tanh,lstm", "--gaps", "3,6", "--steps", "20", "--hidden-size", "8"]
+    result = charlm_cli(*command, "--workers", "2", "-o", tmp_path)  # two processes, one thread each
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[1].split() == ["cell", "gap", "3", "gap", "6"]
@@ -57,10 +57,9 @@ def test_cli_prints_the_table_and_writes_the_plot(tmp_path):
                                                                    ("lstm", 6)]
     assert (tmp_path / "memory.png").read_bytes()[:4] == b"\x89PNG"
     # The same seeds give the same numbers one job at a time.
-    serial = subprocess.run(command[:-3] + ["1", "-o", str(tmp_path / "serial"), "--json"], capture_output=True,
-                            text=True, timeout=300)
+    serial = charlm_cli(*command, "--workers", "1", "-o", tmp_path / "serial", "--json")
     assert serial.returncode == 0, serial.stderr
     assert [r["accuracy"] for r in json.loads(serial.stdout)["results"]] == [r["accuracy"] for r in report["results"]]
 
-    bad = subprocess.run(command[:5] + ["--gaps", "1,5"], capture_output=True, text=True, timeout=60)
+    bad = charlm_cli("inspect", "memory", "--gaps", "1,5")
     assert bad.returncode == 2 and "gaps start at 2" in bad.stderr

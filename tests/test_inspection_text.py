@@ -147,8 +147,9 @@ def trained_run(tmp_path_factory):
 
 
 def _charlm(*args):
-    return subprocess.run([sys.executable, "-m", "charlm", *map(str, args)], capture_output=True, text=True,
-                          timeout=120)
+    from conftest import charlm_cli
+
+    return charlm_cli(*args)
 
 
 def test_cli_page_unit_page_and_find_units(trained_run, tmp_path):

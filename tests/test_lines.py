@@ -139,14 +139,11 @@ def test_a_tiny_list_is_learned_and_sampled_as_whole_lines(tmp_path):
 
 def test_cli_lines_sampling_novel_unique_and_eval(tmp_path):
     import json
-    import subprocess
-    import sys
+
+    from conftest import charlm_cli as charlm
 
     _train_list(tmp_path, WORDS * 8, steps=60)  # barely trained: plenty of novel lines
     run = tmp_path / "run"
-
-    def charlm(*args):
-        return subprocess.run([sys.executable, "-m", "charlm", *map(str, args)], capture_output=True, text=True)
 
     plain = charlm("sample", run, "-n", "12", "--seed", "1")
     assert plain.returncode == 0 and len(plain.stdout.splitlines()) == 12 and MARKER not in plain.stdout

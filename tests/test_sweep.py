@@ -31,28 +31,29 @@ def _sweep_file(tmp_path, text, body, steps=20):
 
 
 def _charlm(*args):
-    return subprocess.run([sys.executable, "-m", "charlm", *map(str, args)], capture_output=True, text=True,
-                          timeout=300)
+    from conftest import charlm_cli
+
+    return charlm_cli(*args)  # the scheduler here; its trials are processes of their own
 
 
-GRID = "method: grid\nparameters:\n  model.cell: {values: [gru, lstm]}\n  train.lr: {values: [0.003, 0.01]}\n"
+GRID = "method: grid\nparameters:\n  model.cell: {values: [gru, lstm]}\n  train.lr: {values: [0.01]}\n"
 
 
+@pytest.mark.slow
 def test_grid_with_two_workers_runs_each_point_once_and_resumes_to_nothing(tmp_path, text):
     sweep = _sweep_file(tmp_path, text, GRID)
     dry = _charlm("sweep", sweep, "--dry-run")
-    assert dry.returncode == 0 and dry.stdout.count("  - model.cell=") == 4
+    assert dry.returncode == 0 and dry.stdout.count("  - model.cell=") == 2
     out = tmp_path / "out"
     result = _charlm("sweep", sweep, "-o", out, "--workers", "2")
     assert result.returncode == 0, result.stderr
     trials = sorted(p.name for p in out.glob("trial-*"))
-    assert trials == ["trial-0000", "trial-0001", "trial-0002", "trial-0003"]
+    assert trials == ["trial-0000", "trial-0001"]
     for name in trials:
         assert (out / name / "best.pt").exists() and (out / name / "metrics.jsonl").exists()
     with open(out / "results.csv") as handle:
         rows = list(csv.DictReader(handle))
-    assert sorted((r["model.cell"], float(r["train.lr"])) for r in rows) == [
-        ("gru", 0.003), ("gru", 0.01), ("lstm", 0.003), ("lstm", 0.01)]
+    assert sorted((r["model.cell"], float(r["train.lr"])) for r in rows) == [("gru", 0.01), ("lstm", 0.01)]
     assert all(r["state"] == "complete" for r in rows)
     losses = [float(r["best_val_loss"]) for r in rows]
     assert losses == sorted(losses)  # best first
@@ -66,25 +67,27 @@ def test_grid_with_two_workers_runs_each_point_once_and_resumes_to_nothing(tmp_p
     assert events.PluginTagToContent("hparams")  # the HParams view across trials
 
     again = _charlm("sweep", sweep, "-o", out, "--workers", "2")
-    assert again.returncode == 0 and "4 of 4 trials done" in again.stderr
+    assert again.returncode == 0 and "2 of 2 trials done" in again.stderr
     assert sorted(p.name for p in out.glob("trial-*")) == trials
     report = _charlm("sweep", sweep, "-o", out, "--report")
     assert report.stdout == again.stdout
 
 
+@pytest.mark.slow
 def test_a_pruner_stops_hopeless_trials(tmp_path, text):
-    body = ("method: random\ntrials: 6\nseed: 3\npruner: {type: median, startup_trials: 2}\n"
+    body = ("method: random\ntrials: 4\nseed: 3\npruner: {type: median, startup_trials: 2}\n"
             "parameters:\n  train.lr: {distribution: log_uniform, min: 1.0e-7, max: 3.0e-2}\n")
     spec = load_sweep(_sweep_file(tmp_path, text, body, steps=60))
     rows = run_sweep(spec, tmp_path / "out", workers=2, echo=lambda line: None)
     states = [r.state for r in rows]
-    assert len(rows) == 6 and "PRUNED" in states and "COMPLETE" in states
+    assert len(rows) == 4 and "PRUNED" in states and "COMPLETE" in states
     pruned = [r for r in rows if r.state == "PRUNED"]
     best = rows[0]
     assert all(r.params["train.lr"] < best.params["train.lr"] for r in pruned)  # the tiny rates, as expected
     assert all(r.steps < 60 for r in pruned)
 
 
+@pytest.mark.slow
 def test_an_interrupted_sweep_continues_where_it_stopped(tmp_path, text):
     sweep = _sweep_file(tmp_path, text, GRID, steps=200)
     out = tmp_path / "out"
@@ -105,7 +108,7 @@ def test_an_interrupted_sweep_continues_where_it_stopped(tmp_path, text):
     assert "interrupted trial(s) to re-run" in result.stderr and "resumed in trial-0000" in result.stderr
     with open(out / "results.csv") as handle:
         rows = list(csv.DictReader(handle))
-    assert [r["state"] for r in rows].count("complete") == 4
+    assert [r["state"] for r in rows].count("complete") == 2
     assert [r["state"] for r in rows].count("interrupted") >= 1
     assert _info_step(out / "trial-0000") > step_at_stop  # the re-run continued that trial's run
 
@@ -116,6 +119,7 @@ def _info_step(run):
     return json.loads(_charlm("info", run / "last.pt", "--json").stdout)["step"]
 
 
+@pytest.mark.slow
 def test_another_sweep_into_the_same_directory_is_refused(tmp_path, text):
     out = tmp_path / "out"
     first = _sweep_file(tmp_path, text, "method: grid\nparameters:\n  model.cell: {values: [gru]}\n", steps=10)
@@ -132,13 +136,14 @@ def test_cli_sweep_errors_are_one_line(tmp_path, text):
     assert result.returncode == 2 and "--workers must be >= 1" in result.stderr
 
 
+@pytest.mark.slow
 def test_a_sweep_over_a_list_trains_in_lines_mode(tmp_path):
     lines = [f"{first}{second}" for first in ("ann", "bob", "cid", "dee", "eve") for second in ("a", "ie", "y", "o")]
     path = tmp_path / "list.txt"
     path.write_text("\n".join(lines * 4) + "\n")
     sweep = _sweep_file(tmp_path, path, "config: {data: {mode: lines}}\nmethod: grid\nparameters:\n"
                                           "  model.cell: {values: [gru, lstm]}\n")
-    result = _charlm("sweep", sweep, "-o", tmp_path / "out")
+    result = _charlm("sweep", sweep, "-o", tmp_path / "out", "--workers", "2")
     assert result.returncode == 0, result.stderr
     import charlm
 

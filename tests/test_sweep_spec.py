@@ -4,11 +4,13 @@ import pytest
 
 from charlm.errors import CharlmError
 from charlm.sweep import describe, load_sweep
-from test_sweep import FAST, GRID, _sweep_file, text  # noqa: F401  (text: the fixture)
+from test_sweep import FAST, _sweep_file, text  # noqa: F401  (text: the fixture)
+
+GRID4 = "method: grid\nparameters:\n  model.cell: {values: [gru, lstm]}\n  train.lr: {values: [0.003, 0.01]}\n"
 
 
 def test_a_grid_is_every_combination_and_its_size_is_the_trial_count(tmp_path, text):
-    spec = load_sweep(_sweep_file(tmp_path, text, GRID))
+    spec = load_sweep(_sweep_file(tmp_path, text, GRID4))
     assert spec.trials == 4 and spec.name == "sweep"
     assert spec.grid() == [{"model.cell": c, "train.lr": lr} for c in ("gru", "lstm") for lr in (0.003, 0.01)]
     assert spec.base.train.max_steps == 20 and spec.base.model.hidden_size == 16  # set: applies to every trial

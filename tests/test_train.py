@@ -300,6 +300,7 @@ def test_a_run_that_fails_at_once_leaves_no_directory(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_kill_9_at_random_moments_loses_nothing_and_resumes_exactly(tmp_path):
     """SIGKILL a real `charlm train` eight times; every checkpoint stays loadable and the end result is
     bit for bit the run that was never killed."""
@@ -390,6 +391,7 @@ def test_kill_9_at_random_moments_loses_nothing_and_resumes_exactly(tmp_path):
     assert losses(run) == losses(tmp_path / "whole")
 
 
+@pytest.mark.slow
 def test_a_real_write_failure_mid_training_keeps_the_checkpoints(tmp_path, text_file):
     """The OS refuses the checkpoint write (file-size limit: EFBIG, as a full disk gives ENOSPC)."""
     import resource

@@ -24,8 +24,8 @@ from charlm.errors import CharlmError, out_of_memory
 EXIT_USAGE = 2
 
 
-def _debug_enabled() -> bool:
-    return "--debug" in sys.argv[1:] or os.environ.get("CHARLM_DEBUG") == "1"
+def _debug_enabled(argv: list[str] | None) -> bool:
+    return "--debug" in (sys.argv[1:] if argv is None else argv) or os.environ.get("CHARLM_DEBUG") == "1"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: {exc.format_message()}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except CharlmError as exc:
-        if _debug_enabled():
+        if _debug_enabled(argv):
             raise
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.stderr.close()
         sys.exit(0)
     except Exception as exc:  # a bug, or memory: still one line, unless --debug asks for the traceback
-        if _debug_enabled():
+        if _debug_enabled(argv):
             raise
         if (memory := out_of_memory(exc)) is not None:
             print(f"error: {memory}", file=sys.stderr)
