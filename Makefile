@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 # pytest-xdist processes for make test; each test module stays in one, with its fixtures.
 TEST_WORKERS ?= 2
 
-.PHONY: install train test test-fast test-gpu bench bench-quick versus auto-measure presets figures performance reference clean
+.PHONY: install train test test-fast test-gpu bench bench-quick versus auto-measure presets figures docs reference interleave clean
 
 install: $(STAMP)
 
@@ -36,9 +36,9 @@ test-fast: $(STAMP)
 test-gpu: $(STAMP)
 	$(BIN)/python -m pytest -q -m gpu -rs
 
-# Every performance figure of the README in one run (about 45 minutes): training tok/s vs the bare
+# Every figure of docs/performance.md in one run (about 45 minutes): training tok/s vs the bare
 # kernel, the 60 s preset, sampling, start-up, memory on a 1 GB text (bench/run.py), then charlm
-# against a plain script side by side (bench/versus.py); writes bench/results/*.json.
+# against a plain script side by side (bench/versus.py); writes bench/results/*.json (then make docs).
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
 	$(MAKE) versus
@@ -56,12 +56,12 @@ auto-measure: $(STAMP)
 bench-quick: $(STAMP)
 	$(BIN)/python bench/run.py --quick
 
-# Val loss and throughput of the tinyshakespeare presets (about 12 minutes; the README quotes it).
+# Val loss and throughput of the tinyshakespeare presets (about 12 minutes).
 presets: $(STAMP)
 	$(BIN)/python bench/presets.py configs/tinyshakespeare-60s.yaml configs/tinyshakespeare-10m.yaml
 
-# The README's "Looking inside a model" figures (about 6 minutes): gradient curves of fresh and of
-# 60-second-trained models of each cell on tinyshakespeare, and the memory task; writes docs/.
+# docs/inspect.md's figures (about 6 minutes): gradient curves of fresh and of 60-second-trained
+# models of each cell on tinyshakespeare, and the memory task; writes docs/ and the page's tables.
 figures: $(STAMP)
 	rm -rf runs/figures
 	for cell in rnn_tanh gru lstm; do \
@@ -70,6 +70,20 @@ figures: $(STAMP)
 	$(BIN)/charlm inspect gradients configs/figures.yaml --cells rnn_tanh,gru,lstm \
 	  runs/figures/rnn_tanh runs/figures/gru runs/figures/lstm -o docs
 	$(BIN)/charlm inspect memory -o docs
+	$(BIN)/python bench/machine.py > docs/figures-machine.txt
+	$(BIN)/python bench/write_docs.py
+
+# docs/performance.md and docs/inspect.md's tables, from what the benchmarks and make figures wrote.
+docs: $(STAMP)
+	$(BIN)/python bench/write_docs.py
+
+# A refactoring's check: the reference trainings of another checkout (BEFORE=DIR, e.g. a git worktree
+# of main) and of this one, interleaved, compared bit for bit; then their training speed, in turns.
+reference: $(STAMP)
+	$(BIN)/python bench/reference.py --before $(BEFORE)
+
+interleave: $(STAMP)
+	$(BIN)/python bench/interleave.py --before $(BEFORE) --json bench/results/interleave-$$(date +%Y%m%d).json
 
 clean:
 	rm -rf $(VENV) .pytest_cache *.egg-info

@@ -36,3 +36,10 @@ def describe(device: str = "cpu") -> str:
 
         return f"{torch.cuda.get_device_name(torch.device(device))} (torch {torch.__version__}) with {cpu}"
     return cpu
+
+
+if __name__ == "__main__":  # `python bench/machine.py`: the machine, as the figures of docs/ name it
+    import sys
+    import time
+
+    print(f"{describe(sys.argv[1] if len(sys.argv) > 1 else 'cpu')}, {time.strftime('%Y-%m-%d')}")

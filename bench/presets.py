@@ -4,7 +4,7 @@
 
 Each preset runs as a real `charlm train` in a subprocess (one at a time: the machine's cores are
 shared), then `charlm eval --json` reads the val loss of its best checkpoint. The table printed at
-the end is what the README quotes.
+the end is what docs/performance.md shows.
 """
 
 from __future__ import annotations

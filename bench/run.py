@@ -1,4 +1,4 @@
-"""charlm's performance benchmark: every figure of the README's "Performance" section in one run.
+"""charlm's performance benchmark: throughput, the 60 s preset, sampling, start-up and memory, in one run.
 
     python bench/run.py [--quick] [--json OUT] [--device cpu|cuda] [--only train,sample,...]
     make bench          # the full run (about 10 minutes on a 2-core CPU)
@@ -425,7 +425,7 @@ def main() -> None:
     if not args.text.is_file():
         sys.exit(f"error: {args.text} not found: pass --text FILE (tinyshakespeare: charlm corpus get tinyshakespeare)")
 
-    results: dict[str, Any] = {"machine": machine(), "quick": args.quick}
+    results: dict[str, Any] = {"machine": machine(), "quick": args.quick, "command": " ".join(["python", *sys.argv])}
     steps: dict[str, Callable[[Path], Any]] = {
         "train": lambda work: bench_train(args, results["machine"], work),
         "preset": lambda work: bench_preset(args, work),

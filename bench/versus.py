@@ -2,7 +2,7 @@
 
     python bench/versus.py [--texts tinyshakespeare,shakespeare,python] [--budgets 60s,10m] [--threads 2,1]
                            [--loop-rounds 3] [--device cpu|cuda] [--json OUT]
-    make versus     # the table the README quotes (part of make bench)
+    make versus     # the tables of docs/performance.md (part of make bench)
 
 For every text, budget and thread count, one after the other with nothing else running:
 ``bench/baseline.py`` (a 2x256 LSTM for budgets under 5 minutes; from 5 minutes on 2x512, dropout 0.2,
@@ -154,7 +154,8 @@ def main() -> None:
     print_table(rows, loop, header)
     out = args.json or ROOT / "bench" / "results" / f"versus-{time.strftime('%Y%m%d')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"machine": header, "rows": rows, "loop": loop}, indent=2) + "\n")
+    out.write_text(json.dumps({"machine": header, "rows": rows, "loop": loop,
+                               "command": " ".join(["python", *sys.argv])}, indent=2) + "\n")
     print(f"\nwrote {out}")
 
 

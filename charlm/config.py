@@ -22,7 +22,8 @@ from typing import Any
 from charlm.errors import CharlmError
 
 DATA_MODES = ("stream", "lines")
-DATA_SPLITS = ("auto", "contiguous", "documents")
+DATA_SPLITS = ("auto", "contiguous", "documents")  # how a text is split...
+SPLITS = ("train", "val", "test")  # ...into these
 SIZES = ("auto", "fixed")
 CELLS = ("rnn_tanh", "rnn_relu", "gru", "lstm")
 OPTIMIZERS = ("adamw", "sgd", "rmsprop")

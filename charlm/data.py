@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 import numpy as np
 
 from charlm.source import TextSource
-from charlm.tokens import SPLITS, Tokens
+from charlm.config import SPLITS
+from charlm.tokens import Tokens
 from charlm.vocab import Vocab
 
 if TYPE_CHECKING:

@@ -24,6 +24,11 @@ from charlm.config import FORGET_BIAS, ModelConfig
 State = tuple[torch.Tensor, ...]
 
 
+def directions_of(bidirectional: bool) -> tuple[str, ...]:
+    """The directions a model reads its text in."""
+    return ("forward", "backward") if bidirectional else ("forward",)
+
+
 class CharRNN(nn.Module):
     def __init__(
         self,
@@ -112,7 +117,7 @@ class CharRNN(nn.Module):
 
     @property
     def directions(self) -> tuple[str, ...]:
-        return ("forward", "backward") if self.bidirectional else ("forward",)
+        return directions_of(self.bidirectional)
 
     @property
     def state_size(self) -> int:
@@ -156,16 +161,6 @@ class CharRNN(nn.Module):
         logits = head(self.dropout(output))
         return logits, (tuple(new_state) if self.cell == "lstm" else (new_state,))
 
-    def both_directions(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Forward and backward logits aligned with ``tokens`` (fresh state, one window).
-
-        ``forward[:, t]`` predicts ``tokens[:, t + 1]`` from ``tokens[:, :t + 1]``;
-        ``backward[:, t]`` predicts ``tokens[:, t - 1]`` from ``tokens[:, t:]``.
-        """
-        forward, _ = self(tokens)
-        backward, _ = self(tokens.flip(1), direction="backward")
-        return forward, backward.flip(1)
-
     def layer_groups(self) -> dict[str, list[nn.Parameter]]:
         """Parameters by layer: ``embedding``, ``layer0``…, ``head`` (and ``backward_layer0``…,
         ``backward_head``), for per-layer gradient norms."""
@@ -201,8 +196,3 @@ class CharRNN(nn.Module):
             if tied:
                 head.weight = self.embedding.weight
             setattr(self, name, head)
-
-
-def detach_state(state: State) -> State:
-    """Cut the graph at the window boundary (truncated BPTT) while keeping the values."""
-    return tuple(t.detach() for t in state)

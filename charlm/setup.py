@@ -25,7 +25,7 @@ from charlm.config import Config, TrainConfig, format_duration, with_settings
 from charlm.data import Batches, RunData, read_data
 from charlm.distributed import Distributed, check_batch
 from charlm.errors import CharlmError
-from charlm.model import CharRNN
+from charlm.model import CharRNN, directions_of
 from charlm.report import Report
 from charlm.rundir import newest_checkpoint
 from charlm.runtime import (LossScale, fused_kernels, loss_scaling, prepare_device, rank_device, resolve_device,
@@ -139,7 +139,7 @@ def setup(request: TrainRequest, ranks: Distributed, report: Report) -> Run:
     train = config.train
     precision = start.precision(train.precision, device)
     check_batch(ranks, train.batch_size)
-    directions = ("forward", "backward") if config.model.bidirectional else ("forward",)
+    directions = directions_of(config.model.bidirectional)
     batches = {d: data.batches(train.batch_size, train.seq_len, train.seed, d) for d in directions}
     model = build_model(config, data, start.source).to(device)
     average = weight_average(model, train.ema_decay)

@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from charlm.model import State
+
 if TYPE_CHECKING:
     from charlm.distributed import Distributed
 
-State = tuple[torch.Tensor, ...]  # a recurrent state, as charlm.model passes it around
 
 
 @dataclass

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from charlm.config import SPLITS
 from charlm.errors import CharlmError
 from charlm.fsutil import atomic_open, atomic_write_text, sha256_of
 from charlm.source import (CHUNK_BYTES, SNIFF_BYTES, Checksum, Document, NotText, Skipped, TextSource, gather,
@@ -33,7 +34,6 @@ from charlm.vocab import MARKERS, Vocab, codepoints_of, format_chars, smallest_d
 
 CACHE_FORMAT = 2
 CACHE_OPTION = "data.cache_dir"  # what moves the token cache, for error messages
-SPLITS = ("train", "val", "test")
 BAR_FILES, BAR_BYTES = 200, 4 * CHUNK_BYTES  # a progress bar from this many files or bytes on
 
 

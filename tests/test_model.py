@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from charlm.config import CELLS
-from charlm.model import CharRNN, detach_state
+from charlm.model import CharRNN
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -20,7 +20,7 @@ def test_every_cell_runs_forward_and_backward(cell):
     model.eval()
     full, _ = model(tokens)
     first, mid = model(tokens[:, :4])
-    second, _ = model(tokens[:, 4:], detach_state(mid))
+    second, _ = model(tokens[:, 4:], tuple(t.detach() for t in mid))
     assert torch.allclose(torch.cat([first, second], 1), full, atol=1e-6)
 
 
@@ -108,20 +108,20 @@ def test_bidirectional_directions_never_see_what_they_predict(cell, num_layers):
     torch.manual_seed(0)
     model = CharRNN(vocab_size=10, cell=cell, hidden_size=12, num_layers=num_layers, bidirectional=True).eval()
     tokens = torch.randint(0, 10, (2, 16))
-    forward, backward = model.both_directions(tokens)
+    forward, backward = both_directions(model, tokens)
     for t in range(16):
         changed = tokens.clone()
         changed[:, t + 1:] = (changed[:, t + 1:] + 1 + torch.randint(0, 9, changed[:, t + 1:].shape)) % 10
-        new_forward, _ = model.both_directions(changed)
+        new_forward, _ = both_directions(model, changed)
         assert torch.equal(new_forward[:, : t + 1], forward[:, : t + 1]), t  # the future is invisible
         changed = tokens.clone()
         changed[:, :t] = (changed[:, :t] + 1 + torch.randint(0, 9, changed[:, :t].shape)) % 10
-        _, new_backward = model.both_directions(changed)
+        _, new_backward = both_directions(model, changed)
         assert torch.equal(new_backward[:, t:], backward[:, t:]), t  # the past is invisible
     # Each direction does depend on what it reads (the test above is not vacuous).
     changed = tokens.clone()
     changed[:, 0] = (changed[:, 0] + 1) % 10
-    assert not torch.equal(model.both_directions(changed)[0][:, 5], forward[:, 5])
+    assert not torch.equal(both_directions(model, changed)[0][:, 5], forward[:, 5])
 
 
 def test_bidirectional_shares_the_embedding_and_ties_both_heads():
@@ -173,3 +173,12 @@ def test_one_forget_bias_default_for_the_config_the_model_and_the_probe():
         for layer in range(2):
             total = getattr(model.rnn, f"bias_ih_l{layer}") + getattr(model.rnn, f"bias_hh_l{layer}")
             assert torch.equal(total[hidden:2 * hidden], torch.full((hidden,), ModelConfig().forget_bias)), layer
+
+
+def both_directions(model, tokens):
+    """Forward and backward logits aligned with ``tokens`` (fresh state, one window): ``forward[:, t]``
+    predicts ``tokens[:, t + 1]`` from ``tokens[:, :t + 1]``; ``backward[:, t]`` predicts
+    ``tokens[:, t - 1]`` from ``tokens[:, t:]``."""
+    forward, _ = model(tokens)
+    backward, _ = model(tokens.flip(1), direction="backward")
+    return forward, backward.flip(1)

@@ -7,13 +7,14 @@ from pathlib import Path
 
 import click
 
+from charlm.config import SPLITS
 from charlm.errors import CharlmError
 
 
 @click.command(name="eval")
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.argument("file", required=False, type=click.Path(path_type=Path))
-@click.option("--split", type=click.Choice(["train", "val", "test"]), default="val", show_default=True,
+@click.option("--split", type=click.Choice(SPLITS), default="val", show_default=True,
               help="Without FILE: which split of the checkpoint's own text.")
 @click.option("--encoding", default="utf-8", show_default=True, help="Encoding of FILE.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
