@@ -15,6 +15,7 @@ from charlm.errors import CharlmError
 from charlm.evaluate import evaluate_directions
 from charlm.model import CharRNN
 from charlm.runtime import resolve_device
+from charlm.source import TextSource
 from charlm.sample import LineDraw, Sampler
 
 
@@ -41,9 +42,11 @@ class LanguageModel(Sampler):
 
     def run_data(self, progress: bool = False) -> RunData:
         """The text this model was trained on, read and split as in training."""
-        try:
-            data = read_data(text_of(self.config, "the run's config names no text"), self.config.data, self.vocab,
-                             progress)
+        record = self.checkpoint.text
+        try:  # what it read; a run of many files saved before the record named them: what its config names
+            source = (TextSource.from_dict(record.source) if record.source is not None
+                      else text_of(self.config, "the run's config names no text"))
+            data = read_data(source, self.config.data, self.vocab, progress)
         except CharlmError as exc:
             raise CharlmError(f"the text {self.path} was trained on cannot be read ({exc}): pass the file to use"
                               " as FILE") from None

@@ -41,13 +41,17 @@ META = ("format", "format_version", "charlm_version", "config", "vocab", "parame
 class TextRecord:
     """The text a run trained on: where it was, and its checksum (a resume checks it is unchanged)."""
 
-    path: str
+    path: str  # as the user gave it, for messages
     sha256: str  # of the file, or for many files of their manifest (charlm.tokens)
     splits: dict[str, dict[str, int]] | None = None  # many files: files and characters of each split
+    source: dict[str, list[str]] | None = None  # what was read (TextSource.to_dict, absolute paths)
 
     def to_dict(self) -> dict[str, Any]:
         record = {"path": self.path, "sha256": self.sha256}
-        return record if self.splits is None else {**record, "splits": self.splits}
+        for name in ("splits", "source"):
+            if getattr(self, name) is not None:
+                record[name] = getattr(self, name)
+        return record
 
 
 @dataclass
@@ -154,15 +158,18 @@ def _from_format_1(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def _from_format_2(payload: dict[str, Any]) -> dict[str, Any]:
-    """Format 2 grouped the counters, carried states and log window under ``state`` and kept the
-    published weights as ``model``, the raw ones as ``raw_model`` (with weight averaging); its first
-    files had no ``overflow_steps`` and kept the log window's good steps beside its sums."""
+    """Format 2 grouped the counters, carried states and log window under ``state``, kept the
+    published weights as ``model`` and the raw ones as ``raw_model`` (with weight averaging), and
+    recorded a text by its path alone; its first files had no ``overflow_steps`` and kept the log
+    window's good steps beside its sums."""
     old = payload["state"]
     window = old["log_window"]
     counters = {key: old[key] for key in ("step", "tokens_seen", "train_time", "best_val_loss", "evals_since_best",
                                           "bad_steps", "skipped_steps")}
     raw = payload.get("raw_model")
     lifted = {key: payload[key] for key in META if key in payload}
+    if "splits" not in lifted["data"]:  # one file: the path it was read from is what it read
+        lifted["data"] = {**lifted["data"], "source": {"paths": [lifted["data"]["path"]]}}
     return {**lifted, "model": raw if raw is not None else payload["model"],
             "average": None if raw is None else {"model": payload["model"], "updates": payload.get("ema_updates", 0)},
             "optimizer": payload["optimizer"], "scaler": payload["scaler"],

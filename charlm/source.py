@@ -72,6 +72,13 @@ class TextSource:
         """The same source with absolute paths (globs stay patterns), valid from any working folder."""
         return TextSource(tuple(os.path.abspath(os.path.expanduser(p)) for p in self.paths), self.include, self.exclude)
 
+    def to_dict(self) -> dict[str, list[str]]:
+        return {"paths": list(self.paths), "include": list(self.include), "exclude": list(self.exclude)}
+
+    @classmethod
+    def from_dict(cls, saved: dict[str, list[str]]) -> "TextSource":
+        return cls(tuple(saved["paths"]), tuple(saved.get("include", ())), tuple(saved.get("exclude", ())))
+
     def config_value(self) -> str | list[str]:
         """What ``data.path`` records: the path, or the list of them."""
         return self.paths[0] if len(self.paths) == 1 else list(self.paths)

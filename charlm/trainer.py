@@ -203,7 +203,8 @@ class Trainer:
     def checkpoint(self) -> Checkpoint:
         """The run as it stands. A collective under torchrun: it gathers every rank's streams."""
         run = self.run
-        text = TextRecord(str(run.request.text), run.data.sha256, run.data.tokens.counts())
+        source = run.request.text
+        text = TextRecord(str(source), run.data.sha256, run.data.tokens.counts(), source.absolute().to_dict())
         return Checkpoint(config=run.config, vocab=run.data.vocab, parameters=run.model.num_parameters(),
                           precision=run.precision, text=text, parts=run.state_dict())
 

@@ -95,3 +95,27 @@ def test_a_file_is_read_as_the_model_reads_it(lines_run, tmp_path):
     assert lines.texts(model.vocab) == ["apple", "kiwi"] and unknown == 1
     assert model.evaluate_part(lines)["chars"] == len("apple") + len("kiwi") + 2
     assert model.evaluate("apple\nkiwi!\n")["chars"] == len("apple") + len("kiwi") + 2  # a string as a file
+
+
+def test_a_run_finds_the_text_it_read_from_anywhere(tmp_path, monkeypatch):
+    """The checkpoint records what it read, as absolute paths: its own splits come back from another
+    working folder, and a corpus run's without the folder the corpus was found in being named again."""
+    from charlm.train import train
+    from conftest import SHARED_CORPORA, make_text
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "text.txt").write_text(make_text(6_000))
+    train(small_config(**{"train.max_steps": 3}), "text.txt", tmp_path / "run", progress=False)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert charlm.load(tmp_path / "run").own_data("val").predicted > 0
+    if not (SHARED_CORPORA / "names.txt").exists():
+        pytest.skip("../shared/corpora/names.txt is not present")
+    monkeypatch.setenv("CHARLM_CORPUS_DIR", str(SHARED_CORPORA))
+    config = small_config(**{"data.corpus": "names", "data.mode": "lines", "train.max_steps": 3})
+    from charlm.corpora import text_of
+
+    train(config, text_of(config, ""), tmp_path / "names", progress=False)
+    monkeypatch.delenv("CHARLM_CORPUS_DIR")
+    assert len(charlm.load(tmp_path / "names").own_data("val")) > 0  # read where it was read, not fetched
