@@ -14,6 +14,7 @@ rebuilt, never trusted.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -376,13 +377,17 @@ class Spool:
             if strict:
                 raise
             reason = "unreadable"
-        if reason is not None:  # nothing of it stays in the spool
+        sha, size = checksum.hexdigest(), checksum.size
+        if reason is not None:  # nothing of it stays in the spool; its checksum is the whole file's, as hashed
             self.handle.seek(start)
             self.handle.truncate()
             chunks, counts = [], np.zeros(0, dtype=np.int64)
+            if _regular(document.path):  # a pipe cannot be read again
+                with contextlib.suppress(OSError):
+                    sha, size = sha256_of(document.path), document.path.stat().st_size
         self.chunks.append(chunks)
         self.counts.append(counts)
-        return {"sha256": checksum.hexdigest(), "size": checksum.size, "chars": int(counts.sum()), "skipped": reason}
+        return {"sha256": sha, "size": size, "chars": int(counts.sum()), "skipped": reason}
 
     def _provisional(self, codepoints: np.ndarray) -> np.ndarray:
         ids = self.ids[codepoints]

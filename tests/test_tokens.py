@@ -138,6 +138,16 @@ def test_a_set_skips_what_is_not_text_and_lists_what_it_read(tree):  # noqa: F81
     assert single.manifest() is None and single.counts() is None and single.bounds is None
 
 
+def test_a_set_found_in_the_cache_is_hashed_not_read(tree, monkeypatch):  # noqa: F811
+    options = {"joining": Joining(DOCUMENT, True), "cache_dir": tree.parent / "c"}
+    first = read_tokens(TextSource.of(tree), **options, chunk_bytes=8)  # one not utf-8, found in its first chunk
+    passes = []
+    add = tokens_module.Spool.add
+    monkeypatch.setattr(tokens_module.Spool, "add", lambda *a, **k: passes.append(1) or add(*a, **k))
+    again = read_tokens(TextSource.of(tree), **options)
+    assert passes == [] and again.sha256 == first.sha256 and again.skipped.summary() == first.skipped.summary()
+
+
 def test_a_folder_without_text_is_one_clear_error(tmp_path):
     (tmp_path / "bin").mkdir()
     (tmp_path / "bin" / "x.dat").write_bytes(b"\x00\x01" * 100)
