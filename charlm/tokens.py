@@ -409,23 +409,28 @@ class Spool:
               path: Path) -> dict[str, Any]:
         """Documents ``indices`` (with their ``entries``) into a token file of ``vocab``'s ids; its metadata."""
         self.handle.flush()
-        table = np.array([vocab.index.get(chr(c), -1) for c in self.codepoints] or [-1], dtype=np.int64)
+        # Provisional id -> the vocabulary's (-1: a character it lacks), in the smallest type that holds both.
+        table = np.array([vocab.index.get(chr(c), -1) for c in self.codepoints] or [-1],
+                         dtype=np.int32 if len(vocab) < 2**31 else np.int64)
         separator = None if joining is None else np.array([vocab.index[joining.token]], dtype=vocab.dtype)
         digest, count, unknown, starts = hashlib.sha256(), 0, 0, {}
         with atomic_open(path, "wb", CACHE_OPTION) as out:
+            def write(piece: np.ndarray) -> None:
+                nonlocal count
+                raw = piece.tobytes()
+                digest.update(raw)
+                out.write(raw)
+                count += len(piece)
+
             for position, (entry, index) in enumerate(zip(entries, indices)):
                 starts.setdefault(entry.split, count)
-                pieces = [separator] if separator is not None and (joining.before_first or position) else []
-                for offset, length, dtype in self.chunks[index]:
+                if separator is not None and (joining.before_first or position):
+                    write(separator)
+                for offset, length, dtype in self.chunks[index]:  # one chunk in memory at a time
                     mapped = table[np.fromfile(self.path, dtype=dtype, count=length, offset=offset)]
                     known = mapped[mapped >= 0]
                     unknown += length - len(known)
-                    pieces.append(known.astype(vocab.dtype))
-                for piece in pieces:
-                    raw = piece.tobytes()
-                    digest.update(raw)
-                    out.write(raw)
-                    count += len(piece)
+                    write(known.astype(vocab.dtype))
         bounds = [starts.get("val", starts.get("test", count)), starts.get("test", count)]
         return {"format": CACHE_FORMAT, "dtype": vocab.dtype.name, "tokens": count, "unknown": unknown,
                 "bounds": bounds, "tokens_sha256": digest.hexdigest()}

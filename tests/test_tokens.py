@@ -228,3 +228,23 @@ def test_fuzz_any_text_round_trips_through_the_token_cache(text):
         assert text.isspace() or any(0xD800 <= ord(c) <= 0xDFFF for c in text) or "\x00" in text
     else:
         assert decoded == text.removeprefix("\ufeff")
+
+
+def test_memory_stays_bounded_on_one_large_file(tmp_path):
+    """Reading, checking, encoding and writing the cache keep one chunk in memory at a time: a text
+    8 times larger, read in the same 64 KB chunks, costs no more memory (a whole copy would cost 8 MB)."""
+    import tracemalloc
+
+    def peak(megabytes: int) -> int:
+        path = tmp_path / f"text-{megabytes}.txt"
+        path.write_text(make_text(megabytes * 1024 * 1024, seed=megabytes))
+        tracemalloc.start()
+        try:
+            loaded = load(path, cache_dir=tmp_path / "c", chunk_bytes=64 * 1024)
+            assert len(loaded.tokens) == megabytes * 1024 * 1024
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    small, large = peak(1), peak(8)
+    assert large - small < 1024 * 1024, (small, large)
