@@ -159,6 +159,12 @@ class RunData(ABC):
         return {f"train_{self.unit}": len(self.train), f"val_{self.unit}": len(self.val),
                 **({"files": files} if files is not None else {})}
 
+    def run_files(self) -> dict[str, str]:
+        """Files the run directory keeps about the text, by name: for many files ``files.txt``, the list
+        of what was read and skipped."""
+        manifest = self.tokens.manifest()
+        return {} if manifest is None else {"files.txt": manifest}
+
     def summary(self) -> str:
         """e.g. "412 files (370 train / 42 val), 1,003,854 train / 111,540 val chars, 65 symbols"."""
         counts = self.tokens.counts()

@@ -60,9 +60,8 @@ class Report:
         out_dir, data, step = self.out_dir, run.data, run.state.step
         atomic_write_text(out_dir / "config.yaml", run.config.to_yaml(f"resolved configuration of this run"
                                                                       f" (charlm {__version__})"))
-        manifest = data.tokens.manifest()
-        if manifest is not None:
-            atomic_write_text(out_dir / "files.txt", manifest)
+        for name, text in data.run_files().items():
+            atomic_write_text(out_dir / name, text)
         if resumed:
             truncate_metrics(out_dir / "metrics.jsonl", step)
         self.log = RunLog(out_dir, purge_from=step + 1 if resumed else None)
