@@ -247,13 +247,13 @@ class LineData(RunData):
     @classmethod
     def read(cls, source: TextSource, config: "DataConfig", vocab: Vocab | None = None,
              progress: bool = False) -> "LineData":
-        tokens, lines, unknown = _read_lines(source, vocab, config.encoding, config.cache_dir, progress)
-        return cls(source, config, tokens, lines_vocab(tokens.vocab) if vocab is None else vocab, unknown, lines)
+        tokens, lines, target, unknown = _read_lines(source, vocab, config.encoding, config.cache_dir, progress)
+        return cls(source, config, tokens, target, unknown, lines)
 
     @classmethod
     def encode_file(cls, path: str | Path, vocab: Vocab, encoding: str = "utf-8", cache_dir: str | None = None,
                     progress: bool = False) -> tuple[Part, int]:
-        _, lines, unknown = _read_lines(TextSource.of(path), vocab, encoding, cache_dir, progress)
+        _, lines, _, unknown = _read_lines(TextSource.of(path), vocab, encoding, cache_dir, progress)
         return lines, unknown
 
     @classmethod
@@ -326,13 +326,14 @@ class LineData(RunData):
 
 
 def _read_lines(source: TextSource, vocab: Vocab | None, encoding: str, cache_dir: str | None,
-                progress: bool) -> tuple[Tokens, Lines, int]:
+                progress: bool) -> tuple[Tokens, Lines, Vocab, int]:
     """The lines of ``source`` (of all its files, joined by line breaks) in ``vocab``'s ids (None: the
-    text's own), cut from the text's own token stream; and how many characters ``vocab`` lacks."""
+    text's own lines vocabulary), cut from the text's own token stream; that vocabulary, and how many
+    characters it lacks."""
     joining = None if source.single is not None else Joining("\n", before_first=False)
     tokens = read_tokens(source, encoding, cache_dir, joining=joining, progress=progress)
     target = vocab if vocab is not None else lines_vocab(tokens.vocab)
-    return tokens, split_into_lines(tokens.tokens, tokens.vocab, target), _left_out(tokens, target)
+    return tokens, split_into_lines(tokens.tokens, tokens.vocab, target), target, _left_out(tokens, target)
 
 
 def _left_out(own: Tokens, vocab: Vocab) -> int:
