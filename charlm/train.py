@@ -11,8 +11,6 @@ evaluates or saves whenever their interval comes round. What a step does is ``Tr
 from __future__ import annotations
 
 import contextlib
-import signal
-import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -27,6 +25,7 @@ from charlm.report import QuietReport, Report
 from charlm.rundir import resume_config, run_directory
 from charlm.schedule import stop_reason
 from charlm.setup import TrainRequest, setup
+from charlm.signals import StopRequest
 from charlm.source import TextSource
 from charlm.trainer import Trainer
 
@@ -125,7 +124,7 @@ def fit(trainer: Trainer) -> TrainResult:
     """The training loop."""
     run, train = trainer.run, trainer.run.train
     on_eval, pruned = run.request.on_eval, False
-    with StopRequest() as stop:
+    with StopRequest("stopping after this step and saving last.pt") as stop:
         while (reason := should_stop(trainer, stop.requested, pruned)) is None:
             trainer.step(trainer.batch())
             step = run.state.step
@@ -180,30 +179,3 @@ def finish(trainer: Trainer, reason: str | None) -> TrainResult:
     return TrainResult(out_dir=run.request.out_dir, step=state.step, stop_reason=reason or "done",
                        best_val_loss=state.best_val_loss, last_val_loss=trainer.last_val, train_time=state.train_time,
                        tokens_per_s=trainer.tokens_per_s, parameters=run.model.num_parameters())
-
-
-class StopRequest:
-    """First SIGINT/SIGTERM asks the loop to stop after the current step; a second SIGINT aborts."""
-
-    def __init__(self) -> None:
-        self.requested: str | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> "StopRequest":
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self._previous[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread: leave signals alone
-                pass
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.requested = signal.Signals(signum).name
-        print(f"\n{self.requested}: stopping after this step and saving last.pt (Ctrl-C again to abort)",
-              file=sys.stderr)
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)

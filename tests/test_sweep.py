@@ -99,7 +99,7 @@ def test_an_interrupted_sweep_continues_where_it_stopped(tmp_path, text):
         time.sleep(0.1)
     scheduler.send_signal(signal.SIGTERM)
     _, err = scheduler.communicate(timeout=120)
-    assert scheduler.returncode == 130 and "run the same command again to continue" in err
+    assert scheduler.returncode == 130 and "run the same command again to continue" in err, err
     step_at_stop = _info_step(out / "trial-0000")
 
     sweep.write_text(sweep.read_text())  # the same file, run again

@@ -9,19 +9,18 @@ command later continues the sweep, and each interrupted trial resumes from its o
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
 from charlm.fsutil import atomic_write_text
 from charlm.rundir import RUN_FILES, RunLock
+from charlm.signals import StopRequest
 from charlm.sweep.results import TrialRow, write_results
 from charlm.sweep.spec import SweepSpec, format_params, sweep_text
 from charlm.sweep.study import Study, default_storage
@@ -45,14 +44,13 @@ def run_sweep(spec: SweepSpec, out_dir: Path, workers: int = 1, storage_url: str
             echo(f"resuming sweep '{spec.name}': {settled} of {spec.trials} trials done"
                  + (f", {queued} interrupted trial(s) to re-run" if queued else ""))
         pool = TrialPool(study, out_dir, workers, echo)
-        with _sigterm_as_interrupt():
-            try:
-                pool.run()
-            except KeyboardInterrupt:
+        with StopRequest() as stop:
+            pool.run(stop)
+            if stop.requested:
                 stopped = pool.stop()
                 echo(f"sweep interrupted: run the same command again to continue ({stopped} trial(s) will"
                      " resume from their checkpoints)")
-                raise
+                raise KeyboardInterrupt
         rows = study.rows()
         write_results(rows, spec, out_dir)
     return rows
@@ -75,9 +73,10 @@ class TrialPool:
         self.threads = self.spec.base.train.threads or max(1, (os.cpu_count() or 1) // workers)
         self.running: dict[int, tuple[subprocess.Popen, IO[str], Path]] = {}
 
-    def run(self) -> None:
-        """Launch trials until the study has enough finished or under way (here or elsewhere), then wait."""
-        while True:
+    def run(self, stop: StopRequest) -> None:
+        """Launch trials until the study has enough finished or under way (here or elsewhere), then wait;
+        or until ``stop`` is requested."""
+        while not stop.requested:
             self.collect()
             settled, running_anywhere = self.study.counts()
             enough = settled + running_anywhere >= self.spec.trials
@@ -144,20 +143,3 @@ class TrialPool:
             log_file.close()
         self.study.settle_interrupted()
         return len(self.running)
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM stops the scheduler the way Ctrl-C does: trials are stopped, saved and queued again."""
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread
-        previous = None
-    try:
-        yield
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
