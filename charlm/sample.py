@@ -1,5 +1,5 @@
 """Text generation: the prime read once by the fused kernel, then one hand-written step per character
-(``charlm.step.FastStep``), never re-running what was already read.
+(``charlm.step.FastStep``, driven by ``charlm.streams.StreamSet``), never re-running what was already read.
 
 ``generate`` yields token ids; ``Sampler`` turns them into text for a model, its vocabulary and
 its kind of data (which says how a sample starts and what one sample is): samples that stop at a
@@ -17,48 +17,12 @@ import torch
 
 from charlm.errors import CharlmError
 from charlm.model import CharRNN
-from charlm.runtime import accumulator_dtype
-from charlm.step import FastStep
+from charlm.streams import Draw, StreamSet, stream_seed
 from charlm.vocab import DOCUMENT, MARKER, Vocab, format_chars
 
 if TYPE_CHECKING:
     from charlm.config import SampleConfig
     from charlm.data import RunData
-
-
-def filter_logits(logits: torch.Tensor, temperature: float, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
-    """Scale by temperature, then keep the top-k and the nucleus of mass top_p (others -inf)."""
-    logits = logits.float() / temperature
-    if top_k and top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-        cumulative = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
-        # Drop a token when the mass before it already reaches top_p; the first always stays.
-        drop_sorted = cumulative - torch.softmax(sorted_logits, dim=-1) >= top_p
-        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
-        logits = logits.masked_fill(drop, float("-inf"))
-    return logits
-
-
-def draw(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """One token id per row of ``logits`` (batch, vocab), drawn from their softmax, on their device
-    (``generator`` must be on it too: on a GPU nothing goes through the host).
-
-    Inverse-CDF sampling: a uniform number placed in the cumulative distribution. It is a third of
-    ``torch.multinomial``'s cost at one stream, where each microsecond counts. A token of
-    probability zero (filtered out) is never drawn: its cumulative sum equals its predecessor's, so
-    no uniform number falls in it, and a draw rounded up to the total is pulled back to the last
-    token that has any probability.
-    """
-    dtype = accumulator_dtype(logits.device)
-    cdf = torch.softmax(logits, dim=-1, dtype=dtype).cumsum_(dim=-1)
-    total = cdf[:, -1:].contiguous()
-    uniform = torch.rand((logits.shape[0], 1), generator=generator, dtype=dtype, device=logits.device)
-    ids = torch.searchsorted(cdf, uniform.mul_(total), right=True)
-    last_possible = torch.searchsorted(cdf, total, right=False)  # the first index where the sum is complete
-    return torch.minimum(ids, last_possible).squeeze_(1)
 
 
 @torch.no_grad()
@@ -71,45 +35,21 @@ def generate(
     top_k: int = 0,
     top_p: float = 1.0,
     greedy: bool = False,
-    generator: torch.Generator | None = None,
+    seed: int | None = None,
     direction: str = "forward",
 ) -> Iterator[torch.Tensor]:
     """Yield ``length`` steps of token ids, each a (num_samples,) tensor on the CPU.
 
-    The prime is read in one call; after that the state advances one character per step. With
-    ``direction="backward"`` both the prime and the output are in right-to-left order.
+    The prime is read in one call; after that the state advances one character per step. Sample
+    ``i`` draws from its own generator (``stream_seed(seed, i)``), as a stream of ``charlm serve``
+    does: the same seed gives the same text here and there. With ``direction="backward"`` both the
+    prime and the output are in right-to-left order.
     """
-    model.eval()
-    device = model.head.weight.device
-    prime = torch.tensor(prime_ids, dtype=torch.long, device=device).expand(num_samples, -1)
-    logits, state = model(prime, direction=direction)
-    # Temperature is folded into the step's head (argmax is unchanged by it); top-k and top-p then
-    # filter the already scaled logits.
-    scale = 1.0 / temperature
-    filtering = bool(top_k) or top_p < 1.0
-    logits = logits[:, -1].float() * scale
-    step_fn = FastStep(model, direction)
-    step_state = step_fn.import_state(state)
-    for step in range(length):
-        if greedy:
-            next_ids = logits.argmax(dim=-1)
-        else:
-            candidates = filter_logits(logits, 1.0, top_k, top_p) if filtering else logits
-            next_ids = draw(candidates, generator)
-        yield next_ids.cpu()
-        if step + 1 < length:
-            logits = step_fn(next_ids, step_state, scale)
-
-
-def make_generator(seed: int | None, device: torch.device | str = "cpu") -> torch.Generator:
-    """A random stream for ``draw`` on ``device`` (a seed gives the same text again on the same kind
-    of device; a GPU's stream differs from the CPU's)."""
-    generator = torch.Generator(device=device)
-    if seed is None:
-        generator.seed()
-    else:
-        generator.manual_seed(seed)
-    return generator
+    streams = StreamSet(model, direction, num_samples)
+    streams.add(prime_ids, [(i, Draw(temperature, top_k, top_p, greedy, stream_seed(seed, i)))
+                            for i in range(num_samples)])
+    for _ in range(length):
+        yield torch.tensor([drawn.token for drawn in streams.tick()])
 
 
 @dataclass
@@ -157,7 +97,7 @@ class Sampler:
         ids = self.kind.start_tokens(self.vocab, prime[::-1] if reverse else prime)
         direction = "backward" if reverse else "forward"
         for step_ids in generate(self.model, ids, length, num_samples, temperature, top_k, top_p, greedy,
-                                 make_generator(seed, self.model.head.weight.device), direction):
+                                 seed, direction):
             yield [self.vocab.chars[i] for i in step_ids.tolist()]
 
     def texts(self, prime: str = "", length: int = 500, num_samples: int = 1, stop: str | None = None,

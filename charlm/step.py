@@ -9,7 +9,9 @@ in a few tensor operations:
   token, so it is precomputed as one table row per token: the step's first matmul becomes a lookup;
 - the LSTM's gates are reordered from torch's (input, forget, cell, output) to (input, forget,
   output, cell) so one ``sigmoid`` covers three gates and one ``tanh`` the fourth;
-- the state is updated in place: the step allocates only the gate buffers.
+- the state is updated in place: the step allocates only the gate buffers;
+- the matrices are stored in whichever layout, (input, output) row-major or transposed views of
+  (output, input), runs faster on this machine: ``choose_layout`` times both when a model is loaded.
 
 It computes the same function as ``CharRNN.forward`` in eval mode (dropout is off there anyway);
 ``tests/test_step.py`` checks the logits agree over a thousand steps.
@@ -17,15 +19,27 @@ It computes the same function as ``CharRNN.forward`` in eval mode (dropout is of
 
 from __future__ import annotations
 
+import time
+
 import torch
 
 from charlm.model import CharRNN, State
+
+LAYOUTS = ("in_out", "out_in")  # (input, output) row-major; or transposed views of (output, input)
+
+
+def _laid_out(weight: torch.Tensor, layout: str) -> torch.Tensor:
+    """``weight`` (output, input) as the (input, output) operand of ``x @ w``, in ``layout``."""
+    return weight.t().contiguous() if layout == "in_out" else weight.contiguous().t()
 
 
 class FastStep:
     """Advance ``batch`` streams of one direction of ``model`` by one token at a time."""
 
-    def __init__(self, model: CharRNN, direction: str = "forward"):
+    def __init__(self, model: CharRNN, direction: str = "forward", layout: str = "in_out"):
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+        self.layout = layout
         stack, head = model.stack_and_head(direction)
         self.cell = model.cell
         self.hidden_size = hidden = model.hidden_size
@@ -42,8 +56,6 @@ class FastStep:
                 weights = [[w.index_select(0, order) for w in layer] for layer in weights]
             # GRU keeps b_hh apart: its candidate gate multiplies (W_hn h + b_hn) by the reset gate.
             fold_hh_bias = self.cell != "gru"
-            # Weights are (input, gates) transposed views of row-major (gates, input) matrices: at one
-            # stream BLAS then runs a row-major matrix-vector product, the faster one here.
             self.input_weights: list[torch.Tensor | None] = []
             self.input_biases: list[torch.Tensor] = []
             self.hidden_weights: list[torch.Tensor] = []
@@ -55,16 +67,22 @@ class FastStep:
                     self.token_table = torch.addmm(bias, embedding, w_ih.t())  # (vocab, gates)
                     self.input_weights.append(None)
                 else:
-                    self.input_weights.append(w_ih.contiguous().t())
+                    self.input_weights.append(_laid_out(w_ih, layout))
                 self.input_biases.append(bias)
-                self.hidden_weights.append(w_hh.contiguous().t())
+                self.hidden_weights.append(_laid_out(w_hh, layout))
                 self.hidden_biases.append(None if fold_hh_bias else b_hh)
-            self.head_weight = head.weight.detach().float().contiguous().t()
+            self.head_weight = _laid_out(head.weight.detach().float(), layout)
             self.head_bias = head.bias.detach().float()
 
     def import_state(self, state: State) -> "StepState":
         """The model's state ((layers, batch, hidden) tensors) as this step's own working copy."""
         return StepState(self, [[t[layer].float().clone() for t in state] for layer in range(self.num_layers)])
+
+    def zero_state(self, batch: int) -> "StepState":
+        device = self.token_table.device
+        parts = 2 if self.cell == "lstm" else 1
+        return StepState(self, [[torch.zeros(batch, self.hidden_size, device=device) for _ in range(parts)]
+                                for _ in range(self.num_layers)])
 
     @torch.no_grad()
     def __call__(self, tokens: torch.Tensor, state: "StepState", scale: float = 1.0) -> torch.Tensor:
@@ -110,7 +128,9 @@ class StepState:
     """One direction's recurrent state for ``FastStep``, with the step's buffers and their views."""
 
     def __init__(self, step: FastStep, layers: list[list[torch.Tensor]]):
+        self.step = step
         self.layers = layers
+        self._heads: dict[int, StepState] = {}
         hidden = step.hidden_size
         batch, device = layers[0][0].shape[0], layers[0][0].device
         self.device = device
@@ -130,3 +150,60 @@ class StepState:
                                    gates[:, 2 * hidden :], gates_h[:, : 2 * hidden], gates_h[:, 2 * hidden :]))
             else:
                 self.views.append(())
+
+    @property
+    def batch(self) -> int:
+        return self.layers[0][0].shape[0]
+
+    def head(self, rows: int) -> "StepState":
+        """The first ``rows`` rows as a state of their own, sharing this one's memory (made once per size)."""
+        if rows == self.batch:
+            return self
+        if rows not in self._heads:
+            self._heads[rows] = StepState(self.step, [[t[:rows] for t in layer] for layer in self.layers])
+        return self._heads[rows]
+
+    def copy_row(self, source: int, target: int) -> None:
+        for layer in self.layers:
+            for t in layer:
+                t[target].copy_(t[source])
+
+    def set_row(self, row: int, state: State) -> None:
+        """Row ``row`` from a model state ((layers, 1, hidden) tensors)."""
+        for layer, parts in enumerate(self.layers):
+            for t, source in zip(parts, state):
+                t[row].copy_(source[layer, 0])
+
+
+_chosen: dict[tuple, str] = {}
+
+
+def choose_layout(model: CharRNN, rows: int, direction: str = "forward", seconds: float = 0.01) -> str:
+    """The faster layout for steps of ``rows`` rows on the device ``model`` is on, timed on its own
+    weights (a few ms each). Both layouts give the same numbers at that size, or it keeps ``in_out``:
+    a timing must never change a text. Measured once per process for each shape."""
+    shape = (model.head.weight.device, model.cell, model.hidden_size, model.num_layers, model.vocab_size, rows)
+    if shape not in _chosen:
+        _chosen[shape] = _faster_layout(model, rows, direction, seconds)
+    return _chosen[shape]
+
+
+def _faster_layout(model: CharRNN, rows: int, direction: str, seconds: float) -> str:
+    steps = {layout: FastStep(model, direction, layout) for layout in LAYOUTS}
+    device = model.head.weight.device
+    tokens = torch.arange(rows, device=device) % model.vocab_size
+    states = {layout: step.zero_state(rows) for layout, step in steps.items()}
+    for _ in range(3):  # away from the zero state, where many products are trivially equal
+        outputs = {layout: steps[layout](tokens, states[layout]) for layout in LAYOUTS}
+    if not torch.equal(outputs["in_out"], outputs["out_in"]):
+        return "in_out"
+    timings: dict[str, float] = {}
+    for layout in LAYOUTS * 2:  # interleaved, best of two: a burst of noise hits both
+        count, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            steps[layout](tokens, states[layout])
+            count += 1
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        timings[layout] = max(timings.get(layout, 0.0), count / (time.perf_counter() - started))
+    return max(timings, key=timings.__getitem__)

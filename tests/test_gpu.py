@@ -16,7 +16,7 @@ from charlm.checkpoint import Checkpoint
 from charlm.logs import read_metrics
 from charlm.model import CharRNN
 from charlm.runtime import loss_scaling
-from charlm.sample import generate, make_generator
+from charlm.sample import generate
 from charlm.step import FastStep
 from charlm.train import session, train
 from test_distributed import _max_difference, _single, _torchrun
@@ -57,7 +57,7 @@ def test_fast_step_matches_cudnn_forward(cell, exact_fp32):
 def test_sampling_draws_on_the_gpu_with_one_sync_per_character():
     torch.manual_seed(0)
     model = CharRNN(30, "lstm", 64, num_layers=2).to(CUDA).eval()
-    runs = [torch.stack(list(generate(model, [0, 1], 40, 4, 0.8, top_k=10, generator=make_generator(3, CUDA))))
+    runs = [torch.stack(list(generate(model, [0, 1], 40, 4, 0.8, top_k=10, seed=3)))
             for _ in range(2)]
     assert torch.equal(runs[0], runs[1]) and runs[0].shape == (40, 4) and runs[0].max() < 30
     length = 50
@@ -65,7 +65,7 @@ def test_sampling_draws_on_the_gpu_with_one_sync_per_character():
         warnings.simplefilter("always")
         torch.cuda.set_sync_debug_mode("warn")
         try:
-            for _ids in generate(model, [0], length, 2, 1.0, generator=make_generator(0, CUDA)):
+            for _ids in generate(model, [0], length, 2, 1.0, seed=0):
                 pass
         finally:
             torch.cuda.set_sync_debug_mode("default")
