@@ -17,6 +17,7 @@ from charlm.cli.corpus import corpus
 from charlm.cli.evaluate import eval_command, info
 from charlm.cli.inspect import inspect_group
 from charlm.cli.sample import sample
+from charlm.cli.serve import serve
 from charlm.cli.sweep import sweep
 from charlm.cli.train import train
 from charlm.errors import CharlmError, out_of_memory
@@ -79,10 +80,11 @@ def cli(debug: bool) -> None:
       charlm corpus get tinyshakespeare
       charlm train --corpus tinyshakespeare --max-time 10m -o runs/shakespeare
       charlm sample runs/shakespeare --length 500
+      charlm serve runs/shakespeare
     """
 
 
-for command in (train, sample, sweep, eval_command, info, inspect_group, corpus):
+for command in (train, sample, serve, sweep, eval_command, info, inspect_group, corpus):
     cli.add_command(command)
 
 __all__ = ["cli", "main"]

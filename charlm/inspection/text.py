@@ -226,11 +226,14 @@ def render_html(result: Trace, title: str, unit: tuple[int, int] | None = None) 
                         styles=_styles(), body="".join(spans))
 
 
+def surprisal_styles() -> str:
+    """CSS classes ``s0`` … ``s9``: the red shades of surprisal bands (also the server's playground)."""
+    return "\n".join(f".s{band} {{ background: rgba(220, 30, 30, {(band + 0.5) / SURPRISAL_BANDS:.2f}); }}"
+                     for band in range(SURPRISAL_BANDS))
+
+
 def _styles() -> str:
-    rules = [".sx, .ax { background: #e6e6e6; }"]
-    for band in range(SURPRISAL_BANDS):
-        strength = (band + 0.5) / SURPRISAL_BANDS
-        rules.append(f".s{band} {{ background: rgba(220, 30, 30, {strength:.2f}); }}")
+    rules = [".sx, .ax { background: #e6e6e6; }", surprisal_styles()]
     middle = (ACTIVATION_BANDS - 1) / 2
     for band in range(ACTIVATION_BANDS):
         strength = abs(band - middle) / middle
