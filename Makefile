@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 # pytest-xdist processes for make test; each test module stays in one, with its fixtures.
 TEST_WORKERS ?= 2
 
-.PHONY: install train test test-fast test-gpu bench bench-quick versus auto-measure presets figures docs reference interleave clean
+.PHONY: install train test test-fast test-gpu bench bench-quick bench-serve versus auto-measure presets figures screenshots docs reference interleave clean
 
 install: $(STAMP)
 
@@ -56,6 +56,11 @@ auto-measure: $(STAMP)
 bench-quick: $(STAMP)
 	$(BIN)/python bench/run.py --quick
 
+# charlm serve under 1, 8, 64 and 256 streaming clients against the offline batched sampler
+# (about 3 minutes); writes bench/results/serve-DATE.json (then make docs).
+bench-serve: $(STAMP)
+	$(BIN)/python bench/serve.py
+
 # Val loss and throughput of the tinyshakespeare presets (about 12 minutes).
 presets: $(STAMP)
 	$(BIN)/python bench/presets.py configs/tinyshakespeare-60s.yaml configs/tinyshakespeare-10m.yaml
@@ -72,6 +77,11 @@ figures: $(STAMP)
 	$(BIN)/charlm inspect memory -o docs
 	$(BIN)/python bench/machine.py > docs/figures-machine.txt
 	$(BIN)/python bench/write_docs.py
+
+# The playground's picture in the README (docs/images/playground.png): trains the 60 s preset into
+# runs/screenshot first if it is not there, then drives the page in Debian's Chromium.
+screenshots: $(STAMP)
+	$(BIN)/python bench/screenshots.py
 
 # docs/performance.md and docs/inspect.md's tables, from what the benchmarks and make figures wrote.
 docs: $(STAMP)

@@ -10,7 +10,7 @@ Parts (each prints a table as it finishes; all results go to one JSON file):
            + backward, nothing else) at the same shape and precision, for each cell type and two
            sizes. The ratio is what the loop, data, loss, optimizer and logging cost.
 - preset:  val loss of configs/tinyshakespeare-60s.yaml after its 60 s (tinyshakespeare 90/10).
-- sample:  chars/s for 1 and 256 streams, fast path (``charlm.step.FastStep``) against one
+- sample:  chars/s for 1, 64 and 256 streams, fast path (``charlm.step.FastStep``) against one
            ``nn.<cell>`` call per character, and against the machine's fp32 matmul limit.
 - startup: `charlm --help`, and time to the first character of `charlm sample`.
 - memory:  peak RSS of `charlm train` on a large generated text (1 GB; 200 MB in quick mode),
@@ -227,17 +227,44 @@ def _matvec_gb_per_s(device: "torch.device", seconds: float = 1.0) -> float:  # 
     return weights.numel() * 4 * _calls_per_s(lambda: torch.mv(weights, vector), seconds, device) / 1e9
 
 
+def _bare_loop_chars_per_s(model, streams: int, layout: str, seconds: float, device) -> float:
+    """The step's matrix products alone (layer 0's recurrent one, layer 1's two, the head), in
+    ``layout``: the yardstick ``FastStep`` is held to."""
+    import torch
+
+    from charlm.step import FastStep
+
+    step = FastStep(model, layout=layout)
+    x = torch.randn(streams, model.hidden_size, device=device)
+    matrices = [step.hidden_weights[0], step.input_weights[1], step.hidden_weights[1], step.head_weight]
+    return streams * _calls_per_s(lambda: [torch.mm(x, w) for w in matrices], seconds, device)
+
+
+def _unpadded_step_chars_per_s(model, seconds: float, device) -> float:
+    """``FastStep`` on one row, as it ran before every call was padded to ``ROW_BLOCK`` rows (what
+    a stream's text being the same alone and among others costs at one stream)."""
+    import torch
+
+    from charlm.step import FastStep, choose_layout
+
+    step = FastStep(model, layout=choose_layout(model, 1))
+    state, token = step.zero_state(1), torch.zeros(1, dtype=torch.long, device=device)
+    return _calls_per_s(lambda: step(token, state), seconds, device)
+
+
 def bench_sample(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from charlm.model import CharRNN
     from charlm.runtime import prepare_device, resolve_device
-    from charlm.sample import generate, make_generator
+    from charlm.sample import generate
+    from charlm.streams import StreamSet
 
     device = resolve_device(args.device)
     prepare_device(device)
-    gflops = _matmul_gflops(device, 0.5 if args.quick else 2.0)
-    bandwidth = _matvec_gb_per_s(device, 0.5 if args.quick else 2.0)
+    seconds = 0.5 if args.quick else 2.0
+    gflops = _matmul_gflops(device, seconds)
+    bandwidth = _matvec_gb_per_s(device, seconds)
     print(f"  fp32 matmul (256x1024 @ 1024x2048): {gflops:.0f} GFLOP/s; matrix-vector: {bandwidth:.0f} GB/s of weights",
           flush=True)
     rows = []
@@ -251,38 +278,47 @@ def bench_sample(args: argparse.Namespace) -> dict[str, Any]:
         # input and recurrent matmuls, the head.
         flop_per_char = 2 * (hidden * gates + 2 * hidden * gates + hidden * 65)
         bytes_per_step = 4 * (hidden * gates + 2 * hidden * gates + hidden * 65)  # fp32 weights read
-        for streams in (1, 256):
+        for streams in (1, 64, 256):
             length = (300 if args.quick else 1500) if streams == 1 else (40 if args.quick else 150)
             timings = {}
             for path in ("fast", "per_call"):
-                if path == "per_call" and streams > 1 and args.quick:
+                if path == "per_call" and streams > 1 and (args.quick or streams == 64):
                     continue
                 runs = []
                 for _ in range(1 if args.quick else 2):
-                    generator = make_generator(0, device)
                     _sync(device)
                     started = time.perf_counter()
                     with torch.no_grad():
                         if path == "fast":
-                            for _ids in generate(model, [0], length, streams, 1.0, generator=generator):
+                            for _ids in generate(model, [0], length, streams, 1.0, seed=0):
                                 pass
                         else:
-                            _per_call_generate(model, length, streams, generator)
+                            _per_call_generate(model, length, streams, torch.Generator(device=device).manual_seed(0))
                     _sync(device)
                     runs.append(length * streams / (time.perf_counter() - started))
                 timings[path] = max(runs)
+            bare = {layout: _bare_loop_chars_per_s(model, streams, layout, seconds / 2, device)
+                    for layout in ("in_out", "out_in")}
+            best_bare = max(bare.values())
             # One stream is bound by reading the weights, many streams by the arithmetic.
             limit = bandwidth * 1e9 / bytes_per_step if streams == 1 else gflops * 1e9 / flop_per_char
             row = {"cell": cell, "size": f"2x{hidden}", "streams": streams,
                    "fast_chars_per_s": round(timings["fast"]),
                    "per_call_chars_per_s": round(timings["per_call"]) if "per_call" in timings else None,
                    "speedup": round(timings["fast"] / timings["per_call"], 2) if "per_call" in timings else None,
+                   "bare_in_out_chars_per_s": round(bare["in_out"]), "bare_out_in_chars_per_s": round(bare["out_in"]),
+                   "fast_vs_bare": round(timings["fast"] / best_bare, 3),
+                   "layout": StreamSet(model, capacity=streams).layout,
                    "limit_chars_per_s": round(limit),
                    "share_of_limit": round(timings["fast"] / limit, 3)}
+            if streams == 1:
+                row["unpadded_step_chars_per_s"] = round(_unpadded_step_chars_per_s(model, seconds / 2, device))
             rows.append(row)
             per_call = f"{row['per_call_chars_per_s']:>9,}" if row["per_call_chars_per_s"] else f"{'-':>9}"
             print(f"  {cell:<5} 2x{hidden:<4} {streams:>3} streams: fast {row['fast_chars_per_s']:>9,}  per-call"
-                  f" {per_call} chars/s  (limit {row['limit_chars_per_s']:,})", flush=True)
+                  f" {per_call}  bare loop in_out {row['bare_in_out_chars_per_s']:>9,} out_in"
+                  f" {row['bare_out_in_chars_per_s']:>9,} chars/s  fast/bare {row['fast_vs_bare']:.2f}"
+                  f" (layout {row['layout']}; limit {row['limit_chars_per_s']:,})", flush=True)
     return {"matmul_gflops": round(gflops, 1), "matvec_gb_per_s": round(bandwidth, 1), "rows": rows}
 
 
@@ -395,12 +431,14 @@ def print_summary(results: dict[str, Any]) -> None:
     if "sample" in results:
         print(f"\nsampling chars/s; limit: 1 stream = weight bytes at {results['sample']['matvec_gb_per_s']} GB/s,"
               f" 256 streams = FLOPs at {results['sample']['matmul_gflops']} GFLOP/s (fp32)")
-        print(f"{'cell':<6}{'size':<7}{'streams':>8}{'fast path':>11}{'per call':>10}{'speedup':>9}{'limit':>10}{'share':>7}")
+        print(f"{'cell':<6}{'size':<7}{'streams':>8}{'fast path':>11}{'per call':>10}{'speedup':>9}"
+              f"{'bare loop':>11}{'fast/bare':>10}{'limit':>10}{'share':>7}")
         for r in results["sample"]["rows"]:
             per_call = f"{r['per_call_chars_per_s']:>10,}" if r["per_call_chars_per_s"] else f"{'-':>10}"
             speedup = f"{r['speedup']:>8.1f}x" if r["speedup"] else f"{'-':>9}"
+            bare = max(r["bare_in_out_chars_per_s"], r["bare_out_in_chars_per_s"])
             print(f"{r['cell']:<6}{r['size']:<7}{r['streams']:>8}{r['fast_chars_per_s']:>11,}{per_call}{speedup}"
-                  f"{r['limit_chars_per_s']:>10,}{r['share_of_limit']:>7.0%}")
+                  f"{bare:>11,}{r['fast_vs_bare']:>10.2f}{r['limit_chars_per_s']:>10,}{r['share_of_limit']:>7.0%}")
     if "startup" in results:
         s = results["startup"]
         print(f"\nstart-up: charlm --help {s['help_s']:.2f} s; first sampled character {s['first_char_s']:.2f} s")

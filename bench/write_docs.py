@@ -3,7 +3,7 @@
     python bench/write_docs.py      # make docs; after make bench, make versus, bench/interleave.py or make figures
 
 - docs/performance.md, whole, from bench/results/*.json (bench/run.py: bench-*.json, bench/versus.py:
-  versus-*.json, bench/interleave.py: interleave-*.json), grouped by the machine each was measured
+  versus-*.json, bench/interleave.py: interleave-*.json, bench/serve.py: serve-*.json), grouped by the machine each was measured
   on, each table naming its machine once and the files behind it;
 - the tables of docs/inspect.md (between its ``<!-- generated -->`` markers), from docs/gradients.json,
   docs/memory.json and docs/figures-machine.txt (what make figures drew them on).
@@ -116,12 +116,27 @@ def sample_table(result: dict) -> list[str]:
     lines = [f"Sampling, characters/s; the limit is, for one stream, the weights' bytes at the"
              f" {sample['matvec_gb_per_s']:.0f} GB/s a matrix-vector product reads them here, for 256 streams"
              f" the arithmetic at {sample['matmul_gflops']:.0f} GFLOP/s (fp32 matmul):", "",
-             "| cell | size | streams | `FastStep` | one `nn` call per character | speed-up | limit | share of limit |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| cell | size | streams | `FastStep` | one `nn` call per character | speed-up | bare matmul loop"
+             " (faster layout) | `FastStep` / bare | limit | share of limit |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for row in sample["rows"]:
+        per_call = f"{row['per_call_chars_per_s']:,}" if row.get("per_call_chars_per_s") else "–"
+        speedup = f"{row['speedup']:.1f}x" if row.get("speedup") else "–"
+        if "bare_in_out_chars_per_s" in row:
+            faster = max(("in_out", "out_in"), key=lambda layout: row[f"bare_{layout}_chars_per_s"])
+            bare = f"{row[f'bare_{faster}_chars_per_s']:,} ({faster})"
+            ratio = f"{row['fast_vs_bare']:.2f}"
+        else:  # results from before the bare loop was measured
+            bare = ratio = "–"
         lines.append(f"| {row['cell']} | {row['size']} | {row['streams']} | {row['fast_chars_per_s']:,} |"
-                     f" {row['per_call_chars_per_s']:,} | {row['speedup']:.1f}x | {row['limit_chars_per_s']:,} |"
+                     f" {per_call} | {speedup} | {bare} | {ratio} | {row['limit_chars_per_s']:,} |"
                      f" {100 * row['share_of_limit']:.0f} % |")
+    padded = [row for row in sample["rows"] if row.get("unpadded_step_chars_per_s")]
+    if padded:
+        lines += ["", "Every step runs at least 4 rows, so a stream's text is the same alone and among others"
+                  " (docs/serve.md); one row unpadded would run the step at " + ", ".join(
+                      f"{row['unpadded_step_chars_per_s']:,} ({row['cell']} {row['size']})" for row in padded)
+                  + " steps/s, sampling not included."]
     return lines
 
 
@@ -152,6 +167,21 @@ def interleave_table(result: dict) -> list[str]:
                      f" {row['before']['bare_tokens_per_s']:,.0f} / {row['after']['bare_tokens_per_s']:,.0f} |"
                      f" {row['before']['charlm_tokens_per_s']:,.0f} | {row['after']['charlm_tokens_per_s']:,.0f} |"
                      f" {row['ratio']:.3f} |")
+    return lines
+
+
+def serve_table(result: dict) -> list[str]:
+    lines = [f"`charlm serve` with a {result['model'].replace('lstm ', '')} LSTM, streaming clients on the same"
+             f" machine ({result['software']}), against the offline batched sampler at as many streams with the"
+             " server stopped (2 threads):", "",
+             "| clients | served chars/s | offline sampler chars/s | served / offline | first character p50 / p99 |"
+             " between characters p50 / p99 |", "|---|---|---|---|---|---|"]
+    for row in result["rows"]:
+        lines.append(f"| {row['clients']} | {row['aggregate_chars_per_s']:,} | {row['offline_chars_per_s']:,} |"
+                     f" {row['served_vs_offline']:.2f} | {row['first_char_p50_ms']:.0f} / {row['first_char_p99_ms']:.0f}"
+                     f" ms | {row['between_chars_p50_ms']:.1f} / {row['between_chars_p99_ms']:.1f} ms |")
+    lines += ["", f"`charlm sample` on the same model: its first character {result['sample_first_char_s']:.2f} s after"
+              " the command starts (Python, torch, the checkpoint, the prime)."]
     return lines
 
 
@@ -200,6 +230,11 @@ def section(machine: str, entries: list[tuple[str, str, dict]]) -> list[str]:
         result, sources = other_parts(entries) if part == "other" else (found[2], [found])
         lines += [f"### `bench/run.py`: {part}", "", f"{caption} From {files(sources)}.".strip(), ""]
         lines += table(result) + [""]
+    serving = [e for e in entries if e[0].startswith("serve-")]
+    if serving:
+        newest_serve = max(serving, key=lambda e: (e[1], e[0]))
+        lines += ["### `bench/serve.py`", "", f"From {files([newest_serve])}.", ""]
+        lines += serve_table(newest_serve[2]) + [""]
     for name, date, result in entries:
         if name.startswith("interleave-"):
             lines += [f"### Before and after, {date}", "", f"From {files([(name, date, result)])}.", ""]
