@@ -47,9 +47,10 @@ def make_run(work: Path) -> Path:
     return work / "run"
 
 
-def start_server(run: Path, max_streams: int) -> tuple[subprocess.Popen, str]:
+def start_server(run: Path, max_streams: int, threads: int | None = None) -> tuple[subprocess.Popen, str]:
     process = subprocess.Popen([sys.executable, "-m", "charlm", "serve", str(run), "--port", "0",
-                                "--max-streams", str(max_streams), "--max-length", "5000"],
+                                "--max-streams", str(max_streams), "--max-length", "5000",
+                                *(["--threads", str(threads)] if threads else [])],
                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
     line = process.stdout.readline()
     if not line.startswith("playground: "):
@@ -58,35 +59,45 @@ def start_server(run: Path, max_streams: int) -> tuple[subprocess.Popen, str]:
     return process, line.split()[-1].rstrip("/")
 
 
-async def one_client(client: Any, url: str, length: int, seed: int) -> dict[str, Any]:
-    body = {"prompt": "the ", "max_tokens": length, "seed": seed, "stream": True, "temperature": 1.0}
+async def one_client(host: str, port: int, length: int, seed: int) -> dict[str, Any]:
+    """One streaming completion over a raw HTTP/1.1 connection: the lightest client Python has, so
+    that the load generator takes as little as it can of the cores it shares with the server."""
+    body = json.dumps({"prompt": "the ", "max_tokens": length, "seed": seed, "stream": True,
+                       "temperature": 1.0}).encode()
+    reader, writer = await asyncio.open_connection(host, port)
     sent = time.perf_counter()
-    first, last, gaps, chars = None, None, [], 0
-    async with client.stream("POST", url + "/v1/completions", json=body) as response:
-        async for line in response.aiter_lines():
-            if not line.startswith("data: {"):
+    writer.write(b"POST /v1/completions HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: %d\r\n\r\n%s" % (host.encode(), len(body), body))
+    first, last, gaps, chars, buffer = None, None, [], 0, b""
+    await reader.readuntil(b"\r\n\r\n")  # the status line and headers (chunked transfer encoding)
+    while True:
+        size = int((await reader.readline()).strip(), 16)
+        if size == 0:
+            break
+        buffer += (await reader.readexactly(size + 2))[:-2]
+        *events, buffer = buffer.split(b"\n\n")
+        now = time.perf_counter()
+        for event in events:
+            if not event.startswith(b"data: {"):
                 continue
-            text = json.loads(line[6:])["choices"][0]["text"]
+            text = json.loads(event[6:])["choices"][0]["text"]
             if not text:
                 continue
-            now = time.perf_counter()
             if first is None:
                 first = now - sent
             else:
                 gaps += [(now - last) / len(text)] * len(text)
             last, chars = now, chars + len(text)
+    writer.close()
     return {"first": first, "gaps": gaps, "chars": chars}
 
 
 async def load(url: str, clients: int, length: int) -> dict[str, Any]:
-    import httpx
-
-    limits = httpx.Limits(max_connections=clients + 8, max_keepalive_connections=clients + 8)
-    async with httpx.AsyncClient(timeout=600, limits=limits) as client:
-        await one_client(client, url, 5, 0)  # a connection and the engine warmed
-        started = time.perf_counter()
-        results = await asyncio.gather(*(one_client(client, url, length, i) for i in range(clients)))
-        wall = time.perf_counter() - started
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    await one_client(host, int(port), 5, 0)  # the engine warmed
+    started = time.perf_counter()
+    results = await asyncio.gather(*(one_client(host, int(port), length, i) for i in range(clients)))
+    wall = time.perf_counter() - started
     firsts = sorted(r["first"] for r in results)
     gaps = sorted(g for r in results for g in r["gaps"])
     return {"clients": clients, "length": length, "chars": sum(r["chars"] for r in results),
@@ -103,11 +114,14 @@ def _quantile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[max(0, min(98, round(q * 100) - 1))]
 
 
-def offline(run: Path, streams: int, length: int) -> float:
-    """chars/s of the batched sampler at ``streams`` streams, best of two."""
+def offline(run: Path, streams: int, length: int, threads: int) -> float:
+    """chars/s of the batched sampler at ``streams`` streams on ``threads`` threads, best of two."""
+    import torch
+
     import charlm
     from charlm.sample import generate
 
+    torch.set_num_threads(threads)
     model = charlm.load(run).model
     best = 0.0
     for _ in range(2):
@@ -137,7 +151,8 @@ def main() -> None:
     import torch
 
     machine = f"{describe()}, {time.strftime('%Y-%m-%d')}"
-    software = f"torch {torch.__version__}; the server on {max(1, (os.cpu_count() or 2) - 1)} thread(s) (its default)"
+    server_threads = max(1, (os.cpu_count() or 2) - 1)  # charlm serve's default
+    software = f"torch {torch.__version__}; the server on {server_threads} thread(s), its default"
     print(f"charlm serve benchmark: {machine}; {software}", flush=True)
     lengths = {1: 300, 8: 200, 64: 100, 256: 40} if not args.quick else {1: 60, 8: 40, 64: 20, 256: 10}
     with tempfile.TemporaryDirectory() as tmp:
@@ -154,11 +169,14 @@ def main() -> None:
         finally:
             process.terminate()
             process.wait(timeout=30)
-        for row in rows:  # the server gone: the sampler alone on the cores
-            row["offline_chars_per_s"] = round(offline(run, row["clients"], row["length"]))
+        for row in rows:  # the server gone: the sampler alone on the cores, on all of them and on the server's
+            row["offline_chars_per_s"] = round(offline(run, row["clients"], row["length"], os.cpu_count() or 1))
+            row["offline_server_threads_chars_per_s"] = round(offline(run, row["clients"], row["length"],
+                                                                      server_threads))
             row["served_vs_offline"] = round(row["aggregate_chars_per_s"] / row["offline_chars_per_s"], 3)
             print(f"  offline sampler, {row['clients']:>3} streams: {row['offline_chars_per_s']:>7,} chars/s"
-                  f" (served/offline {row['served_vs_offline']:.2f})", flush=True)
+                  f" ({row['offline_server_threads_chars_per_s']:,} on {server_threads} thread(s));"
+                  f" served/offline {row['served_vs_offline']:.2f}", flush=True)
         first = min(sample_first_char(run) for _ in range(2 if args.quick else 3))
     result = {"machine": machine, "software": software, "command": "python bench/serve.py", "quick": args.quick,
               "model": "lstm 2x512",

@@ -15,6 +15,7 @@ exactly ``ROW_BLOCK`` rows instead. Elementwise steps and sampling work row by r
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Hashable
 from dataclasses import dataclass
 
@@ -25,6 +26,11 @@ from charlm.runtime import accumulator_dtype
 from charlm.step import FastStep, StepState, choose_layout
 
 ROW_BLOCK = 4
+# Primes up to this long are read by torch's own recurrent kernel, longer ones by oneDNN's: on the
+# CPU oneDNN's costs ~10 ms of set-up a call and wins only past a few dozen characters
+# (docs/serve.md). The choice is a function of the length alone, so every reader of a prime agrees.
+SHORT_PRIME = 32
+_kernel_switch = threading.Lock()  # the switch is process-wide: one prime read at a time
 _GOLDEN = 0x9E3779B97F4A7C15  # 2^64 / golden ratio: spreads consecutive stream numbers over the seed space
 
 
@@ -94,6 +100,18 @@ def draw_rows(logits: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
     return torch.minimum(ids, last_possible).squeeze(1)
 
 
+def read_prime(model: CharRNN, prime: list[int], direction: str) -> tuple[torch.Tensor, tuple]:
+    """The model's logits and state after ``prime`` (token ids), read in one call of a fused kernel."""
+    ids = torch.tensor([prime], dtype=torch.long, device=model.head.weight.device)
+    with _kernel_switch:
+        was = torch.backends.mkldnn.enabled
+        torch.backends.mkldnn.enabled = was and len(prime) > SHORT_PRIME
+        try:
+            return model(ids, direction=direction)
+        finally:
+            torch.backends.mkldnn.enabled = was
+
+
 def padded(rows: int) -> int:
     return max(ROW_BLOCK, -(-rows // ROW_BLOCK) * ROW_BLOCK)
 
@@ -142,8 +160,7 @@ class StreamSet:
     @torch.no_grad()
     def add(self, prime: list[int], streams: list[tuple[Hashable, Draw]]) -> None:
         """New streams after ``prime`` (token ids, at least one), read once, alone, by the fused kernel."""
-        ids = torch.tensor([prime], dtype=torch.long, device=self.device)
-        logits, state = self.model(ids, direction=self.direction)
+        logits, state = read_prime(self.model, prime, self.direction)
         for key, draw in streams:
             if len(self.keys) == self.capacity:
                 self._grow()

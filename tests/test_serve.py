@@ -202,6 +202,25 @@ def test_a_lines_model_gives_whole_lines_and_filters_them(url, runs):
     assert novel["lines"]["made"] >= len(novel["choices"])
 
 
+def test_a_failing_step_ends_its_requests_and_the_server_goes_on(url, monkeypatch, capfd):
+    from charlm.streams import StreamSet
+
+    tick = StreamSet.tick
+    calls = {"count": 0}
+
+    def failing_once(self):
+        calls["count"] += 1
+        if calls["count"] == 1:
+            raise RuntimeError("a bug")
+        return tick(self)
+
+    monkeypatch.setattr(StreamSet, "tick", failing_once)
+    failed = post(url, "/v1/completions", {"model": "words", "prompt": "a", "max_tokens": 5})
+    assert failed.status_code == 200 and failed.json()["choices"][0]["finish_reason"] == "error"
+    assert "engine: RuntimeError: a bug" in capfd.readouterr().err
+    assert len(complete(url, prompt="a", max_tokens=5)["choices"][0]["text"]) == 5
+
+
 def test_models_and_their_cards(url):
     listed = httpx.get(url + "/v1/models").json()["data"]
     assert [m["id"] for m in listed] == ["words", "names"]

@@ -10,6 +10,7 @@ on it. Events reach the loop once per tick, in one call.
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 import time
 from collections import deque
@@ -26,6 +27,7 @@ from charlm.vocab import DOCUMENT, MARKER, Vocab
 # choice is numbered across the request (prompt number x n + choice), so one queue serves all its prompts.
 Event = tuple[str, int, Any]
 SCORE_CHUNK = 512  # characters a score reads between two ticks: a long text never stalls the streams
+
 
 
 class Busy(Exception):
@@ -145,18 +147,31 @@ class Engine:
                 closing = self.closing
                 admitted = self._admit() if not closing else []
             if closing:
-                self._shut(outgoing)
+                self._shut(outgoing, "the server is shutting down")
                 self._deliver(outgoing)
                 return
-            for work in admitted:
-                self._start(work, outgoing)
-            self._read_scores(outgoing)
-            self._drop_finished(outgoing)
-            for streams in self.sets.values():
-                for drawn in streams.tick():
-                    self._take(drawn, outgoing)
-            self._drop_finished(outgoing)
+            try:
+                self._loop(admitted, outgoing)
+            except Exception as exc:  # noqa: BLE001 - a bug must fail the requests it touched, not the server
+                print(f"error: engine: {type(exc).__name__}: {exc}", file=sys.stderr)
+                self._shut(outgoing, "internal error; the request was ended", reason="error", waiting=False)
+                for work in admitted:
+                    outgoing.append((work, ("error", 0, "internal error; the request was ended")))
+                for streams in self.sets.values():
+                    for key in list(streams.keys):
+                        streams.remove(key)
             self._deliver(outgoing)
+
+    def _loop(self, admitted: list[Work], outgoing: list[tuple[Work, Event]]) -> None:
+        """One round: start what was admitted, read a chunk of each score, tick every stream."""
+        for work in admitted:
+            self._start(work, outgoing)
+        self._read_scores(outgoing)
+        self._drop_finished(outgoing)
+        for streams in self.sets.values():
+            for drawn in streams.tick():
+                self._take(drawn, outgoing)
+        self._drop_finished(outgoing)
 
     def _admit(self) -> list[Work]:
         """Work from the queue, first come first served, while streams are free."""
@@ -250,14 +265,23 @@ class Engine:
                 self.sets[work.direction].remove(key)
                 del self.running[key]
 
-    def _shut(self, outgoing: list[tuple[Work, Event]]) -> None:
+    def _shut(self, outgoing: list[tuple[Work, Event]], why: str, reason: str = "shutdown",
+              waiting: bool = True) -> None:
+        """End every running stream with ``reason``; answer the scores (and, with ``waiting``, the
+        queued work) with ``why``."""
         for key, work in list(self.running.items()):
             choice = work.choices[key[1]]
             if not choice.done:
-                self._finish(work, choice, "shutdown", outgoing)
+                self._finish(work, choice, reason, outgoing)
         self.running.clear()
-        for work in list(self.pending) + [score for score, _ in self.scores]:
-            outgoing.append((work, ("error", 0, "the server is shutting down")))
+        with self.condition:
+            waiting_work = list(self.pending) if waiting else []
+            if waiting:
+                self.pending.clear()
+        waiting_work += [score for score, _ in self.scores]
+        self.scores.clear()
+        for work in waiting_work:
+            outgoing.append((work, ("error", 0, why)))
 
     @staticmethod
     def _deliver(outgoing: list[tuple[Work, Event]]) -> None:
