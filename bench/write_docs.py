@@ -187,6 +187,20 @@ def serve_table(result: dict) -> list[str]:
     return lines
 
 
+def readme_serve_table() -> list[str]:
+    """The README's short table: the newest bench/serve.py run, its machine named."""
+    found = sorted(RESULTS.glob("serve-*.json"))
+    if not found:
+        return []
+    result = json.loads(found[-1].read_text(encoding="utf-8"))
+    lines = [f"`python bench/serve.py` ({result['model'].replace('lstm ', '')} LSTM; {result['machine']}; clients on"
+             " the same machine; more in [docs/performance.md](docs/performance.md)):", "",
+             "| streaming clients | chars/s served | offline sampler | first character (p50) |", "|---|---|---|---|"]
+    lines += [f"| {row['clients']} | {row['aggregate_chars_per_s']:,} | {row['offline_chars_per_s']:,} |"
+              f" {row['first_char_p50_ms']:.0f} ms |" for row in result["rows"]]
+    return lines
+
+
 PARTS = (("train", train_table, "Training tokens/s, `charlm train` against the bare fused kernel (forward and"
                                   " backward of `nn.LSTM`/`nn.GRU`/`nn.RNN` alone) at the same shape: batch 32 x 64,"
                                   " 2 layers, embedding as wide as the hidden layer."),
@@ -277,6 +291,10 @@ def main() -> None:
         lines += section(machine, entries)
     OUT.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
     print(f"wrote {OUT} ({len(lines)} lines)")
+    readme_path = ROOT / "README.md"
+    readme = readme_path.read_text(encoding="utf-8")
+    readme_path.write_text(fill(readme, "serve", readme_serve_table()), encoding="utf-8")
+    print(f"wrote the serving table of {readme_path}")
     page = INSPECT.read_text(encoding="utf-8")
     machine = (ROOT / "docs" / "figures-machine.txt").read_text(encoding="utf-8").strip()
     page = fill(page, "machine", [f"Drawn by `make figures` on: {machine}."])

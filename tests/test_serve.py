@@ -221,6 +221,26 @@ def test_a_failing_step_ends_its_requests_and_the_server_goes_on(url, monkeypatc
     assert len(complete(url, prompt="a", max_tokens=5)["choices"][0]["text"]) == 5
 
 
+def test_a_many_file_model_stops_where_its_document_ends(tmp_path):
+    from charlm.train import train
+
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for i in range(4):
+        (folder / f"{i}.txt").write_text(make_text(3_000, seed=i))
+    train(small_config(**{"train.max_steps": 10}), folder, tmp_path / "files", progress=False)
+    lm = charlm.load(tmp_path / "files")
+    models = load_models([str(tmp_path / "files")], "cpu", max_streams=4, queue_limit=16)
+    with serve_in_thread(create_app(models, ServerSettings())) as address:
+        for seed in range(3):
+            body = {"prompt": "the ", "max_tokens": 400, "seed": seed, "stop_at_document_end": True}
+            choice = post(address, "/v1/completions", body).json()["choices"][0]
+            expected = lm.texts("the ", 400, seed=seed, stop_at_document_end=True,
+                                temperature=lm.config.sample.temperature)[0]
+            assert "the " + choice["text"] == expected and "<doc>" not in choice["text"]
+            assert choice["finish_reason"] == ("length" if len(choice["text"]) == 400 else "stop")
+
+
 def test_models_and_their_cards(url):
     listed = httpx.get(url + "/v1/models").json()["data"]
     assert [m["id"] for m in listed] == ["words", "names"]
@@ -295,10 +315,22 @@ def test_200_requests_from_64_clients_all_complete_and_match_their_seeds(url, lm
                     return i % 10, text, reason
             return await asyncio.gather(*(one(i) for i in range(200)))
 
+    async def load_and_health() -> tuple[list, list[float]]:
+        waits: list[float] = []
+        task = asyncio.create_task(load())
+        async with httpx.AsyncClient(timeout=10) as client:
+            while not task.done():  # the server keeps answering while it is loaded
+                asked = time.monotonic()
+                assert (await client.get(url + "/health")).status_code == 200
+                waits.append(time.monotonic() - asked)
+                await asyncio.sleep(0.1)
+        return await task, waits
+
     started = time.monotonic()
-    results = asyncio.run(load())
+    results, waits = asyncio.run(load_and_health())
     assert time.monotonic() - started < 120
     assert len(results) == 200 and all(text == expected[seed] and reason == "length" for seed, text, reason in results)
+    assert len(waits) > 3 and max(waits) < 2.0
 
 
 def _active(url: str) -> int:
