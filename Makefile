@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 # pytest-xdist processes for make test; each test module stays in one, with its fixtures.
 TEST_WORKERS ?= 2
 
-.PHONY: install train test test-fast test-gpu bench bench-quick bench-serve versus auto-measure presets figures screenshots docs reference interleave clean
+.PHONY: install train test test-fast test-gpu bench bench-quick bench-serve bench-export versus auto-measure presets figures screenshots docs reference interleave clean
 
 install: $(STAMP)
 
@@ -60,6 +60,10 @@ bench-quick: $(STAMP)
 # (about 3 minutes); writes bench/results/serve-DATE.json (then make docs).
 bench-serve: $(STAMP)
 	$(BIN)/python bench/serve.py
+
+# The exported files' sizes, and the page's and onnxruntime's speed beside charlm sample's (about a minute).
+bench-export: $(STAMP)
+	$(BIN)/python bench/export.py
 
 # Val loss and throughput of the tinyshakespeare presets (about 12 minutes).
 presets: $(STAMP)

@@ -3,7 +3,7 @@
     python bench/write_docs.py      # make docs; after make bench, make versus, bench/interleave.py or make figures
 
 - docs/performance.md, whole, from bench/results/*.json (bench/run.py: bench-*.json, bench/versus.py:
-  versus-*.json, bench/interleave.py: interleave-*.json, bench/serve.py: serve-*.json), grouped by the machine each was measured
+  versus-*.json, bench/interleave.py: interleave-*.json, bench/serve.py: serve-*.json, bench/export.py: export-*.json), grouped by the machine each was measured
   on, each table naming its machine once and the files behind it;
 - the tables of docs/inspect.md (between its ``<!-- generated -->`` markers), from docs/gradients.json,
   docs/memory.json and docs/figures-machine.txt (what make figures drew them on).
@@ -187,6 +187,18 @@ def serve_table(result: dict) -> list[str]:
     return lines
 
 
+def export_table(result: dict) -> list[str]:
+    lines = ["`charlm export` of an LSTM (embedding as wide as the hidden layer): file sizes, and one stream's"
+             " characters/s: the page's JavaScript in headless Chromium, onnxruntime through"
+             " `examples/onnx_sample.py`, and `charlm sample` (`charlm.sample.generate`), in one run:", "",
+             "| model | ONNX | page (float16) | page chars/s (float16) | onnxruntime chars/s | `charlm sample` chars/s |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {r['model'].replace('lstm ', '')} | {r['onnx_mb']} MB | {r['html_mb']} MB ({r['html16_mb']} MB) |"
+              f" {r['page_chars_per_s']:,} ({r['page16_chars_per_s']:,}) | {r['onnxruntime_chars_per_s']:,} |"
+              f" {r['charlm_sample_chars_per_s']:,} |" for r in result["rows"]]
+    return lines
+
+
 def readme_serve_table() -> list[str]:
     """The README's short table: the newest bench/serve.py run, its machine named."""
     found = sorted(RESULTS.glob("serve-*.json"))
@@ -246,6 +258,11 @@ def section(machine: str, entries: list[tuple[str, str, dict]]) -> list[str]:
         result, sources = other_parts(entries) if part == "other" else (found[2], [found])
         lines += [f"### `bench/run.py`: {part}", "", f"{caption} From {files(sources)}.".strip(), ""]
         lines += table(result) + [""]
+    exporting = [e for e in entries if e[0].startswith("export-")]
+    if exporting:
+        newest_export = max(exporting, key=lambda e: (e[1], e[0]))
+        lines += ["### `bench/export.py`", "", f"From {files([newest_export])}.", ""]
+        lines += export_table(newest_export[2]) + [""]
     serving = [e for e in entries if e[0].startswith("serve-")]
     if serving:
         newest_serve = max(serving, key=lambda e: (e[1], e[0]))

@@ -15,6 +15,7 @@ import click
 from charlm import __version__
 from charlm.cli.corpus import corpus
 from charlm.cli.evaluate import eval_command, info
+from charlm.cli.export import export_command
 from charlm.cli.inspect import inspect_group
 from charlm.cli.sample import sample
 from charlm.cli.serve import serve
@@ -84,7 +85,7 @@ def cli(debug: bool) -> None:
     """
 
 
-for command in (train, sample, serve, sweep, eval_command, info, inspect_group, corpus):
+for command in (train, sample, serve, export_command, sweep, eval_command, info, inspect_group, corpus):
     cli.add_command(command)
 
 __all__ = ["cli", "main"]

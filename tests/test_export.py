@@ -1,0 +1,198 @@
+"""charlm export: the ONNX step graph run by onnxruntime, the torch-free sampler, and the HTML page in a
+real browser, each against CharRNN; bad input, and nothing half-written."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import charlm
+from browser import browser_or_skip
+from charlm.checkpoint import Checkpoint, TextRecord
+from charlm.config import Config
+from charlm.export.graph import step_graph
+from charlm.model import CharRNN
+from charlm.vocab import Vocab
+from conftest import charlm_cli, make_text
+from test_train import small_config
+
+ort = pytest.importorskip("onnxruntime")
+ROOT = Path(__file__).resolve().parents[1]
+CELLS = ["rnn_tanh", "rnn_relu", "gru", "lstm"]
+TEXT = make_text(4_000, seed=3)
+VOCAB = Vocab.from_text(TEXT)
+
+
+def _model(cell: str, layers: int, hidden: int = 32) -> CharRNN:
+    torch.manual_seed(1)
+    model = CharRNN(len(VOCAB), cell, hidden, embedding_size=16, num_layers=layers).eval()
+    with torch.no_grad():  # saturated gates, as a trained model has them
+        for name, parameter in model.named_parameters():
+            if "weight_hh" in name or "weight_ih" in name:
+                parameter.mul_(2.0 if cell != "rnn_relu" else 1.0)
+    return model
+
+
+def _run(session: "ort.InferenceSession", cell: str, tokens: np.ndarray, layers: int, hidden: int) -> np.ndarray:
+    """Log-probabilities (batch, time, vocab) from the graph, the state carried step to step."""
+    batch = tokens.shape[0]
+    state = {name: np.zeros((layers, batch, hidden), np.float32) for name in (["h", "c"] if cell == "lstm" else ["h"])}
+    out = []
+    for t in range(tokens.shape[1]):
+        logits, *new = session.run(None, {"tokens": tokens[:, t].astype(np.int64), **state})
+        state = dict(zip(state, new))
+        out.append(logits)
+    logits = np.stack(out, axis=1).astype(np.float64)
+    return logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True)) - logits.max(-1, keepdims=True)
+
+
+@pytest.mark.parametrize("layers", [1, 3])
+@pytest.mark.parametrize("cell", CELLS)
+def test_onnxruntime_reads_a_text_as_charrnn_does(cell, layers):
+    model = _model(cell, layers)
+    session = ort.InferenceSession(step_graph(model), providers=["CPUExecutionProvider"])
+    ids = VOCAB.encode(TEXT).astype(np.int64)
+    tokens = ids[None, :1000]
+    with torch.no_grad():
+        reference = torch.log_softmax(model(torch.from_numpy(tokens))[0].double(), dim=-1).numpy()
+    assert np.abs(_run(session, cell, tokens, layers, 32) - reference).max() < 1e-4
+    # A batch of 8 streams: each its own text, each its own result.
+    batch = np.stack([ids[i * 300:i * 300 + 200] for i in range(8)])
+    with torch.no_grad():
+        reference = torch.log_softmax(model(torch.from_numpy(batch))[0].double(), dim=-1).numpy()
+    assert np.abs(_run(session, cell, batch, layers, 32) - reference).max() < 1e-4
+
+
+def _checkpoint(model: CharRNN, path: Path, mode: str = "stream") -> Path:
+    """A real checkpoint file of ``model``, without training it."""
+    config = Config()
+    config.model.cell, config.model.hidden_size, config.model.num_layers = model.cell, model.hidden_size, model.num_layers
+    config.model.embedding_size, config.data.mode = model.embedding.embedding_dim, mode
+    from charlm.distributed import Distributed
+    from charlm.state import RandomState, TrainState
+
+    parts = {"model": model.state_dict(), "average": None,
+             "optimizer": torch.optim.AdamW(model.parameters()).state_dict(), "scaler": {},
+             "state": TrainState(step=0).state_dict(), "streams": {"forward": None}, "log_window": {},
+             "rng": RandomState(Distributed()).state_dict()}
+    Checkpoint(config=config, vocab=VOCAB, parameters=model.num_parameters(), precision="fp32",
+               text=TextRecord("text.txt", "0" * 64), parts=parts).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    from charlm.train import train
+
+    root = tmp_path_factory.mktemp("export")
+    (root / "text.txt").write_text(make_text(20_000))
+    train(small_config(**{"train.max_steps": 20}), root / "text.txt", root / "run", progress=False)
+    return root / "run"
+
+
+def _next(lm, prime: str) -> np.ndarray:
+    with torch.no_grad():
+        logits, _ = lm.model(torch.tensor([lm.kind.start_tokens(lm.vocab, prime)]))
+    return torch.softmax(logits[0, -1].double(), dim=-1).numpy()
+
+
+def _example():
+    spec = importlib.util.spec_from_file_location("onnx_sample", ROOT / "examples" / "onnx_sample.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_torch_free_sampler_gives_charlms_next_character_distribution(run, tmp_path):
+    out = tmp_path / "model.onnx"
+    result = charlm_cli("export", run, "--format", "onnx", "-o", out)
+    assert result.returncode == 0 and "wrote" in result.stdout
+    lm = charlm.load(run)
+    example = _example()
+    model = example.Model(str(out))
+    assert model.card["vocab"] == lm.vocab.chars and model.card["cell"] == lm.model.cell
+    for prime in ("", "the ", "and a"):
+        assert np.abs(example.probabilities(model, prime) - _next(lm, prime)).max() < 1e-4
+    printed = subprocess.run([sys.executable, str(ROOT / "examples" / "onnx_sample.py"), str(out), "--prime", "the ",
+                              "--length", "50", "--seed", "1"], capture_output=True, text=True, check=True)
+    assert printed.stdout.startswith("the ") and len(printed.stdout) > 20
+    again = subprocess.run([sys.executable, str(ROOT / "examples" / "onnx_sample.py"), str(out), "--prime", "the ",
+                            "--length", "50", "--seed", "1"], capture_output=True, text=True, check=True)
+    assert again.stdout == printed.stdout
+
+
+def test_a_lines_model_exports_its_marker(tmp_path):
+    path = _checkpoint(_model("gru", 1), tmp_path / "lines.pt", mode="stream")
+    out = tmp_path / "m.onnx"
+    assert charlm_cli("export", path, "--format", "onnx", "-o", out).returncode == 0
+    card = json.loads(ort.InferenceSession(str(out)).get_modelmeta().custom_metadata_map["charlm"])
+    assert card["state"] == ["h"] and card["num_layers"] == 1 and card["line_marker"] is None
+
+
+def test_bad_input_is_one_line_and_leaves_nothing_behind(run, tmp_path):
+    not_a_checkpoint = tmp_path / "notes.pt"
+    not_a_checkpoint.write_text("hello")
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    for args, words in (((not_a_checkpoint, "--format", "onnx", "-o", tmp_path / "a.onnx"), "notes.pt"),
+                        ((run, "--format", "tflite", "-o", tmp_path / "a.x"), "'tflite' is not one of"),
+                        ((run, "--format", "onnx", "-o", a_file / "a.onnx"), "is a file, not a folder"),
+                        ((run, "--format", "html", "-o", tmp_path / "no" / "a.html"), "does not exist"),
+                        ((run, "--format", "onnx", "--direction", "backward", "-o", tmp_path / "b.onnx"),
+                         "reads forward only"),
+                        ((run, "--format", "onnx", "--float16", "-o", tmp_path / "c.onnx"), "--float16 applies")):
+        result = charlm_cli("export", *args)
+        assert result.returncode == 2 and words in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt", "notes.pt"]
+
+
+def test_a_failed_write_keeps_the_old_file(run, tmp_path, monkeypatch):
+    out = tmp_path / "model.onnx"
+    out.write_bytes(b"old")
+    import charlm.export.graph as graph
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("exporter broke")
+
+    monkeypatch.setattr(graph, "step_graph", broken)
+    assert charlm_cli("export", run, "--format", "onnx", "-o", out).returncode == 1
+    assert out.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["model.onnx"]
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_the_page_gives_charrnns_probabilities_in_a_real_browser(cell, tmp_path):
+    model = _model(cell, 2)
+    path = _checkpoint(model, tmp_path / f"{cell}.pt")
+    lm = charlm.load(path)
+    float16 = cell == "lstm"
+    outputs = {}
+    for half in (False, True) if float16 else (False,):
+        out = tmp_path / f"{cell}{'-16' if half else ''}.html"
+        assert charlm_cli("export", path, "--format", "html", "-o", out, *(["--float16"] if half else [])).returncode == 0
+        outputs[half] = out
+    with browser_or_skip() as browser:
+        for half, out in outputs.items():
+            page = browser.new_context(bypass_csp=True).new_page()  # Playwright's waits evaluate strings
+            requests: list[str] = []
+            page.on("request", lambda request: requests.append(request.url))
+            page.goto(out.as_uri())
+            for prime in ("the ", ""):
+                got = np.array(page.evaluate("p => window.charlm.probabilities(p)", prime))
+                assert np.abs(got - _next(lm, prime)).max() < (1e-3 if half else 1e-4)
+            page.fill("#prompt", "the ")
+            page.fill("#length", "60")
+            page.fill("#seed", "4")
+            page.click("#write")
+            page.wait_for_function("!document.getElementById('write').disabled")
+            text = page.text_content("#output")
+            assert text.startswith("the ") and len(text) == 64
+            assert page.evaluate("() => window.charlm.write('the ', 60, 0.8, 4)") == text  # the same seed, the same text
+            assert requests == [out.as_uri()]  # the page itself, and nothing from anywhere
+            page.context.close()
