@@ -70,7 +70,7 @@ def test_onnxruntime_reads_a_text_as_charrnn_does(cell, layers):
     assert np.abs(_run(session, cell, batch, layers, 32) - reference).max() < 1e-4
 
 
-def _checkpoint(model: CharRNN, path: Path, mode: str = "stream") -> Path:
+def _checkpoint(model: CharRNN, path: Path, mode: str = "stream", vocab: Vocab = VOCAB) -> Path:
     """A real checkpoint file of ``model``, without training it."""
     config = Config()
     config.model.cell, config.model.hidden_size, config.model.num_layers = model.cell, model.hidden_size, model.num_layers
@@ -82,7 +82,7 @@ def _checkpoint(model: CharRNN, path: Path, mode: str = "stream") -> Path:
              "optimizer": torch.optim.AdamW(model.parameters()).state_dict(), "scaler": {},
              "state": TrainState(step=0).state_dict(), "streams": {"forward": None}, "log_window": {},
              "rng": RandomState(Distributed()).state_dict()}
-    Checkpoint(config=config, vocab=VOCAB, parameters=model.num_parameters(), precision="fp32",
+    Checkpoint(config=config, vocab=vocab, parameters=model.num_parameters(), precision="fp32",
                text=TextRecord("text.txt", "0" * 64), parts=parts).save(path)
     return path
 
@@ -196,3 +196,27 @@ def test_the_page_gives_charrnns_probabilities_in_a_real_browser(cell, tmp_path)
             assert page.evaluate("() => window.charlm.write('the ', 60, 0.8, 4)") == text  # the same seed, the same text
             assert requests == [out.as_uri()]  # the page itself, and nothing from anywhere
             page.context.close()
+
+
+def test_a_lines_page_writes_ten_new_lines(tmp_path):
+    from charlm.vocab import MARKER
+
+    vocab = Vocab(list("abcdefgh") + [MARKER])
+    torch.manual_seed(2)
+    model = CharRNN(len(vocab), "gru", 16, num_layers=1).eval()
+    with torch.no_grad():
+        model.head.bias[vocab.marker] += 2.0  # lines end soon
+    path = _checkpoint(model, tmp_path / "lines.pt", mode="lines", vocab=vocab)
+    out = tmp_path / "lines.html"
+    assert charlm_cli("export", path, "--format", "html", "-o", out).returncode == 0
+    lm = charlm.load(path)
+    with browser_or_skip() as browser:
+        page = browser.new_context(bypass_csp=True).new_page()
+        page.goto(out.as_uri())
+        got = np.array(page.evaluate("p => window.charlm.probabilities(p)", "ab"))
+        assert np.abs(got - _next(lm, "ab")).max() < 1e-4  # after the line marker, as charlm starts a line
+        page.fill("#seed", "1")
+        page.click("#lines")
+        lines = page.text_content("#output").split("\n")
+        assert len(lines) == 10 and all(set(line) <= set("abcdefgh") for line in lines)
+        page.context.close()
