@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 train: $(STAMP)
 	$(BIN)/charlm train -c configs/default.yaml
 
-# Every test (about 2.5 minutes on 2 cores); test-fast leaves out the slow end-to-end ones (under a minute).
+# Every test (about 3 minutes on 2 cores); test-fast leaves out the slow end-to-end ones (under a minute).
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope
 

@@ -166,6 +166,7 @@ def test_a_failed_write_keeps_the_old_file(run, tmp_path, monkeypatch):
     assert out.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["model.onnx"]
 
 
+@pytest.mark.slow  # a browser
 @pytest.mark.parametrize("cell", CELLS)
 def test_the_page_gives_charrnns_probabilities_in_a_real_browser(cell, tmp_path):
     model = _model(cell, 2)
@@ -198,6 +199,7 @@ def test_the_page_gives_charrnns_probabilities_in_a_real_browser(cell, tmp_path)
             page.context.close()
 
 
+@pytest.mark.slow  # a browser
 def test_a_lines_page_writes_ten_new_lines(tmp_path):
     from charlm.vocab import MARKER
 

@@ -15,6 +15,8 @@ from conftest import make_text
 from test_lines import WORDS
 from test_train import small_config
 
+pytestmark = pytest.mark.slow  # a browser is a process of its own
+
 
 @pytest.fixture(scope="module")
 def url(tmp_path_factory):
