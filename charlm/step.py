@@ -85,9 +85,8 @@ class FastStep:
                                 for _ in range(self.num_layers)])
 
     @torch.no_grad()
-    def __call__(self, tokens: torch.Tensor, state: "StepState", scale: float = 1.0) -> torch.Tensor:
-        """Logits (batch, vocab) after reading ``tokens`` (batch,), times ``scale`` (1 / temperature,
-        folded into the head's matmul for free); ``state`` is updated in place.
+    def __call__(self, tokens: torch.Tensor, state: "StepState") -> torch.Tensor:
+        """Logits (batch, vocab) after reading ``tokens`` (batch,); ``state`` is updated in place.
 
         Every operation writes into buffers made once per state, through views made once too:
         at one stream, Python's cost per tensor call, not arithmetic, is what a step is made of.
@@ -121,7 +120,7 @@ class FastStep:
                 gates.addmm_(h, self.hidden_weights[layer])
                 h.copy_(gates.tanh_() if self.cell == "rnn_tanh" else gates.relu_())
             x = h
-        return torch.addmm(self.head_bias, x, self.head_weight, beta=scale, alpha=scale)
+        return torch.addmm(self.head_bias, x, self.head_weight)
 
 
 class StepState:
@@ -130,7 +129,7 @@ class StepState:
     def __init__(self, step: FastStep, layers: list[list[torch.Tensor]]):
         self.step = step
         self.layers = layers
-        self._heads: dict[int, StepState] = {}
+        self._views: dict[tuple[int, int], StepState] = {}
         hidden = step.hidden_size
         batch, device = layers[0][0].shape[0], layers[0][0].device
         self.device = device
@@ -155,13 +154,13 @@ class StepState:
     def batch(self) -> int:
         return self.layers[0][0].shape[0]
 
-    def head(self, rows: int) -> "StepState":
-        """The first ``rows`` rows as a state of their own, sharing this one's memory (made once per size)."""
-        if rows == self.batch:
+    def rows(self, start: int, stop: int) -> "StepState":
+        """Rows ``start`` to ``stop`` as a state of their own, sharing this one's memory (made once each)."""
+        if (start, stop) == (0, self.batch):
             return self
-        if rows not in self._heads:
-            self._heads[rows] = StepState(self.step, [[t[:rows] for t in layer] for layer in self.layers])
-        return self._heads[rows]
+        if (start, stop) not in self._views:
+            self._views[start, stop] = StepState(self.step, [[t[start:stop] for t in layer] for layer in self.layers])
+        return self._views[start, stop]
 
     def copy_row(self, source: int, target: int) -> None:
         for layer in self.layers:

@@ -23,7 +23,7 @@ import torch
 
 from charlm.model import CharRNN
 from charlm.runtime import accumulator_dtype
-from charlm.step import FastStep, StepState, choose_layout
+from charlm.step import FastStep, choose_layout
 
 ROW_BLOCK = 4
 # Primes up to this long are read by torch's own recurrent kernel, longer ones by oneDNN's: on the
@@ -131,128 +131,116 @@ def rows_agree(step: FastStep, rows: int) -> bool:
     return torch.equal(results[0], results[1])
 
 
-class StreamSet:
-    """The streams of one direction of ``model``; rows ``0 .. len - 1`` of the state are live."""
+@dataclass
+class _Stream:
+    key: Hashable
+    draw: Draw
+    generator: torch.Generator
 
-    def __init__(self, model: CharRNN, direction: str = "forward", capacity: int = ROW_BLOCK,
-                 layout: str | None = None):
+
+class StreamSet:
+    """The streams of one direction of ``model``; row ``i`` of the state is ``streams[i]``'s."""
+
+    def __init__(self, model: CharRNN, direction: str = "forward", capacity: int = ROW_BLOCK):
         self.model = model.eval()
         self.direction = direction
         self.device = model.head.weight.device
         self.capacity = padded(capacity)
-        self.layout = layout or choose_layout(model, self.capacity, direction)
+        self.layout = choose_layout(model, self.capacity, direction)
         self.step = FastStep(model, direction, self.layout)
         self.agree: dict[int, bool] = {ROW_BLOCK: True}  # row counts checked: one call, or blocks of ROW_BLOCK
         self.state = self.step.zero_state(self.capacity)
         self.logits = torch.zeros(self.capacity, model.vocab_size, device=self.device)  # each row's next draw
         self.tokens = torch.zeros(self.capacity, dtype=torch.long, device=self.device)
-        self.keys: list[Hashable] = []
-        self.draws: list[Draw] = []
-        self.generators: list[torch.Generator] = []
-        self._blocks: dict[int, StepState] = {}
+        self.streams: list[_Stream] = []
 
     def __len__(self) -> int:
-        return len(self.keys)
-
-    def __contains__(self, key: Hashable) -> bool:
-        return key in self.keys
+        return len(self.streams)
 
     @torch.no_grad()
     def add(self, prime: list[int], streams: list[tuple[Hashable, Draw]]) -> None:
         """New streams after ``prime`` (token ids, at least one), read once, alone, by the fused kernel."""
         logits, state = read_prime(self.model, prime, self.direction)
         for key, draw in streams:
-            if len(self.keys) == self.capacity:
+            if len(self.streams) == self.capacity:
                 self._grow()
-            row = len(self.keys)
+            row = len(self.streams)
             self.state.set_row(row, state)
             self.logits[row].copy_(logits[0, -1])
-            self.keys.append(key)
-            self.draws.append(draw)
             generator = torch.Generator(device=self.device)
             if draw.seed is None:
                 generator.seed()
             else:
                 generator.manual_seed(draw.seed)
-            self.generators.append(generator)
+            self.streams.append(_Stream(key, draw, generator))
 
     def remove(self, key: Hashable) -> None:
         """Drop a stream; the last row moves into its place (an exact copy: nothing else changes)."""
-        row, last = self.keys.index(key), len(self.keys) - 1
+        row = next(i for i, stream in enumerate(self.streams) if stream.key == key)
+        last = len(self.streams) - 1
         if row != last:
             self.state.copy_row(last, row)
             self.logits[row].copy_(self.logits[last])
-            self.keys[row], self.draws[row], self.generators[row] = self.keys[last], self.draws[last], self.generators[last]
-        del self.keys[last], self.draws[last], self.generators[last]
+            self.streams[row] = self.streams[last]
+        self.streams.pop()
+
+    def clear(self) -> None:
+        self.streams.clear()
 
     @torch.no_grad()
     def tick(self) -> list[Drawn]:
         """Draw every stream's next character, then read it: each row's next distribution is ready."""
-        count = len(self.keys)
+        count = len(self.streams)
         if count == 0:
             return []
-        rows = padded(count)
-        logits = self.logits[:count] / self._column([d.temperature for d in self.draws])
-        tokens = self._choose(self._filtered(logits))
-        drawn = self._report(tokens, logits)
+        draws = [stream.draw for stream in self.streams]
+        temperature = torch.tensor([d.temperature for d in draws], device=self.device).unsqueeze(1)
+        logits = self.logits[:count] / temperature
+        filtered = filter_rows(logits, [d.top_k for d in draws], [d.top_p for d in draws])
+        tokens = self._choose(filtered, draws)
+        drawn = self._report(tokens, logits, draws)
         self.tokens[:count] = tokens
-        self._advance(rows)
+        self._advance(padded(count))
         return drawn
 
     def _advance(self, rows: int) -> None:
         if rows not in self.agree:  # checked the first time this many rows run, before it counts
             self.agree[rows] = rows_agree(self.step, rows)
-        blocks = [(0, rows)] if self.agree[rows] else [(b, b + ROW_BLOCK) for b in range(0, rows, ROW_BLOCK)]
-        for start, stop in blocks:
-            state = self.state.head(rows) if start == 0 and stop == rows else self._block(start)
-            self.logits[start:stop] = self.step(self.tokens[start:stop], state)
+        calls = [(0, rows)] if self.agree[rows] else [(b, b + ROW_BLOCK) for b in range(0, rows, ROW_BLOCK)]
+        for start, stop in calls:
+            self.logits[start:stop] = self.step(self.tokens[start:stop], self.state.rows(start, stop))
 
-    def _block(self, start: int) -> StepState:
-        if start not in self._blocks:
-            self._blocks[start] = StepState(self.step, [[t[start:start + ROW_BLOCK] for t in layer]
-                                                        for layer in self.state.layers])
-        return self._blocks[start]
-
-    def _column(self, values: list[float]) -> torch.Tensor:
-        return torch.tensor(values, dtype=torch.float32, device=self.device).unsqueeze(1)
-
-    def _filtered(self, logits: torch.Tensor) -> torch.Tensor:
-        return filter_rows(logits, [d.top_k for d in self.draws], [d.top_p for d in self.draws])
-
-    def _choose(self, logits: torch.Tensor) -> torch.Tensor:
+    def _choose(self, logits: torch.Tensor, draws: list[Draw]) -> torch.Tensor:
         """One uniform number per row from the row's own generator; greedy rows take the most likely
         token (and still advance their generator, so a setting never shifts another's draws)."""
         dtype = accumulator_dtype(logits.device)
-        uniform = torch.cat([torch.rand(1, generator=g, dtype=dtype, device=self.device) for g in self.generators])
+        uniform = torch.cat([torch.rand(1, generator=s.generator, dtype=dtype, device=self.device)
+                             for s in self.streams])
         ids = draw_rows(logits, uniform)
-        greedy = [d.greedy for d in self.draws]
+        greedy = [d.greedy for d in draws]
         if any(greedy):
             ids = torch.where(torch.tensor(greedy, device=self.device), logits.argmax(dim=-1), ids)
         return ids
 
-    def _report(self, tokens: torch.Tensor, logits: torch.Tensor) -> list[Drawn]:
-        ids = tokens.tolist()
-        wanted = max(d.logprobs for d in self.draws)
+    def _report(self, tokens: torch.Tensor, logits: torch.Tensor, draws: list[Draw]) -> list[Drawn]:
+        keys, ids = [s.key for s in self.streams], tokens.tolist()
+        wanted = max(d.logprobs for d in draws)
         if not wanted:
-            return [Drawn(key, token) for key, token in zip(self.keys, ids)]
+            return [Drawn(key, token) for key, token in zip(keys, ids)]
         log_probs = torch.log_softmax(logits.float(), dim=-1)  # at the stream's temperature, before filters
         chosen = log_probs.gather(1, tokens.unsqueeze(1)).squeeze(1).tolist()
-        values, indices = torch.topk(log_probs, min(wanted, log_probs.shape[1]), dim=-1)
-        values, indices = values.tolist(), indices.tolist()
-        return [Drawn(key, token, chosen[i], list(zip(indices[i], values[i]))[: self.draws[i].logprobs] or None)
-                if self.draws[i].logprobs else Drawn(key, token)
-                for i, (key, token) in enumerate(zip(self.keys, ids))]
+        values, indices = (t.tolist() for t in torch.topk(log_probs, min(wanted, log_probs.shape[1]), dim=-1))
+        return [Drawn(key, token, chosen[i], list(zip(indices[i], values[i]))[:draw.logprobs]) if draw.logprobs
+                else Drawn(key, token) for i, (key, token, draw) in enumerate(zip(keys, ids, draws))]
 
     def _grow(self) -> None:
         """Twice the rows; live rows copied."""
-        old, count = self.state, len(self.keys)
+        count, old_state, old_logits = len(self.streams), self.state, self.logits
         self.capacity *= 2
         self.state = self.step.zero_state(self.capacity)
-        for layer_old, layer_new in zip(old.layers, self.state.layers):
+        for layer_old, layer_new in zip(old_state.layers, self.state.layers):
             for t_old, t_new in zip(layer_old, layer_new):
                 t_new[:count].copy_(t_old[:count])
-        logits = torch.zeros(self.capacity, self.logits.shape[1], device=self.device)
-        logits[:count] = self.logits[:count]
-        self.logits = logits
+        self.logits = torch.zeros(self.capacity, old_logits.shape[1], device=self.device)
+        self.logits[:count] = old_logits[:count]
         self.tokens = torch.zeros(self.capacity, dtype=torch.long, device=self.device)
-        self._blocks = {}

@@ -158,8 +158,7 @@ class Engine:
                 for work in admitted:
                     outgoing.append((work, ("error", 0, "internal error; the request was ended")))
                 for streams in self.sets.values():
-                    for key in list(streams.keys):
-                        streams.remove(key)
+                    streams.clear()
             self._deliver(outgoing)
 
     def _loop(self, admitted: list[Work], outgoing: list[tuple[Work, Event]]) -> None:
