@@ -10,8 +10,8 @@ string, samples written right to left, whole lines (lines mode) with novel/uniqu
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
@@ -54,11 +54,31 @@ def generate(
 
 @dataclass
 class LineDraw:
-    """Lines drawn through filters: those kept, and how many were made and how many of those were novel."""
+    """Lines drawn in rounds through filters: up to ``count`` kept, none in ``exclude`` (say, the
+    training set) and, with ``unique``, no repeats; how many were made, and how many were novel.
+    ``charlm sample --novel`` and the server draw their rounds alike (``round_seed``)."""
 
-    lines: list[str]
-    made: int
-    novel: int
+    count: int
+    exclude: set[str] | None = None
+    unique: bool = False
+    lines: list[str] = field(default_factory=list)
+    made: int = 0
+    novel: int = 0
+    ROUNDS: ClassVar[int] = 50
+
+    @staticmethod
+    def round_seed(seed: int | None, round_number: int) -> int | None:
+        return None if seed is None else seed + round_number
+
+    def take(self, lines: list[str]) -> bool:
+        """One round's lines through the filters; True once ``count`` have passed."""
+        for line in lines:
+            self.made += 1
+            is_novel = self.exclude is None or line not in self.exclude
+            self.novel += is_novel
+            if is_novel and not (self.unique and line in self.lines) and len(self.lines) < self.count:
+                self.lines.append(line)
+        return len(self.lines) >= self.count
 
 
 class Sampler:
@@ -158,18 +178,11 @@ class Sampler:
     def filtered_lines(self, count: int, exclude: set[str] | None = None, unique: bool = False, prime: str = "",
                        max_length: int = 500, seed: int | None = None, greedy: bool = False,
                        **options: Any) -> LineDraw:
-        """Up to ``count`` lines, leaving out those in ``exclude`` (say, the training set) and, with
-        ``unique``, repeats; drawn in rounds of ``count`` (at most 50) until enough pass."""
-        kept: list[str] = []
-        made = novel = 0
-        for round_number in range(50):
-            round_seed = None if seed is None else seed + round_number
-            for line in self.lines(count, prime, max_length, seed=round_seed, greedy=greedy, **options):
-                made += 1
-                is_novel = exclude is None or line not in exclude
-                novel += is_novel
-                if is_novel and not (unique and line in kept) and len(kept) < count:
-                    kept.append(line)
-            if len(kept) >= count or greedy:  # greedy lines are all the same: more rounds add nothing
+        """Up to ``count`` lines through ``LineDraw``'s filters, drawn in rounds of ``count``."""
+        draw = LineDraw(count, exclude, unique)
+        for round_number in range(LineDraw.ROUNDS):
+            lines = self.lines(count, prime, max_length, seed=LineDraw.round_seed(seed, round_number), greedy=greedy,
+                               **options)
+            if draw.take(lines) or greedy:  # greedy lines are all the same: more rounds add nothing
                 break
-        return LineDraw(kept, made, novel)
+        return draw

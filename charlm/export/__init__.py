@@ -29,9 +29,8 @@ def model_card(lm: Any, direction: str) -> dict[str, Any]:
         "line_marker": vocab.marker, "document_marker": vocab.document, "mode": summary["mode"],
         "state": ["h", "c"] if lm.model.cell == "lstm" else ["h"],
         "parameters": summary["parameters"], "step": summary["step"], "best_val_loss": summary["best_val_loss"],
-        "sample": {"temperature": lm.config.sample.temperature, "top_k": lm.config.sample.top_k,
-                   "top_p": lm.config.sample.top_p, "length": lm.config.sample.length},
-        "text": summary["data"].get("path") if isinstance(summary.get("data"), dict) else None,
+        "sample": summary["config"]["sample"],
+        "text": summary["data"]["path"],
     }
 
 

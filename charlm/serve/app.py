@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import hmac
 import json
@@ -32,7 +33,10 @@ from charlm.serve.engine import Busy, Completion, Score, Work
 from charlm.serve.models import ServedModel
 from charlm.serve.protocol import ApiError, CompletionRequest, Limits, completion_request, score_request
 from charlm.serve.scoring import score
+from charlm.errors import CharlmError
+from charlm.sample import LineDraw
 from charlm.streams import Draw, stream_seed
+from charlm.vocab import format_chars
 
 OPEN_PATHS = ("/health", "/")  # the page is code and no data: it asks for the key itself
 
@@ -50,7 +54,6 @@ class Server:
     def __init__(self, models: dict[str, ServedModel], settings: ServerSettings):
         self.models, self.settings = models, settings
         self.requests: Counter[tuple[str, int]] = Counter()
-        self.started = time.time()
 
     def model(self, name: str | None) -> ServedModel:
         if name is None:
@@ -238,7 +241,7 @@ async def completions(request: Request) -> Response:
     finally:
         for work in works:
             served.engine.cancel(work)
-    return JSONResponse(_envelope(served, body, choices, works))
+    return JSONResponse(_envelope(served, body, choices))
 
 
 @dataclass
@@ -266,8 +269,6 @@ def _plan(served: ServedModel, body: CompletionRequest, limits: Limits) -> Plan:
     for prompt in body.prompts:
         missing = served.lm.vocab.missing(prompt)
         if missing:
-            from charlm.vocab import format_chars
-
             raise ApiError(400, f"prompt has characters the model never saw: {format_chars(missing)}; remove them"
                                 f" (GET /v1/models/{served.name} lists its vocab)", "prompt")
     draw = Draw(temperature=body.temperature if body.temperature is not None else saved.temperature,
@@ -283,7 +284,7 @@ def _completion(served: ServedModel, body: CompletionRequest, prompt: str, plan:
     kind, vocab = served.lm.kind, served.lm.vocab
     ids = kind.start_tokens(vocab, prompt[::-1] if body.reverse else prompt)
     seeds = seeds or [stream_seed(body.seed, i) for i in range(body.n)]
-    draws = [Draw(**{**plan.draw.__dict__, "seed": seed}) for seed in seeds]
+    draws = [dataclasses.replace(plan.draw, seed=seed) for seed in seeds]
     return Completion(asyncio.get_running_loop(), ids, draws, plan.length, body.stops,
                       "backward" if body.reverse else "forward", body.stop_at_document_end, limits.time_limit,
                       queue, first_index)
@@ -331,26 +332,26 @@ async def _gather(queue: asyncio.Queue, works: list[Completion], body: Completio
     return choices
 
 
-def _envelope(served: ServedModel, body: CompletionRequest, choices: list[dict[str, Any]],
-              works: list[Completion], object_id: str | None = None) -> dict[str, Any]:
+def _envelope(served: ServedModel, body: CompletionRequest, choices: list[dict[str, Any]]) -> dict[str, Any]:
     prompt_chars = sum(len(p) for p in body.prompts)
     made = sum(len(c["text"]) for c in choices) - (prompt_chars * body.n if body.echo else 0)
-    return {"id": object_id or f"cmpl-{uuid.uuid4().hex[:24]}", "object": "text_completion",
+    return {"id": f"cmpl-{uuid.uuid4().hex[:24]}", "object": "text_completion",
             "created": int(time.time()), "model": served.name, "choices": choices,
             "usage": {"prompt_tokens": prompt_chars, "completion_tokens": made, "total_tokens": prompt_chars + made}}
 
 
-def _events(chunks: AsyncIterator[dict[str, Any] | str]) -> StreamingResponse:
+def _events(chunks: AsyncIterator[str]) -> StreamingResponse:
+    """Server-sent events: each chunk (JSON text) a ``data:`` line, then ``data: [DONE]``."""
     async def encoded() -> AsyncIterator[bytes]:
         async for chunk in chunks:
-            yield f"data: {chunk if isinstance(chunk, str) else json.dumps(chunk)}\n\n".encode()
+            yield f"data: {chunk}\n\n".encode()
         yield b"data: [DONE]\n\n"
     return StreamingResponse(encoded(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
 async def _stream(served: ServedModel, body: CompletionRequest, works: list[Completion],
-                  queue: asyncio.Queue) -> AsyncIterator[dict[str, Any] | str]:
+                  queue: asyncio.Queue) -> AsyncIterator[str]:
     """Chunks as the engine makes them, every prompt's choices interleaved; the client going away
     (the generator closed) takes its streams out at the next tick."""
     chunk = _Chunks(f"cmpl-{uuid.uuid4().hex[:24]}", int(time.time()), served.name)
@@ -376,7 +377,7 @@ async def _stream(served: ServedModel, body: CompletionRequest, works: list[Comp
                     open_choices -= 1
                     yield chunk.finish(position, value)
                 else:
-                    yield {"error": ApiError(503, str(value)).body()["error"]}
+                    yield json.dumps({"error": ApiError(503, str(value)).body()["error"]})
                     return
     finally:
         for work in works:
@@ -410,49 +411,38 @@ def _merged(events: list[tuple]) -> list[tuple[str, int, Any]]:
 
 
 async def _lines(request: Request, served: ServedModel, body: CompletionRequest, plan: Plan) -> Response:
-    """A lines model: each choice is one whole line; with ``novel`` none from the training set, with
-    ``unique`` no repeats, drawn in rounds as ``charlm sample --novel`` draws them."""
+    """A lines model: each choice is one whole line, drawn through ``LineDraw``'s filters in rounds
+    as ``charlm sample --novel --unique`` draws them."""
     exclude = await asyncio.to_thread(_training_lines, served) if body.novel else None
     limits = _server(request).settings.limits
-    choices, made_total, novel_total = [], 0, 0
+    choices, made, novel = [], 0, 0
     for number, prompt in enumerate(body.prompts):
-        kept: list[str] = []
-        for round_number in range(50):
-            round_seed = None if body.seed is None else body.seed + round_number
+        draw = LineDraw(body.n, exclude, body.unique)
+        for round_number in range(LineDraw.ROUNDS):
+            round_seed = LineDraw.round_seed(body.seed, round_number)
             work = _completion(served, body, prompt, plan, limits, [stream_seed(round_seed, i) for i in range(body.n)])
             _submit(served, [work])
             try:
-                texts = [c["text"] for c in await _gather(work.queue, [work], _one_prompt(body, prompt))]
+                lines = [prompt + c["text"] for c in await _gather(work.queue, [work], body)]
             finally:
                 served.engine.cancel(work)
-            for line in texts:
-                made_total += 1
-                is_novel = exclude is None or line not in exclude
-                novel_total += is_novel
-                if is_novel and not (body.unique and line in kept) and len(kept) < body.n:
-                    kept.append(line)
-            if len(kept) >= body.n or body.greedy:
+            if draw.take(lines) or body.greedy:
                 break
+        made, novel = made + draw.made, novel + draw.novel
         choices += [{"text": line, "index": number * body.n + j, "finish_reason": "stop", "logprobs": None}
-                    | ({"novel": True} if body.novel else {}) for j, line in enumerate(kept)]
-    result = _envelope(served, body, choices, [])
-    result["lines"] = {"made": made_total, "novel": novel_total if body.novel else None}
+                    | ({"novel": True} if body.novel else {}) for j, line in enumerate(draw.lines)]
+    result = _envelope(served, body, choices)
+    result["lines"] = {"made": made, "novel": novel if body.novel else None}
     if body.stream:
-        async def chunks() -> AsyncIterator[dict[str, Any]]:
+        async def chunks() -> AsyncIterator[str]:
+            head = {k: v for k, v in result.items() if k not in ("choices", "usage", "lines")}
             for choice in choices:
-                yield {k: v for k, v in result.items() if k not in ("choices", "usage", "lines")} | {
-                    "choices": [choice]}
+                yield json.dumps(head | {"choices": [choice]})
         return _events(chunks())
     return JSONResponse(result)
 
 
-def _one_prompt(body: CompletionRequest, prompt: str) -> CompletionRequest:
-    return CompletionRequest(**{**body.__dict__, "prompts": [prompt], "echo": True})
-
-
 def _training_lines(served: ServedModel) -> set[str]:
-    from charlm.errors import CharlmError
-
     try:
         return served.training_lines()
     except CharlmError as exc:

@@ -72,7 +72,6 @@ class Completion(Work):
         self.longest_stop = max((len(stop) for stop in stops), default=0)
         self.choices = [Choice(i, draw) for i, draw in enumerate(draws)]
         self.deadline = time.monotonic() + time_limit
-        self.started = 0.0
 
     @property
     def streams(self) -> int:
@@ -94,7 +93,6 @@ class Engine:
         self.vocab, self.max_streams, self.queue_limit = vocab, max_streams, queue_limit
         directions = ("forward", "backward") if model.bidirectional else ("forward",)
         self.sets = {d: StreamSet(model, d, max_streams) for d in directions}
-        self.model = model
         self.pending: deque[Work] = deque()
         self.running: dict[tuple[int, int], Completion] = {}  # (id of the completion, choice) -> completion
         self.scores: list[tuple[Score, Iterator[None]]] = []
@@ -162,11 +160,11 @@ class Engine:
             self._deliver(outgoing)
 
     def _loop(self, admitted: list[Work], outgoing: list[tuple[Work, Event]]) -> None:
-        """One round: start what was admitted, read a chunk of each score, tick every stream."""
+        """One round: start what was admitted, read a chunk of each score, tick every stream, and let
+        go of the streams that are done (or lost their client, or their time)."""
         for work in admitted:
             self._start(work, outgoing)
         self._read_scores(outgoing)
-        self._drop_finished(outgoing)
         for streams in self.sets.values():
             for drawn in streams.tick():
                 self._take(drawn, outgoing)
@@ -187,16 +185,16 @@ class Engine:
             self.scores.append((work, work.run()))
             return
         assert isinstance(work, Completion)
-        work.started = time.monotonic()
         self.sets[work.direction].add(work.prime, [((id(work), c.index), c.draw) for c in work.choices])
         for choice in work.choices:
             self.running[(id(work), choice.index)] = work
 
     def _read_scores(self, outgoing: list[tuple[Work, Event]]) -> None:
         for score, reading in list(self.scores):
+            if score.cancelled:  # nobody waits for the result
+                self.scores.remove((score, reading))
+                continue
             try:
-                if score.cancelled:
-                    raise StopIteration(None)
                 next(reading)
             except StopIteration as done:
                 self.scores.remove((score, reading))

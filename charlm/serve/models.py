@@ -45,10 +45,8 @@ class ServedModel:
                 "checkpoint": summary["checkpoint"], "mode": summary["mode"], "parameters": summary["parameters"],
                 "step": summary["step"], "tokens_seen": summary["tokens_seen"], "train_time_s": summary["train_time_s"],
                 "best_val_loss": summary["best_val_loss"], "bidirectional": summary["bidirectional"],
-                "vocab": [c for c in self.lm.vocab.chars], "documents": self.lm.vocab.document is not None,
-                "device": str(self.lm.device), "config": summary["config"],
-                "sample": {"temperature": self.lm.config.sample.temperature, "top_k": self.lm.config.sample.top_k,
-                           "top_p": self.lm.config.sample.top_p, "length": self.lm.config.sample.length},
+                "vocab": list(self.lm.vocab.chars), "documents": self.lm.vocab.document is not None,
+                "device": str(self.lm.device), "config": summary["config"], "sample": summary["config"]["sample"],
             },
         }
         if curve:

@@ -11,22 +11,21 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import torch
+import uvicorn
+
 from charlm.errors import CharlmError
+from charlm.serve.app import ServerSettings, create_app
+from charlm.serve.models import load_models
+from charlm.serve.protocol import Limits
 
 
 def run(paths: list[str], host: str, port: int, api_key: str | None, device: str, threads: int, max_streams: int,
         max_queue: int, max_length: int, max_prompt: int, max_score: int, timeout: float,
         cors_origins: tuple[str, ...]) -> None:
-    import torch
-    import uvicorn
-
-    from charlm.serve.app import ServerSettings, create_app
-    from charlm.serve.models import load_models
-    from charlm.serve.protocol import Limits
-
     listener = _listen(host, port)  # before the models load: a taken port fails in a second, not after
     torch.set_num_threads(threads)  # a stream's text does not depend on it (tests/test_streams.py)
     limits = Limits(max_length=max_length, max_prompt=max_prompt, max_score=max_score,
@@ -60,32 +59,23 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-class _Server:
+class _Server(uvicorn.Server):
     """uvicorn's server, with the engines told first when a signal asks it to stop."""
 
-    def __init__(self, config: Any, on_exit: Any):
-        import uvicorn
+    def __init__(self, config: uvicorn.Config, on_exit: Callable[[], None]):
+        super().__init__(config)
+        self.on_exit = on_exit
 
-        on_exit_ = on_exit
-
-        class Server(uvicorn.Server):
-            def handle_exit(self, sig: int, frame: Any) -> None:
-                on_exit_()
-                super().handle_exit(sig, frame)
-                self._captured_signals.clear()  # a shutdown asked for is a clean exit (0), not death by signal
-
-        self.server = Server(config)
-
-    def run(self, sockets: list[socket.socket]) -> None:
-        self.server.run(sockets=sockets)
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        self.on_exit()
+        super().handle_exit(sig, frame)
+        self._captured_signals.clear()  # a shutdown asked for is a clean exit (0), not death by signal
 
 
 @contextlib.contextmanager
 def serve_in_thread(app: Any, host: str = "127.0.0.1") -> Iterator[str]:
     """Run ``app`` on uvicorn in a background thread on a free port of ``host``; yields its URL
     (for benchmarks, tests and notebooks: the process keeps its own signal handling)."""
-    import uvicorn
-
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=0, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, name="charlm-http", daemon=True)
     thread.start()
