@@ -2,7 +2,7 @@
 
     python bench/export.py [--json OUT]
 
-For a 2x256 and a 2x512 LSTM (weights as initialised: size and speed do not depend on training):
+For a 2x256 and a 2x512 LSTM (one training step: size and speed do not depend on what it learned):
 the ONNX graph's and the HTML page's size (float32 and float16), characters/s of the page's own
 writer (``window.charlm.write``, 500 characters, in Debian's Chromium driven by Playwright) and of
 onnxruntime's one stream (``examples/onnx_sample.py``), beside ``charlm.sample.generate`` at one
@@ -25,31 +25,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from machine import describe  # noqa: E402
-
-
-def checkpoint(hidden: int, path: Path) -> Path:
-    import torch
-
-    from charlm.checkpoint import Checkpoint, TextRecord
-    from charlm.config import Config
-    from charlm.distributed import Distributed
-    from charlm.model import CharRNN
-    from charlm.state import RandomState, TrainState
-    from charlm.synthetic import pseudo_english
-    from charlm.vocab import Vocab
-
-    vocab = Vocab.from_text(pseudo_english(20_000, 0))
-    config = Config()
-    config.model.cell, config.model.hidden_size, config.model.num_layers = "lstm", hidden, 2
-    config.model.embedding_size = hidden
-    torch.manual_seed(0)
-    model = CharRNN.from_config(config.model, len(vocab))
-    parts = {"model": model.state_dict(), "average": None, "optimizer": torch.optim.AdamW(model.parameters()).state_dict(),
-             "scaler": {}, "state": TrainState(step=0).state_dict(), "streams": {"forward": None}, "log_window": {},
-             "rng": RandomState(Distributed()).state_dict()}
-    Checkpoint(config=config, vocab=vocab, parameters=model.num_parameters(), precision="fp32",
-               text=TextRecord("text.txt", "0" * 64), parts=parts).save(path)
-    return path
+from serve import make_run  # noqa: E402  (the same runs bench/serve.py serves)
 
 
 def sample_speed(path: Path, length: int = 500) -> float:
@@ -99,7 +75,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp, browser_or_skip() as browser:
         for hidden in (256, 512):
-            ckpt = checkpoint(hidden, Path(tmp) / f"lstm{hidden}.pt")
+            ckpt = make_run(Path(tmp), hidden)
             files = {name: export(ckpt, fmt, Path(tmp) / f"lstm{hidden}{suffix}", float16=half)
                      for name, fmt, suffix, half in (("onnx", "onnx", ".onnx", False), ("html", "html", ".html", False),
                                                      ("html16", "html", "-16.html", True))}

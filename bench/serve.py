@@ -33,18 +33,19 @@ sys.path.insert(0, str(ROOT / "bench"))
 from machine import describe  # noqa: E402
 
 
-def make_run(work: Path) -> Path:
+def make_run(work: Path, hidden: int = 512) -> Path:
+    """A 2-layer LSTM run of ``hidden`` units (the embedding as wide, the default) after one training step."""
     from charlm.config import build_config
     from charlm.synthetic import pseudo_english
     from charlm.train import train
 
     text = work / "text.txt"
     text.write_text(pseudo_english(50_000, 0))
-    config = build_config(None, [("model.size", "fixed"), ("model.cell", "lstm"), ("model.hidden_size", 512),
+    config = build_config(None, [("model.size", "fixed"), ("model.cell", "lstm"), ("model.hidden_size", hidden),
                                  ("model.num_layers", 2), ("train.max_steps", 1), ("train.sample_length", 0),
                                  ("data.val_fraction", 0.01)])
-    train(config, text, work / "run", progress=False)
-    return work / "run"
+    train(config, text, work / f"run{hidden}", progress=False)
+    return work / f"run{hidden}"
 
 
 def start_server(run: Path, max_streams: int, threads: int | None = None) -> tuple[subprocess.Popen, str]:

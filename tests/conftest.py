@@ -92,8 +92,9 @@ _hypothesis_settings.register_profile("explore", max_examples=5000)
 _hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
-def tiny_checkpoint(step: int = 0, **state):
-    """A real, small ``Checkpoint`` (an untrained 1x8 LSTM over "ab"), at ``step``, without training."""
+def tiny_checkpoint(step: int = 0, model=None, vocab=None, mode: str = "stream", **state):
+    """A real, small ``Checkpoint`` at ``step``, without training: of ``model`` (a ``CharRNN``) and
+    ``vocab``, or by default an untrained 1x8 LSTM over "ab"."""
     import torch
 
     from charlm.checkpoint import Checkpoint, TextRecord
@@ -104,11 +105,16 @@ def tiny_checkpoint(step: int = 0, **state):
     from charlm.vocab import Vocab
 
     config = Config()
-    config.model.hidden_size, config.model.num_layers = 8, 1
-    model = CharRNN.from_config(config.model, 2)
+    if model is None:
+        config.model.hidden_size, config.model.num_layers = 8, 1
+        model, vocab = CharRNN.from_config(config.model, 2), Vocab(["a", "b"])
+    else:
+        config.model.cell, config.model.hidden_size = model.cell, model.hidden_size
+        config.model.num_layers, config.model.embedding_size = model.num_layers, model.embedding.embedding_dim
+    config.data.mode = mode
     parts = {"model": model.state_dict(), "average": None,
              "optimizer": torch.optim.AdamW(model.parameters()).state_dict(), "scaler": {},
              "state": TrainState(step=step, **state).state_dict(), "streams": {"forward": None},
              "log_window": {}, "rng": RandomState(Distributed()).state_dict()}
-    return Checkpoint(config=config, vocab=Vocab(["a", "b"]), parameters=model.num_parameters(), precision="fp32",
+    return Checkpoint(config=config, vocab=vocab, parameters=model.num_parameters(), precision="fp32",
                       text=TextRecord("text.txt", "0" * 64), parts=parts)

@@ -15,12 +15,10 @@ import torch
 
 import charlm
 from browser import browser_or_skip
-from charlm.checkpoint import Checkpoint, TextRecord
-from charlm.config import Config
 from charlm.export.graph import step_graph
 from charlm.model import CharRNN
 from charlm.vocab import Vocab
-from conftest import charlm_cli, make_text
+from conftest import charlm_cli, make_text, tiny_checkpoint
 from test_train import small_config
 
 ort = pytest.importorskip("onnxruntime")
@@ -71,19 +69,7 @@ def test_onnxruntime_reads_a_text_as_charrnn_does(cell, layers):
 
 
 def _checkpoint(model: CharRNN, path: Path, mode: str = "stream", vocab: Vocab = VOCAB) -> Path:
-    """A real checkpoint file of ``model``, without training it."""
-    config = Config()
-    config.model.cell, config.model.hidden_size, config.model.num_layers = model.cell, model.hidden_size, model.num_layers
-    config.model.embedding_size, config.data.mode = model.embedding.embedding_dim, mode
-    from charlm.distributed import Distributed
-    from charlm.state import RandomState, TrainState
-
-    parts = {"model": model.state_dict(), "average": None,
-             "optimizer": torch.optim.AdamW(model.parameters()).state_dict(), "scaler": {},
-             "state": TrainState(step=0).state_dict(), "streams": {"forward": None}, "log_window": {},
-             "rng": RandomState(Distributed()).state_dict()}
-    Checkpoint(config=config, vocab=vocab, parameters=model.num_parameters(), precision="fp32",
-               text=TextRecord("text.txt", "0" * 64), parts=parts).save(path)
+    tiny_checkpoint(model=model, vocab=vocab, mode=mode).save(path)
     return path
 
 
