@@ -26,7 +26,6 @@ from charlm.vocab import DOCUMENT, MARKER, Vocab
 # ("text", choice, [(char, logprob, top)]) | ("finish", choice, reason) | ("result" or "error", 0, value); a
 # choice is numbered across the request (prompt number x n + choice), so one queue serves all its prompts.
 Event = tuple[str, int, Any]
-SCORE_CHUNK = 512  # characters a score reads between two ticks: a long text never stalls the streams
 
 
 

@@ -40,7 +40,8 @@ class Scored:
 
 def score(model: CharRNN, vocab: Vocab, kind: "type[RunData]", text: str, top: int = 0,
           chunk: int = 512) -> Iterator[None]:
-    """A generator: each ``next`` reads at most ``chunk`` tokens; its return value is the ``Scored``."""
+    """A generator: each ``next`` reads at most ``chunk`` tokens (the engine ticks its streams between
+    two, so a long text never stalls them); its return value is the ``Scored``."""
     opening, (line_break, restart) = kind.opening(vocab), kind.line_break(vocab)
     result = Scored()
     for i, ch in enumerate(text):
