@@ -25,7 +25,9 @@ DATA_MODES = ("stream", "lines")
 DATA_SPLITS = ("auto", "contiguous", "documents")  # how a text is split...
 SPLITS = ("train", "val", "test")  # ...into these
 SIZES = ("auto", "fixed")
-CELLS = ("rnn_tanh", "rnn_relu", "gru", "lstm")
+CELLS = ("rnn_tanh", "rnn_relu", "gru", "lstm", "mingru", "minlstm")  # the last two: charlm/cells.py
+BLOCKS = ("plain", "residual")
+NORMS = ("layer", "rms", "none")
 OPTIMIZERS = ("adamw", "sgd", "rmsprop")
 SCHEDULES = ("constant", "cosine", "step")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -58,7 +60,7 @@ class ModelConfig:
     # auto: before training, charlm measures this machine and chooses, for the budget and the text,
     # every key below and in train that the user did not give (charlm/auto.py); fixed: the defaults.
     size: str = "auto"
-    cell: str = "lstm"  # rnn_tanh | rnn_relu | gru | lstm
+    cell: str = "lstm"  # rnn_tanh | rnn_relu | gru | lstm | mingru | minlstm (gates read only the input)
     hidden_size: int = 256
     embedding_size: int | None = None  # None: same as hidden_size
     num_layers: int = 2
@@ -66,10 +68,14 @@ class ModelConfig:
     embedding_dropout: float = 0.0  # on the embedded input characters
     weight_dropout: float = 0.0  # DropConnect on the recurrent (hidden-to-hidden) weights, one mask per batch
     tie_weights: bool = False  # share embedding and head weights (needs embedding_size == hidden_size)
-    # LSTM only: initial forget-gate bias (sum of torch's two bias vectors); 0 trained better than the
+    # LSTM and minLSTM: initial forget-gate bias (sum of torch's two bias vectors); 0 trained better than the
     # textbook 1 (configs/sweeps/auto/ts-60s-forget.yaml, docs/auto.md).
     forget_bias: float = FORGET_BIAS
     bidirectional: bool = False  # also train a backward stack that predicts the previous character
+    # plain: cells stacked output to input; residual: per layer x + cell(norm(x)), then x + ffn(norm(x))
+    block: str = "plain"
+    ffn: int = 0  # residual block: feed-forward width as a multiple of hidden_size; 0: none
+    norm: str = "layer"  # residual block: layer | rms | none
 
 
 @dataclass
@@ -456,6 +462,18 @@ def _validate_data(data: DataConfig) -> None:
 def _validate_model(model: ModelConfig) -> None:
     _choice("model.size", model.size, SIZES)
     _choice("model.cell", model.cell, CELLS)
+    _choice("model.block", model.block, BLOCKS)
+    _choice("model.norm", model.norm, NORMS)
+    _check(model.ffn >= 0, f"model.ffn must be >= 0 (a multiple of hidden_size; 0: none), got {model.ffn}")
+    _check(model.ffn == 0 or model.block == "residual",
+           f"model.ffn {model.ffn} needs model.block residual (a plain stack has no feed-forward part)")
+    _check(model.weight_dropout == 0 or not model.cell.startswith("min"),
+           f"model.weight_dropout drops hidden-to-hidden weights, and a {model.cell} has none:"
+           " set it to 0 (model.dropout regularises these cells)")
+    if model.block == "residual":
+        _check((model.embedding_size or model.hidden_size) == model.hidden_size,
+               f"model.block residual adds each layer's output to its input, so embedding_size must equal"
+               f" hidden_size (got {model.embedding_size} and {model.hidden_size}): unset embedding_size")
     for key in ("hidden_size", "num_layers"):
         _check(getattr(model, key) >= 1, f"model.{key} must be >= 1, got {getattr(model, key)}")
     if model.embedding_size is not None:

@@ -1,7 +1,8 @@
-"""The model: embedding -> stacked recurrent cells (torch's fused kernels) -> linear head.
+"""The model: embedding -> stacked recurrent cells -> linear head.
 
 Where the LSTM runs: ``CharRNN.forward`` calls ``self.rnn``, an ``nn.LSTM``/``nn.GRU``/``nn.RNN``
-(cuDNN on a GPU, oneDNN or ATen on a CPU).
+(cuDNN on a GPU, oneDNN or ATen on a CPU); a min cell's stack is ``charlm.cells.MinStack``. With
+``block="residual"`` each layer is its own one-layer cell inside ``charlm.cells.ResidualStack``.
 
 The recurrent state is a tuple of tensors, each (num_layers, batch, hidden_size): ``(h, c)`` for
 an LSTM, ``(h,)`` for the others. Callers treat it as opaque: they get it from ``initial_state``,
@@ -16,9 +17,12 @@ tokens given in *its* reading order (the text reversed); each direction has its 
 
 from __future__ import annotations
 
+import re
+
 import torch
 from torch import nn
 
+from charlm.cells import MIN_CELLS, MinStack, ResidualStack
 from charlm.config import FORGET_BIAS, ModelConfig
 
 State = tuple[torch.Tensor, ...]
@@ -43,14 +47,22 @@ class CharRNN(nn.Module):
         tie_weights: bool = False,
         forget_bias: float = FORGET_BIAS,
         bidirectional: bool = False,
+        block: str = "plain",
+        ffn: int = 0,
+        norm: str = "layer",
     ):
         super().__init__()
         embedding_size = embedding_size or hidden_size
+        if block == "residual" and embedding_size != hidden_size:
+            raise ValueError("a residual block needs embedding_size == hidden_size")
+        if weight_dropout and cell in MIN_CELLS:
+            raise ValueError(f"weight_dropout drops hidden-to-hidden weights, and a {cell} has none")
         self.vocab_size = vocab_size
         self.cell = cell
         self.hidden_size = hidden_size
         self.num_layers = num_layers
         self.bidirectional = bidirectional
+        self.block, self.ffn, self.norm = block, ffn, norm
         self.embedding = nn.Embedding(vocab_size, embedding_size)
         rnn_args = dict(
             input_size=embedding_size,
@@ -59,13 +71,14 @@ class CharRNN(nn.Module):
             dropout=dropout if num_layers > 1 else 0.0,  # torch applies it between layers only
             batch_first=True,
         )
-        self.rnn = self.make_stack(cell, rnn_args)
+        stack_args = dict(block=block, ffn=ffn, norm=norm, dropout=dropout)
+        self.rnn = self.make_stack(cell, rnn_args, **stack_args)
         self.dropout = nn.Dropout(dropout)
         self.embedding_dropout = nn.Dropout(embedding_dropout)
         self.weight_dropout = weight_dropout
         self.head = nn.Linear(hidden_size, vocab_size)
         if bidirectional:
-            self.rnn_backward = self.make_stack(cell, rnn_args)
+            self.rnn_backward = self.make_stack(cell, rnn_args, **stack_args)
             self.head_backward = nn.Linear(hidden_size, vocab_size)
         if tie_weights:
             if embedding_size != hidden_size:
@@ -73,11 +86,19 @@ class CharRNN(nn.Module):
             self.head.weight = self.embedding.weight
             if bidirectional:
                 self.head_backward.weight = self.embedding.weight
-        if cell == "lstm":
+        if cell in ("lstm", "minlstm"):
             self._set_forget_bias(forget_bias)
 
     @staticmethod
-    def make_stack(cell: str, rnn_args: dict) -> nn.RNNBase:
+    def make_stack(cell: str, rnn_args: dict, block: str = "plain", ffn: int = 0, norm: str = "layer",
+                   dropout: float = 0.0) -> nn.Module:
+        if block == "residual":
+            size = rnn_args["hidden_size"]
+            one = dict(rnn_args, input_size=size, num_layers=1, dropout=0.0)
+            cells = [CharRNN.make_stack(cell, one) for _ in range(rnn_args["num_layers"])]
+            return ResidualStack(cells, size, ffn, norm, dropout, lstm=cell == "lstm")
+        if cell in MIN_CELLS:
+            return MinStack(cell, **rnn_args)
         if cell == "lstm":
             return nn.LSTM(**rnn_args)
         if cell == "gru":
@@ -100,17 +121,24 @@ class CharRNN(nn.Module):
             tie_weights=config.tie_weights,
             forget_bias=config.forget_bias,
             bidirectional=config.bidirectional,
+            block=config.block,
+            ffn=config.ffn,
+            norm=config.norm,
         )
 
     def _set_forget_bias(self, value: float) -> None:
         # torch's LSTM adds two bias vectors (b_ih + b_hh), gates ordered input, forget, cell, output.
         # Put the whole value in b_ih and zero b_hh's forget slice so the sum is exactly `value`.
+        # A minLSTM's gates are (forget, input, candidate), one bias vector.
         hidden = self.hidden_size
+        forget = slice(0, hidden) if self.cell == "minlstm" else slice(hidden, 2 * hidden)
         with torch.no_grad():
             for stack in self._stacks():
                 for layer in range(self.num_layers):
-                    getattr(stack, f"bias_ih_l{layer}")[hidden : 2 * hidden].fill_(value)
-                    getattr(stack, f"bias_hh_l{layer}")[hidden : 2 * hidden].zero_()
+                    weights = recurrent_weights(stack, layer)
+                    weights["bias_ih"][forget].fill_(value)
+                    if weights["bias_hh"] is not None:
+                        weights["bias_hh"][forget].zero_()
 
     def _stacks(self) -> list[nn.RNNBase]:
         return [self.rnn, self.rnn_backward] if self.bidirectional else [self.rnn]
@@ -154,7 +182,7 @@ class CharRNN(nn.Module):
             # forward pass, the same at every time step, so the recurrence itself is regularised
             # while the fused kernel still runs. Evaluation uses the whole weights.
             dropped = {name: nn.functional.dropout(weight, self.weight_dropout)
-                       for name, weight in stack.named_parameters() if name.startswith("weight_hh")}
+                       for name, weight in stack.named_parameters() if "weight_hh" in name}
             output, new_state = torch.func.functional_call(stack, dropped, (embedded, rnn_state))
         else:
             output, new_state = stack(embedded, rnn_state)
@@ -163,13 +191,14 @@ class CharRNN(nn.Module):
 
     def layer_groups(self) -> dict[str, list[nn.Parameter]]:
         """Parameters by layer: ``embedding``, ``layer0``…, ``head`` (and ``backward_layer0``…,
-        ``backward_head``), for per-layer gradient norms."""
+        ``backward_head``), for per-layer gradient norms; a residual stack's final norm counts as the head."""
         groups: dict[str, list[nn.Parameter]] = {}
         for name, parameter in self.named_parameters():  # a tied head's weight is listed once, as the embedding
             module, _, leaf = name.partition(".")
             prefix = "backward_" if module.endswith("_backward") else ""
             if module.startswith("rnn"):
-                group = f"{prefix}layer{leaf.rsplit('_l', 1)[1]}"
+                index = re.match(r"layers\.(\d+)\.", leaf) or re.search(r"_l(\d+)$", leaf)
+                group = f"{prefix}layer{index[1]}" if index else f"{prefix}head"
             else:
                 group = prefix + module.removesuffix("_backward")
             groups.setdefault(group, []).append(parameter)
@@ -196,3 +225,10 @@ class CharRNN(nn.Module):
             if tied:
                 head.weight = self.embedding.weight
             setattr(self, name, head)
+
+
+def recurrent_weights(stack: nn.Module, layer: int) -> dict[str, torch.Tensor | None]:
+    """Layer ``layer``'s ``weight_ih``, ``weight_hh``, ``bias_ih``, ``bias_hh`` (torch's names and gate
+    orders) in a plain or a residual stack; None where the cell has none (a min cell's hidden-to-hidden)."""
+    cell, index = (stack.layers[layer].cell, 0) if isinstance(stack, ResidualStack) else (stack, layer)
+    return {name: getattr(cell, f"{name}_l{index}", None) for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}

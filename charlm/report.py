@@ -77,7 +77,8 @@ class Report:
         import torch
 
         m = run.config.model
-        return (f"{run.request.text.name}: {run.data.summary()} | {m.num_layers}x{m.hidden_size} {m.cell},"
+        block = f" residual{f' ffn {m.ffn}' if m.ffn else ''}" if m.block == "residual" else ""
+        return (f"{run.request.text.name}: {run.data.summary()} | {m.num_layers}x{m.hidden_size} {m.cell}{block},"
                 f" {run.model.num_parameters() / 1e6:.2f}M params | {run.device.type} {run.precision},"
                 f" {torch.get_num_threads()} threads | {self.out_dir}"
                 + (f" | resuming at step {run.state.step:,}" if resumed else ""))

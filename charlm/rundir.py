@@ -153,13 +153,13 @@ def resume_config(run_dir: Path, overrides: Sequence[tuple[str, Any]], check_loc
     if check_lock:
         check_not_in_use(run_dir)  # a run still writing here is the better thing to report than its checkpoints
     path, checkpoint = newest_checkpoint(run_dir)
-    saved = checkpoint.config.to_dict()
-    config = build_config(None, overrides, base=Config.from_dict(saved))
+    saved = Config.from_dict(checkpoint.config.to_dict())  # a key newer than the run: its default
+    config = build_config(None, overrides, base=saved)
     for key, _ in overrides:
         if key in ("data.path", "data.corpus"):
             continue  # the same text may have moved; its checksum is checked against the run's
         section, name = key.split(".", 1)
-        changed = getattr(getattr(config, section), name) != saved[section][name]
+        changed = getattr(getattr(config, section), name) != getattr(getattr(saved, section), name)
         if changed and (section not in RESUMABLE_SECTIONS or key in RESUME_FIXED_KEYS):
             raise CharlmError(f"{key} cannot change when resuming (it would be another run): start a new run,"
                               f" e.g. with --init-from {path}")

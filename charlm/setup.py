@@ -34,7 +34,8 @@ from charlm.schedule import stop_reason
 from charlm.source import TextSource
 from charlm.state import LogWindow, RandomState, Streams, TrainState
 
-ARCHITECTURE_KEYS = ("cell", "hidden_size", "embedding_size", "num_layers", "tie_weights", "bidirectional")
+ARCHITECTURE_KEYS = ("cell", "hidden_size", "embedding_size", "num_layers", "tie_weights", "bidirectional", "block",
+                     "ffn", "norm")
 
 
 @dataclass

@@ -9,7 +9,10 @@ in a few tensor operations:
   token, so it is precomputed as one table row per token: the step's first matmul becomes a lookup;
 - the LSTM's gates are reordered from torch's (input, forget, cell, output) to (input, forget,
   output, cell) so one ``sigmoid`` covers three gates and one ``tanh`` the fourth;
-- the state is updated in place: the step allocates only the gate buffers;
+- the state is updated in place: the step allocates only the gate buffers (a residual block's norms
+  and feed-forward part allocate their own);
+- a min cell (charlm/cells.py) has no hidden-to-hidden product at all: its step is the table
+  lookup (or input product) and two or three elementwise operations;
 - the matrices are stored in whichever layout, (input, output) row-major or transposed views of
   (output, input), runs faster on this machine: ``choose_layout`` times both when a model is loaded.
 
@@ -19,11 +22,13 @@ It computes the same function as ``CharRNN.forward`` in eval mode (dropout is of
 
 from __future__ import annotations
 
+import copy
 import time
 
 import torch
 
-from charlm.model import CharRNN, State
+from charlm.cells import Block, ResidualStack
+from charlm.model import CharRNN, State, recurrent_weights
 
 LAYOUTS = ("in_out", "out_in")  # (input, output) row-major; or transposed views of (output, input)
 
@@ -45,32 +50,33 @@ class FastStep:
         self.hidden_size = hidden = model.hidden_size
         self.num_layers = model.num_layers
         with torch.no_grad():
-            weights = [
-                [getattr(stack, f"{name}_l{layer}").detach().float()
-                 for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
-                for layer in range(self.num_layers)
-            ]
+            weights = [[None if w is None else w.detach().float() for w in recurrent_weights(stack, layer).values()]
+                       for layer in range(self.num_layers)]
             if self.cell == "lstm":  # (i, f, g, o) -> (i, f, o, g)
                 order = torch.cat([torch.arange(0, 2 * hidden), torch.arange(3 * hidden, 4 * hidden),
                                    torch.arange(2 * hidden, 3 * hidden)]).to(weights[0][0].device)
                 weights = [[w.index_select(0, order) for w in layer] for layer in weights]
+            self.blocks = _residual_parts(stack)
+            embedding = model.embedding.weight.detach().float()
+            self.embedding = embedding if self.blocks else None  # a residual stack adds it to layer 0's output
             # GRU keeps b_hh apart: its candidate gate multiplies (W_hn h + b_hn) by the reset gate.
             fold_hh_bias = self.cell != "gru"
             self.input_weights: list[torch.Tensor | None] = []
             self.input_biases: list[torch.Tensor] = []
-            self.hidden_weights: list[torch.Tensor] = []
+            self.hidden_weights: list[torch.Tensor | None] = []
             self.hidden_biases: list[torch.Tensor | None] = []
             for layer, (w_ih, w_hh, b_ih, b_hh) in enumerate(weights):
-                bias = b_ih + b_hh if fold_hh_bias else b_ih
-                if layer == 0:
-                    embedding = model.embedding.weight.detach().float()
-                    self.token_table = torch.addmm(bias, embedding, w_ih.t())  # (vocab, gates)
+                bias = b_ih + b_hh if fold_hh_bias and b_hh is not None else b_ih
+                if layer == 0:  # what layer 0 reads is a function of the token alone
+                    read = self.blocks[0].norm_cell(embedding) if self.blocks else embedding
+                    self.token_table = torch.addmm(bias, read, w_ih.t())  # (vocab, gates)
                     self.input_weights.append(None)
                 else:
                     self.input_weights.append(_laid_out(w_ih, layout))
                 self.input_biases.append(bias)
-                self.hidden_weights.append(_laid_out(w_hh, layout))
+                self.hidden_weights.append(None if w_hh is None else _laid_out(w_hh, layout))
                 self.hidden_biases.append(None if fold_hh_bias else b_hh)
+            self.final_norm = _eval_copy(stack.norm) if self.blocks else None
             self.head_weight = _laid_out(head.weight.detach().float(), layout)
             self.head_bias = head.bias.detach().float()
 
@@ -94,33 +100,64 @@ class FastStep:
         x = tokens
         for layer in range(self.num_layers):
             h = state.layers[layer][0]
-            gates, views = state.gates[layer], state.views[layer]
+            gates = state.gates[layer]
             w_in = self.input_weights[layer]
             if w_in is None:
                 torch.index_select(self.token_table, 0, tokens, out=gates)
             else:
-                torch.addmm(self.input_biases[layer], x, w_in, out=gates)
-            if self.cell == "lstm":
-                c = state.layers[layer][1]
-                input_gate, forget_gate, output_gate, sigmoid_part, candidate = views
-                gates.addmm_(h, self.hidden_weights[layer])
-                sigmoid_part.sigmoid_()
-                candidate.tanh_()
-                c.mul_(forget_gate).addcmul_(input_gate, candidate)
-                torch.tanh(c, out=state.scratch[layer])
-                torch.mul(output_gate, state.scratch[layer], out=h)
-            elif self.cell == "gru":
-                gates_h = state.scratch[layer]
-                reset_update, reset, update, candidate, reset_update_h, candidate_h = views
-                torch.addmm(self.hidden_biases[layer], h, self.hidden_weights[layer], out=gates_h)
-                reset_update.add_(reset_update_h).sigmoid_()
-                candidate.addcmul_(reset, candidate_h).tanh_()
-                torch.lerp(candidate, h, update, out=h)  # h' = (1 - z) * n + z * h
-            else:
-                gates.addmm_(h, self.hidden_weights[layer])
-                h.copy_(gates.tanh_() if self.cell == "rnn_tanh" else gates.relu_())
-            x = h
+                read = self.blocks[layer].norm_cell(x) if self.blocks else x
+                torch.addmm(self.input_biases[layer], read, w_in, out=gates)
+            self._update(layer, gates, state)
+            x = self._add_block(layer, tokens, x, h) if self.blocks else h
+        if self.final_norm is not None:
+            x = self.final_norm(x)
         return torch.addmm(self.head_bias, x, self.head_weight)
+
+    def _update(self, layer: int, gates: torch.Tensor, state: "StepState") -> None:
+        """The cell's own step: ``state`` of ``layer`` from its input gates (written in place)."""
+        h, views = state.layers[layer][0], state.views[layer]
+        if self.cell == "lstm":
+            c = state.layers[layer][1]
+            input_gate, forget_gate, output_gate, sigmoid_part, candidate = views
+            gates.addmm_(h, self.hidden_weights[layer])
+            sigmoid_part.sigmoid_()
+            candidate.tanh_()
+            c.mul_(forget_gate).addcmul_(input_gate, candidate)
+            torch.tanh(c, out=state.scratch[layer])
+            torch.mul(output_gate, state.scratch[layer], out=h)
+        elif self.cell == "gru":
+            gates_h = state.scratch[layer]
+            reset_update, reset, update, candidate, reset_update_h, candidate_h = views
+            torch.addmm(self.hidden_biases[layer], h, self.hidden_weights[layer], out=gates_h)
+            reset_update.add_(reset_update_h).sigmoid_()
+            candidate.addcmul_(reset, candidate_h).tanh_()
+            torch.lerp(candidate, h, update, out=h)  # h' = (1 - z) * n + z * h
+        elif self.cell == "mingru":
+            update, candidate = views
+            h.lerp_(candidate, update.sigmoid_())  # h' = (1 - z) * h + z * h~
+        elif self.cell == "minlstm":
+            forget_gate, input_gate, candidate, sigmoid_part = views
+            sigmoid_part.sigmoid_()
+            torch.add(forget_gate, input_gate, out=state.scratch[layer])
+            h.mul_(forget_gate).addcmul_(input_gate, candidate).div_(state.scratch[layer])
+        else:
+            gates.addmm_(h, self.hidden_weights[layer])
+            h.copy_(gates.tanh_() if self.cell == "rnn_tanh" else gates.relu_())
+
+    def _add_block(self, layer: int, tokens: torch.Tensor, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """A residual block's output: its input plus the cell's, then plus the feed-forward part's."""
+        block = self.blocks[layer]
+        x = (self.embedding[tokens] if layer == 0 else x) + h
+        return x + block.ffn(block.norm_ffn(x)) if block.ffn is not None else x
+
+
+def _eval_copy(module: torch.nn.Module) -> torch.nn.Module:
+    return copy.deepcopy(module).float().eval().requires_grad_(False)
+
+
+def _residual_parts(stack: torch.nn.Module) -> list[Block]:
+    """A residual stack's blocks (their norms and feed-forward parts, in fp32, eval mode); none for a plain one."""
+    return [_eval_copy(block) for block in stack.layers] if isinstance(stack, ResidualStack) else []
 
 
 class StepState:
@@ -138,7 +175,13 @@ class StepState:
         self.scratch: list[torch.Tensor] = []
         self.views: list[tuple[torch.Tensor, ...]] = []
         for gates in self.gates:
-            if step.cell == "lstm":  # (i, f, o | g)
+            if step.cell == "mingru":  # (z | h~)
+                self.views.append((gates[:, :hidden], gates[:, hidden:]))
+            elif step.cell == "minlstm":  # (f, i | h~), f + i in scratch
+                self.scratch.append(torch.empty(batch, hidden, device=device))
+                self.views.append((gates[:, :hidden], gates[:, hidden : 2 * hidden], gates[:, 2 * hidden :],
+                                   gates[:, : 2 * hidden]))
+            elif step.cell == "lstm":  # (i, f, o | g)
                 self.scratch.append(torch.empty(batch, hidden, device=device))
                 self.views.append((gates[:, :hidden], gates[:, hidden : 2 * hidden], gates[:, 2 * hidden : 3 * hidden],
                                    gates[:, : 3 * hidden], gates[:, 3 * hidden :]))
@@ -181,7 +224,8 @@ def choose_layout(model: CharRNN, rows: int, direction: str = "forward", seconds
     """The faster layout for steps of ``rows`` rows on the device ``model`` is on, timed on its own
     weights (a few ms each). Both layouts give the same numbers at that size, or it keeps ``in_out``:
     a timing must never change a text. Measured once per process for each shape."""
-    shape = (model.head.weight.device, model.cell, model.hidden_size, model.num_layers, model.vocab_size, rows)
+    shape = (model.head.weight.device, model.cell, model.block, model.hidden_size, model.num_layers, model.vocab_size,
+             rows)
     if shape not in _chosen:
         _chosen[shape] = _faster_layout(model, rows, direction, seconds)
     return _chosen[shape]

@@ -216,3 +216,28 @@ def test_eval_and_info_of_a_bidirectional_run(bidirectional_run):
     info = json.loads(charlm("info", bidirectional_run, "--json").stdout)
     assert info["bidirectional"] is True
     assert "bidirectional" in charlm("info", bidirectional_run).stdout
+
+
+@pytest.mark.parametrize("cell, block", [("minlstm", "residual"), ("mingru", "plain")])
+def test_a_min_cell_trains_resumes_samples_and_evaluates_from_the_command_line(tmp_path, cell, block):
+    extra = ["--cell", cell, "--block", block, *(["--set", "model.ffn=2"] if block == "residual" else [])]
+    run, text, trained = _train_small(tmp_path, *extra)
+    assert f"1x32 {cell}" in trained.stderr
+    resumed = charlm("train", "--resume", run, "--max-steps", "50", "--no-progress", "--no-sample")
+    assert "stopped (max_steps) at step 50" in resumed.stderr
+    assert charlm("train", "--resume", run, "--block", "plain" if block == "residual" else "residual",
+                  check=False).returncode == 2  # the block is the model: it cannot change on a resume
+    sampled = charlm("sample", run, "--length", "40", "--seed", "3", "--prime", "the ")
+    assert sampled.stdout.startswith("the ") and sampled.stdout == charlm("sample", run, "--length", "40", "--seed", "3",
+                                                                          "--prime", "the ").stdout
+    loss = json.loads(charlm("eval", run, "--json").stdout)["loss"]
+    assert 0 < loss < 5
+    info = json.loads(charlm("info", run, "--json").stdout)
+    assert info["config"]["model"]["cell"] == cell and info["config"]["model"]["block"] == block
+
+
+def test_min_cells_refuse_weight_dropout_in_one_line(tmp_path):
+    text = tmp_path / "t.txt"
+    text.write_text("hello world\n" * 100)
+    result = charlm("train", text, "--cell", "mingru", "--set", "model.weight_dropout=0.2", check=False)
+    assert result.returncode == 2 and "has none" in result.stderr and "Traceback" not in result.stderr

@@ -23,14 +23,15 @@ from test_train import small_config
 
 ort = pytest.importorskip("onnxruntime")
 ROOT = Path(__file__).resolve().parents[1]
-CELLS = ["rnn_tanh", "rnn_relu", "gru", "lstm"]
+CELLS = ["rnn_tanh", "rnn_relu", "gru", "lstm", "mingru", "minlstm"]
 TEXT = make_text(4_000, seed=3)
 VOCAB = Vocab.from_text(TEXT)
 
 
-def _model(cell: str, layers: int, hidden: int = 32) -> CharRNN:
+def _model(cell: str, layers: int, hidden: int = 32, block: str = "plain", norm: str = "layer") -> CharRNN:
     torch.manual_seed(1)
-    model = CharRNN(len(VOCAB), cell, hidden, embedding_size=16, num_layers=layers).eval()
+    shape = dict(embedding_size=16) if block == "plain" else dict(block=block, ffn=2, norm=norm)
+    model = CharRNN(len(VOCAB), cell, hidden, num_layers=layers, **shape).eval()
     with torch.no_grad():  # saturated gates, as a trained model has them
         for name, parameter in model.named_parameters():
             if "weight_hh" in name or "weight_ih" in name:
@@ -54,7 +55,15 @@ def _run(session: "ort.InferenceSession", cell: str, tokens: np.ndarray, layers:
 @pytest.mark.parametrize("layers", [1, 3])
 @pytest.mark.parametrize("cell", CELLS)
 def test_onnxruntime_reads_a_text_as_charrnn_does(cell, layers):
-    model = _model(cell, layers)
+    _onnxruntime_agrees(_model(cell, layers), cell, layers)
+
+
+@pytest.mark.parametrize("cell, norm", [("mingru", "layer"), ("minlstm", "rms"), ("lstm", "none")])
+def test_onnxruntime_reads_a_text_as_a_residual_charrnn_does(cell, norm):
+    _onnxruntime_agrees(_model(cell, 2, block="residual", norm=norm), cell, 2)
+
+
+def _onnxruntime_agrees(model: CharRNN, cell: str, layers: int) -> None:
     session = ort.InferenceSession(step_graph(model), providers=["CPUExecutionProvider"])
     ids = VOCAB.encode(TEXT).astype(np.int64)
     tokens = ids[None, :1000]
@@ -182,6 +191,23 @@ def test_the_page_gives_charrnns_probabilities_in_a_real_browser(cell, tmp_path)
             assert text.startswith("the ") and len(text) == 64
             assert page.evaluate("() => window.charlm.write('the ', 60, 0.8, 4)") == text  # the same seed, the same text
             assert requests == [out.as_uri()]  # the page itself, and nothing from anywhere
+            page.context.close()
+
+
+@pytest.mark.slow  # a browser
+def test_the_page_follows_residual_blocks_in_a_real_browser(tmp_path):
+    pages = {}
+    for cell, norm in (("mingru", "layer"), ("minlstm", "rms"), ("gru", "none")):
+        path = _checkpoint(_model(cell, 2, block="residual", norm=norm), tmp_path / f"{cell}.pt")
+        assert charlm_cli("export", path, "--format", "html", "-o", tmp_path / f"{cell}.html").returncode == 0
+        pages[tmp_path / f"{cell}.html"] = charlm.load(path)
+    with browser_or_skip() as browser:
+        for out, lm in pages.items():
+            page = browser.new_context(bypass_csp=True).new_page()
+            page.goto(out.as_uri())
+            for prime in ("the ", ""):
+                got = np.array(page.evaluate("p => window.charlm.probabilities(p)", prime))
+                assert np.abs(got - _next(lm, prime)).max() < 1e-4
             page.context.close()
 
 

@@ -137,7 +137,7 @@ def test_bidirectional_shares_the_embedding_and_ties_both_heads():
     assert model.head_backward.weight is model.embedding.weight and model.head_backward.bias.shape == (9,)
 
 
-@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("cell", [c for c in CELLS if not c.startswith("min")])  # min cells have no weight_hh
 def test_weight_dropout_masks_recurrent_weights_in_training_only(cell):
     torch.manual_seed(0)
     model = CharRNN(12, cell=cell, hidden_size=16, num_layers=2, weight_dropout=0.5)
@@ -157,12 +157,22 @@ def test_weight_dropout_masks_recurrent_weights_in_training_only(cell):
         assert (getattr(model.rnn, f"weight_ih_l{layer}").grad != 0).float().mean() > 0.9  # input weights untouched
 
 
-def test_layer_groups_cover_every_parameter_once():
-    model = CharRNN(10, cell="lstm", hidden_size=8, num_layers=3, bidirectional=True)
+@pytest.mark.parametrize("cell, block", [("lstm", "plain"), ("minlstm", "plain"), ("mingru", "residual"),
+                                         ("lstm", "residual")])
+def test_layer_groups_cover_every_parameter_once(cell, block):
+    model = CharRNN(10, cell=cell, hidden_size=8, num_layers=3, bidirectional=True, block=block,
+                    ffn=2 if block == "residual" else 0)
     groups = model.layer_groups()
     assert set(groups) == {"embedding", "layer0", "layer1", "layer2", "head",
                            "backward_layer0", "backward_layer1", "backward_layer2", "backward_head"}
     assert sum(p.numel() for ps in groups.values() for p in ps) == model.num_parameters()
+
+
+def test_a_residual_block_needs_the_embedding_as_wide_as_the_cells():
+    with pytest.raises(ValueError, match="embedding_size == hidden_size"):
+        CharRNN(10, "mingru", 16, embedding_size=8, block="residual")
+    with pytest.raises(ValueError, match="weight_dropout"):
+        CharRNN(10, "mingru", 16, weight_dropout=0.2)
 
 
 def test_one_forget_bias_default_for_the_config_the_model_and_the_probe():

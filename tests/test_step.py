@@ -1,16 +1,16 @@
 import pytest
 import torch
 
+from charlm.config import CELLS
 from charlm.model import CharRNN
 from charlm.step import FastStep
 
-CELLS = ["lstm", "gru", "rnn_tanh", "rnn_relu"]
 
-
-def _model(cell: str, bidirectional: bool = False, scale: float = 2.0) -> CharRNN:
+def _model(cell: str, bidirectional: bool = False, scale: float = 2.0, block: str = "plain") -> CharRNN:
     torch.manual_seed(0)
-    model = CharRNN(vocab_size=40, cell=cell, hidden_size=48, embedding_size=24, num_layers=3,
-                    bidirectional=bidirectional).eval()
+    shape = dict(embedding_size=24) if block == "plain" else dict(block=block, ffn=2)
+    model = CharRNN(vocab_size=40, cell=cell, hidden_size=48, num_layers=3, bidirectional=bidirectional,
+                    **shape).eval()
     with torch.no_grad():  # larger weights than at init: gates saturate, errors would show
         for name, parameter in model.named_parameters():
             if "weight_hh" in name or "weight_ih" in name:
@@ -22,9 +22,10 @@ def _run_steps(step: FastStep, tokens: torch.Tensor, state) -> torch.Tensor:
     return torch.stack([step(tokens[:, t], state) for t in range(tokens.shape[1])], dim=1)
 
 
+@pytest.mark.parametrize("block", ["plain", "residual"])
 @pytest.mark.parametrize("cell", CELLS)
-def test_fast_step_matches_forward_over_1000_steps(cell):
-    model = _model(cell)
+def test_fast_step_matches_forward_over_1000_steps(cell, block):
+    model = _model(cell, block=block)
     tokens = torch.randint(0, 40, (3, 1000), generator=torch.Generator().manual_seed(1))
     reference, final_state = model(tokens)
     step = FastStep(model)
@@ -36,7 +37,7 @@ def test_fast_step_matches_forward_over_1000_steps(cell):
         torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "minlstm"])
 def test_fast_step_runs_the_backward_direction(cell):
     model = _model(cell, bidirectional=True)
     tokens = torch.randint(0, 40, (2, 200), generator=torch.Generator().manual_seed(2))

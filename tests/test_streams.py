@@ -62,9 +62,9 @@ def test_stream_seeds_keep_the_first_and_spread_the_rest():
     assert len(seeds) == 400
 
 
-def _model(cell: str, hidden: int, layers: int = 2) -> CharRNN:
+def _model(cell: str, hidden: int, layers: int = 2, block: str = "plain") -> CharRNN:
     torch.manual_seed(0)
-    model = CharRNN(30, cell, hidden, num_layers=layers).eval()
+    model = CharRNN(30, cell, hidden, num_layers=layers, block=block, ffn=2 if block == "residual" else 0).eval()
     with torch.no_grad():  # saturated gates: a rounding difference would show in the draws
         for name, parameter in model.named_parameters():
             if "weight" in name:
@@ -72,11 +72,13 @@ def _model(cell: str, hidden: int, layers: int = 2) -> CharRNN:
     return model
 
 
-@pytest.mark.parametrize("cell,hidden", [("lstm", 100), ("gru", 52), ("rnn_tanh", 64), ("rnn_relu", 32)])
-def test_a_stream_draws_the_same_text_alone_and_among_others(cell, hidden):
+@pytest.mark.parametrize("cell,hidden,block", [("lstm", 100, "plain"), ("gru", 52, "plain"), ("rnn_tanh", 64, "plain"),
+                                               ("rnn_relu", 32, "plain"), ("mingru", 44, "plain"),
+                                               ("minlstm", 36, "residual")])
+def test_a_stream_draws_the_same_text_alone_and_among_others(cell, hidden, block):
     """Same seed, same text: alone (as `charlm sample` draws it) or among up to 63 other streams with
     other settings that come and go, moving it between rows."""
-    model = _model(cell, hidden)
+    model = _model(cell, hidden, block=block)
     alone = torch.stack(list(generate(model, [1, 2, 3], 200, 1, 0.9, top_k=12, seed=5))).squeeze(1).tolist()
     streams = StreamSet(model, capacity=64)
     chance = torch.Generator().manual_seed(1)

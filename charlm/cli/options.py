@@ -37,7 +37,8 @@ class Shortcut:
 
 
 SHORTCUTS = (
-    Shortcut("--cell", "model.cell", note="rnn_tanh | rnn_relu | gru | lstm"),
+    Shortcut("--cell", "model.cell", note="rnn_tanh | rnn_relu | gru | lstm | mingru | minlstm"),
+    Shortcut("--block", "model.block", note="plain | residual (x + cell(norm(x)), then a feed-forward part)"),
     Shortcut("--hidden-size", "model.hidden_size", int),
     Shortcut("--num-layers", "model.num_layers", int),
     Shortcut("--dropout", "model.dropout", float),

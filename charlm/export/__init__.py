@@ -25,6 +25,7 @@ def model_card(lm: Any, direction: str) -> dict[str, Any]:
     return {
         "format": "charlm-step-1", "charlm_version": summary["charlm_version"], "direction": direction,
         "cell": lm.model.cell, "num_layers": lm.model.num_layers, "hidden_size": lm.model.hidden_size,
+        "block": lm.model.block, "norm": lm.model.norm,
         "embedding_size": lm.model.embedding.embedding_dim, "vocab": list(vocab.chars),
         "line_marker": vocab.marker, "document_marker": vocab.document, "mode": summary["mode"],
         "state": ["h", "c"] if lm.model.cell == "lstm" else ["h"],

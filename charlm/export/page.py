@@ -36,9 +36,11 @@ def page_model(lm: Any, direction: str, float16: bool = False) -> dict[str, Any]
     for layer in range(step.layers):
         w_ih, w_hh, b_ih, b_hh = step.weights(layer)
         layers.append({name: _array(value, float16) for name, value in
-                       (("w_ih", w_ih), ("w_hh", w_hh), ("b_ih", b_ih), ("b_hh", b_hh))})
+                       (("w_ih", w_ih), ("w_hh", w_hh), ("b_ih", b_ih), ("b_hh", b_hh)) if value is not None})
+    residual = {name: _array(value, float16) for name, value in step.named_buffers()
+                if name.startswith(("norm_", "ffn_")) and value is not None}
     return {"card": model_card(lm, direction), "dtype": "float16" if float16 else "float32",
-            "embedding": _array(step.embedding, float16), "layers": layers,
+            "embedding": _array(step.embedding, float16), "layers": layers, "residual": residual,
             "head_weight": _array(step.head_weight, float16), "head_bias": _array(step.head_bias, float16)}
 
 

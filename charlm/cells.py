@@ -1,0 +1,163 @@
+"""Cells whose gates read only the current input, and the residual block any cell can sit in.
+
+minGRU and minLSTM (Feng et al. 2024, "Were RNNs All We Needed?", arXiv 2410.01201) are the GRU and
+the LSTM with the hidden state taken out of the gates:
+
+    minGRU   z = σ(W_z x),  h̃ = W_h x,                  h = (1 − z) ⊙ h_prev + z ⊙ h̃
+    minLSTM  f = σ(W_f x),  i = σ(W_i x),  h̃ = W_h x,   h = (f ⊙ h_prev + i ⊙ h̃) / (f + i)
+
+Where a min cell runs: ``MinStack.forward``. Each layer's gates are one matrix product over the whole
+window (time × batch rows at once, not one time step after another), and what is left is the linear
+recurrence ``h_t = a_t ⊙ h_{t−1} + b_t``: ``linear_scan``, an elementwise loop over time with a
+hand-written backward (the same loop run in reverse). bench/scan.py measured it against Heinsen's
+log-space scan (``torch.logcumsumexp``) and plain autograd: it is the fastest of the three on a CPU and
+exact for gates and candidates of any sign.
+
+``ResidualStack`` is the block around a cell (``model.block: residual``): per layer
+``x + cell(norm(x))``, then ``x + ffn(norm(x))`` when ``model.ffn`` > 0, and a final norm.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+MIN_CELLS = ("mingru", "minlstm")
+GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1, "mingru": 2, "minlstm": 3}  # blocks of hidden_size
+
+
+class LinearScan(torch.autograd.Function):
+    """``h_t = a_t * h_{t-1} + b_t`` over time-major ``a``, ``b`` (time, batch, hidden) from ``h0``."""
+
+    @staticmethod
+    def forward(ctx, a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
+        h = torch.empty_like(b)
+        previous = h0
+        for t in range(b.shape[0]):
+            previous = torch.addcmul(b[t], a[t], previous, out=h[t])
+        ctx.save_for_backward(a, h, h0)
+        return h
+
+    @staticmethod
+    def backward(ctx, grad_h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        a, h, h0 = ctx.saved_tensors
+        grad_b = torch.empty_like(grad_h)
+        carry = torch.zeros_like(h0)  # dL/dh_t reaching step t from step t + 1
+        for t in reversed(range(grad_h.shape[0])):
+            torch.add(grad_h[t], carry, out=grad_b[t])
+            carry = grad_b[t] * a[t]
+        previous = torch.cat([h0.unsqueeze(0), h[:-1]])
+        return grad_b * previous, grad_b, carry
+
+
+def linear_scan(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
+    return LinearScan.apply(a, b, h0)
+
+
+def coefficients(cell: str, gates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A min cell's ``a`` (what it keeps of h_prev) and ``b`` (what it writes) from its gates."""
+    if cell == "mingru":
+        z, candidate = gates.chunk(2, dim=-1)
+        z = torch.sigmoid(z)
+        return 1 - z, z * candidate
+    f, i, candidate = gates.chunk(3, dim=-1)
+    f, i = torch.sigmoid(f), torch.sigmoid(i)
+    total = f + i
+    return f / total, i / total * candidate
+
+
+def min_step(cell: str, gates: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """One time step of a min cell: the new ``h`` from this step's gates (batch, gates) and ``h_prev``."""
+    a, b = coefficients(cell, gates)
+    return a * h + b
+
+
+class MinStack(nn.Module):
+    """Stacked min cells with ``nn.GRU``'s interface: ``(x (batch, time, in), h0 (layers, batch, hidden))
+    -> (output (batch, time, hidden), h_n (layers, batch, hidden))``, parameters ``weight_ih_l{k}`` and
+    ``bias_ih_l{k}`` (no hidden-to-hidden weights: that is the point)."""
+
+    def __init__(self, cell: str, input_size: int, hidden_size: int, num_layers: int = 1, dropout: float = 0.0,
+                 batch_first: bool = True):
+        super().__init__()
+        if cell not in MIN_CELLS:
+            raise ValueError(f"unknown min cell {cell!r}")
+        self.cell, self.hidden_size, self.num_layers, self.dropout = cell, hidden_size, num_layers, dropout
+        bound = 1 / math.sqrt(hidden_size)  # torch's recurrent layers' initialisation
+        for layer in range(num_layers):
+            width = input_size if layer == 0 else hidden_size
+            weight = nn.Parameter(torch.empty(GATES[cell] * hidden_size, width).uniform_(-bound, bound))
+            bias = nn.Parameter(torch.empty(GATES[cell] * hidden_size).uniform_(-bound, bound))
+            self.register_parameter(f"weight_ih_l{layer}", weight)
+            self.register_parameter(f"bias_ih_l{layer}", bias)
+
+    def forward(self, x: torch.Tensor, h0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = x.transpose(0, 1)  # time-major: each step of the scan reads one contiguous block
+        finals = []
+        for layer in range(self.num_layers):
+            if layer > 0 and self.training and self.dropout > 0:
+                x = F.dropout(x, self.dropout)
+            gates = F.linear(x, getattr(self, f"weight_ih_l{layer}"), getattr(self, f"bias_ih_l{layer}"))
+            a, b = coefficients(self.cell, _at_least_fp32(gates))  # under autocast too: the sum runs long
+            x = linear_scan(a, b, _at_least_fp32(h0[layer]))
+            finals.append(x[-1])
+        return x.transpose(0, 1), torch.stack(finals).to(h0.dtype)
+
+
+def _at_least_fp32(t: torch.Tensor) -> torch.Tensor:
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
+
+
+def make_norm(kind: str, size: int) -> nn.Module:
+    if kind == "layer":
+        return nn.LayerNorm(size)
+    if kind == "rms":
+        return nn.RMSNorm(size, eps=1e-5)
+    return nn.Identity()
+
+
+class FeedForward(nn.Sequential):
+    """The position-wise part of a residual block: widen, GELU (tanh form: every exporter has tanh), narrow."""
+
+    def __init__(self, size: int, multiplier: int):
+        super().__init__(nn.Linear(size, multiplier * size), nn.GELU(approximate="tanh"),
+                         nn.Linear(multiplier * size, size))
+
+
+class Block(nn.Module):
+    """One residual layer: ``x + cell(norm(x))``, then ``x + ffn(norm(x))`` (when ``ffn`` > 0)."""
+
+    def __init__(self, cell: nn.Module, size: int, ffn: int, norm: str):
+        super().__init__()
+        self.norm_cell, self.cell = make_norm(norm, size), cell
+        self.norm_ffn = make_norm(norm, size) if ffn else None
+        self.ffn = FeedForward(size, ffn) if ffn else None
+
+
+class ResidualStack(nn.Module):
+    """``num_layers`` blocks and a final norm, with the interface of the single-layer cells inside them
+    (``x, state -> output, state``; an LSTM's state the pair (h, c))."""
+
+    def __init__(self, cells: list[nn.Module], size: int, ffn: int, norm: str, dropout: float, lstm: bool):
+        super().__init__()
+        self.layers = nn.ModuleList(Block(cell, size, ffn, norm) for cell in cells)
+        self.norm = make_norm(norm, size)
+        self.dropout, self.lstm = nn.Dropout(dropout), lstm
+
+    def forward(self, x: torch.Tensor, state: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, object]:
+        parts = state if self.lstm else (state,)
+        finals = []
+        for layer, block in enumerate(self.layers):
+            own = tuple(t[layer : layer + 1] for t in parts)
+            output, new = block.cell(block.norm_cell(x), own if self.lstm else own[0])
+            finals.append(new if self.lstm else (new,))
+            x = x + self.dropout(output)
+            if block.ffn is not None:
+                x = x + self.dropout(block.ffn(block.norm_ffn(x)))
+        stacked = tuple(torch.cat([f[i] for f in finals]) for i in range(len(parts)))
+        return self.norm(x), stacked if self.lstm else stacked[0]
