@@ -47,6 +47,13 @@ DROPOUT_FROM_PASSES = 4.5
 DROPOUT, MOST_DROPOUT = 0.25, 0.5
 FEW_TOKENS_PER_PARAMETER = 0.12
 EMBEDDING = 64
+# The other family the rule weighs: min cells in residual blocks (charlm/cells.py), at the depth and
+# feed-forward width that learned most of those measured (docs/auto.md). At equal compute it learned what
+# the LSTM did with about half as much at ten minutes (tied at 60 s): so it is taken only where it runs
+# more than 1 / MIN_CELL_WORTH times faster per parameter (a GPU, where the window runs in parallel).
+MIN_FAMILY = dict(cell="minlstm", layers=4, block="residual", ffn=2)
+MIN_CELL_WORTH = 0.5
+FAMILY_KEYS = ("model.cell", "model.num_layers", "model.block", "model.ffn", "model.norm", "model.embedding_size")
 
 
 @dataclass(frozen=True)
@@ -59,24 +66,39 @@ class Shape:
     cell: str = "lstm"
     batch: int = 32
     seq_len: int = 64
+    block: str = "plain"
+    ffn: int = 0
+    norm: str = "layer"
+
+    def __post_init__(self) -> None:
+        if self.block == "residual":  # each layer adds its output to its input: the embedding is as wide
+            object.__setattr__(self, "embedding", self.hidden)
 
     @property
     def tokens_per_step(self) -> int:
         return self.batch * self.seq_len
 
     def parameters(self, vocab: int) -> int:
-        """As CharRNN counts them (torch's two bias vectors per gate, the embedding and the head)."""
-        gates = {"lstm": 4, "gru": 3}.get(self.cell, 1) * self.hidden
-        recurrent = sum(gates * (width + self.hidden) + 2 * gates
-                        for width in [self.embedding] + [self.hidden] * (self.layers - 1))
-        return vocab * self.embedding + recurrent + (self.hidden + 1) * vocab
+        """As CharRNN counts them (torch's two bias vectors per gate of a classic cell, one of a min cell;
+        a residual block's norms and feed-forward part; the embedding and the head)."""
+        from charlm.cells import GATES, MIN_CELLS
+
+        hidden, gates = self.hidden, GATES[self.cell] * self.hidden
+        own = 0 if self.cell in MIN_CELLS else gates * hidden + gates  # hidden-to-hidden weights, b_hh
+        recurrent = sum(gates * width + gates + own for width in [self.embedding] + [hidden] * (self.layers - 1))
+        if self.block == "residual":
+            norm = {"layer": 2, "rms": 1, "none": 0}[self.norm] * hidden
+            ffn = 2 * self.ffn * hidden * hidden + self.ffn * hidden + hidden if self.ffn else 0
+            recurrent += self.layers * (norm * (2 if self.ffn else 1) + ffn) + norm
+        return vocab * self.embedding + recurrent + (hidden + 1) * vocab
 
     def flops_per_token(self, vocab: int) -> float:
         """Multiply-adds of one token's forward pass, times 2; training does about 3 times that."""
         return 2.0 * (self.parameters(vocab) - vocab * self.embedding)
 
     def describe(self) -> str:
-        return f"{self.layers}x{self.hidden} {self.cell}"
+        block = f" residual{f' ffn {self.ffn}' if self.ffn else ''}" if self.block == "residual" else ""
+        return f"{self.layers}x{self.hidden} {self.cell}{block}"
 
 
 @dataclass
@@ -90,6 +112,13 @@ class SpeedModel:
     def tokens_per_s(self, shape: Shape, precision: str, vocab: int) -> float:
         base, per_flop = self.lines[precision]
         return 1.0 / max(base + per_flop * shape.flops_per_token(vocab), 1e-12)
+
+    def like(self, timing: dict[str, Any]) -> "SpeedModel":
+        """Another family's speeds from one timing of it, with this line's cost per token that does
+        not grow with the model (embedding, head, optimizer, the loop): its timing gives the rest."""
+        base, _ = self.lines[timing["precision"]]
+        per_flop = max(timing["seconds_per_token"] - base, 0.0) / timing["flops"]
+        return SpeedModel({timing["precision"]: (base, per_flop)}, [timing])
 
     @classmethod
     def fit(cls, timings: list[dict[str, Any]]) -> "SpeedModel":
@@ -134,7 +163,8 @@ def time_training(shape: Shape, precision: str, vocab: int, device: "torch.devic
     from charlm.runtime import autocast, fused_kernels
 
     generator = torch.Generator().manual_seed(0)  # not the global one: training's seeds stay as they were
-    model = CharRNN(vocab, shape.cell, shape.hidden, shape.embedding, shape.layers).to(device)
+    model = CharRNN(vocab, shape.cell, shape.hidden, shape.embedding, shape.layers, block=shape.block, ffn=shape.ffn,
+                    norm=shape.norm).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), fused=fused_kernels(device))
     tokens = torch.randint(0, vocab, (shape.batch, shape.seq_len + 1), generator=generator).to(device)
     state = None
@@ -208,7 +238,7 @@ class Choice:
         """The config keys auto sets (those the user did not)."""
         s = self.shape
         return {"model.cell": s.cell, "model.hidden_size": s.hidden, "model.num_layers": s.layers,
-                "model.embedding_size": s.embedding, "model.dropout": self.dropout, "model.forget_bias": 0.0,
+                "model.embedding_size": s.embedding, "model.block": s.block, "model.ffn": s.ffn, "model.norm": s.norm, "model.dropout": self.dropout, "model.forget_bias": 0.0,
                 "train.lr": self.lr, "train.batch_size": s.batch, "train.seq_len": s.seq_len,
                 "train.precision": self.precision, "train.eval_interval": self.eval_interval}
 
@@ -281,10 +311,19 @@ def choose(speeds: SpeedModel, budget: Budget, train_tokens: int, vocab: int, sp
     return Choice(shape, precision, lr, dropout, max(1, math.ceil(steps / evals)), rate, tokens, epochs, parameters)
 
 
+def better(lstm: Choice, rival: Choice, worth: float) -> Choice:
+    """The choice that learns more: compute (tokens x parameters) in the budget, the rival's counted at
+    ``worth`` of the LSTM's. A run with no budget keeps the LSTM."""
+    if lstm.tokens == math.inf or rival.tokens == math.inf:
+        return lstm
+    return rival if worth * rival.tokens * rival.parameters > lstm.tokens * lstm.parameters else lstm
+
+
 # ---- from a config to a choice ----------------------------------------------------------------
 
 SHAPE_KEYS = {"cell": "model.cell", "hidden": "model.hidden_size", "layers": "model.num_layers",
-              "embedding": "model.embedding_size", "batch": "train.batch_size", "seq_len": "train.seq_len"}
+              "embedding": "model.embedding_size", "batch": "train.batch_size", "seq_len": "train.seq_len",
+              "block": "model.block", "ffn": "model.ffn", "norm": "model.norm"}
 
 
 @dataclass
@@ -339,7 +378,8 @@ def template(config: "Config", fixed: "Collection[str]") -> tuple[Shape, tuple[i
     the widths left to choose from."""
     m, t = config.model, config.train
     values = {"cell": m.cell, "hidden": m.hidden_size, "layers": m.num_layers,
-              "embedding": m.embedding_size or m.hidden_size, "batch": t.batch_size, "seq_len": t.seq_len}
+              "embedding": m.embedding_size or m.hidden_size, "batch": t.batch_size, "seq_len": t.seq_len,
+              "block": m.block, "ffn": m.ffn, "norm": m.norm}
     kept = {name: values[name] for name, key in SHAPE_KEYS.items() if key in fixed}
     if "embedding" not in kept and "hidden" in kept:
         kept["embedding"] = min(EMBEDDING, kept["hidden"])
@@ -387,11 +427,19 @@ def decide(config: "Config", fixed: "Collection[str]", text: Text, device: "torc
                 break
             timings.append(_timing(replace(shape, hidden=width, embedding=min(shape.embedding, width)), precision,
                                    vocab, device))
-    spent = time.perf_counter() - started
     speeds = SpeedModel.fit(timings)
-    choice = choose(speeds, budget, text.train_tokens, vocab, spent, text.eval_tokens, shape, widths)
+    choice = choose(speeds, budget, text.train_tokens, vocab, time.perf_counter() - started, text.eval_tokens,
+                    shape, widths)
+    if not any(key in fixed for key in FAMILY_KEYS) and time.perf_counter() - started < allowance:
+        other = replace(shape, **MIN_FAMILY, hidden=widths[0] if len(widths) == 1 else PROBE_WIDTHS[0])
+        min_speeds = speeds.like(_timing(other, choice.precision, vocab, device))
+        timings += min_speeds.timings
+        rival = choose(min_speeds, budget, text.train_tokens, vocab, time.perf_counter() - started,
+                       text.eval_tokens, other, widths)
+        choice = better(choice, rival, MIN_CELL_WORTH)
+    spent = time.perf_counter() - started
     proposed = choice.settings()
-    return Decision(choice, speeds, spent, proposed, budget, _unfixed(proposed, fixed))
+    return Decision(choice, SpeedModel(speeds.lines, timings), spent, proposed, budget, _unfixed(proposed, fixed))
 
 
 def decide_precision(config: "Config", fixed: "Collection[str]", vocab: int, device: "torch.device",
@@ -399,7 +447,8 @@ def decide_precision(config: "Config", fixed: "Collection[str]", vocab: int, dev
     """model.size fixed, precision auto: time the configured shape at each precision and take the faster
     (bf16 only where it is faster here: a GRU on a CPU is often no faster in bf16 than in fp32)."""
     m, t = config.model, config.train
-    shape = Shape(m.hidden_size, m.num_layers, m.embedding_size or m.hidden_size, m.cell, t.batch_size, t.seq_len)
+    shape = Shape(m.hidden_size, m.num_layers, m.embedding_size or m.hidden_size, m.cell, t.batch_size, t.seq_len,
+                  m.block, m.ffn, m.norm)
     warm_up(device, precisions, shape.cell)
     started = time.perf_counter()
     timings = [_timing(shape, precision, vocab, device) for precision in precisions]

@@ -21,9 +21,12 @@ def _speeds(per_flop: dict[str, float]) -> SpeedModel:
     return SpeedModel({precision: (0.0, cost) for precision, cost in per_flop.items()})
 
 
-@pytest.mark.parametrize("shape", [Shape(256), Shape(512, layers=3, embedding=128), Shape(96, cell="gru", embedding=96)])
+@pytest.mark.parametrize("shape", [Shape(256), Shape(512, layers=3, embedding=128), Shape(96, cell="gru", embedding=96),
+                                   Shape(128, cell="minlstm"), Shape(96, 4, cell="mingru", block="residual", ffn=2),
+                                   Shape(64, 3, cell="lstm", block="residual", norm="rms")])
 def test_parameters_are_counted_as_the_model_counts_them(shape):
-    model = CharRNN(VOCAB, shape.cell, shape.hidden, shape.embedding, shape.layers)
+    model = CharRNN(VOCAB, shape.cell, shape.hidden, shape.embedding, shape.layers, block=shape.block, ffn=shape.ffn,
+                    norm=shape.norm)
     assert shape.parameters(VOCAB) == model.num_parameters()
 
 
@@ -120,7 +123,8 @@ def test_the_probe_keeps_to_its_share_of_a_short_budget(monkeypatch):
     long, given = resolve(None, [("train.max_time", 600.0)])
     calls.clear()
     auto.decide(long, given, auto.Text(10**6, 0, VOCAB), torch.device("cpu"), ["bf16", "fp32"])
-    assert calls == [(256, "bf16"), (256, "fp32"), (512, "bf16")]  # the slower precision once, at the small width
+    # The slower precision once, at the small width; then the min-cell family once, in the faster one.
+    assert calls == [(256, "bf16"), (256, "fp32"), (512, "bf16"), (256, "bf16")]
 
 
 def test_the_keys_given_win(monkeypatch):
@@ -134,6 +138,55 @@ def test_the_keys_given_win(monkeypatch):
     assert applied.model.hidden_size == 320 and applied.train.lr == 0.004 and applied.model.dropout == 0.05
     assert "train.lr" not in chosen and chosen["model.embedding_size"] == 64 and chosen["train.precision"] == "bf16"
     assert config.train.precision == "auto" and applied.train.precision == "bf16"  # a new config: the old stays
+
+
+def _family_timing(min_speedup: float):
+    """A machine where the min-cell family runs ``min_speedup`` times faster per flop than the LSTM."""
+    calls = []
+
+    def time_training(shape, precision, vocab, device):
+        calls.append(shape)
+        return 2e-11 * shape.flops_per_token(vocab) / (min_speedup if shape.cell == "minlstm" else 1.0)
+    return time_training, calls
+
+
+@pytest.mark.parametrize("speedup, chosen", [(1.0, "lstm"), (1.5, "lstm"), (6.0, "minlstm")])
+def test_min_cells_are_chosen_only_where_they_run_fast_enough_to_learn_more(monkeypatch, speedup, chosen):
+    fake, calls = _family_timing(speedup)
+    monkeypatch.setattr(auto, "time_training", fake)
+    config, given = resolve(None, [("train.max_time", 600.0)])
+    decision = auto.decide(config, given, auto.Text(10**6, 10**5, VOCAB), torch.device("cpu"), ["fp32"])
+    assert [shape.cell for shape in calls] == ["lstm", "lstm", "minlstm"]
+    applied = auto.apply(config, decision.settings)
+    assert applied.model.cell == chosen
+    if chosen == "minlstm":  # the whole family: its block, depth and feed-forward part, an embedding as wide
+        m = applied.model
+        assert (m.block, m.num_layers, m.ffn, m.embedding_size) == ("residual", 4, 2, m.hidden_size)
+    else:
+        assert applied.model.block == "plain" and applied.model.ffn == 0
+
+
+def test_a_fixed_cell_or_block_keeps_the_rule_to_it(monkeypatch):
+    fake, calls = _family_timing(6.0)
+    monkeypatch.setattr(auto, "time_training", fake)
+    for key, value in (("model.cell", "lstm"), ("model.block", "residual"), ("model.num_layers", 3)):
+        calls.clear()
+        config, given = resolve(None, [("train.max_time", 600.0), (key, value)])
+        decision = auto.decide(config, given, auto.Text(10**6, 10**5, VOCAB), torch.device("cpu"), ["fp32"])
+        assert {shape.cell for shape in calls} == {"lstm"}, key
+        assert auto.apply(config, decision.settings).model.cell == "lstm"
+    config, given = resolve(None, [("train.max_time", 600.0), ("model.block", "residual")])
+    applied = auto.apply(config, auto.decide(config, given, auto.Text(10**6, 10**5, VOCAB), torch.device("cpu"),
+                                             ["fp32"]).settings)
+    assert applied.model.embedding_size == applied.model.hidden_size  # a residual stack's embedding is as wide
+
+
+def test_better_weighs_the_rival_at_its_worth():
+    lstm = auto.Choice(Shape(256), "fp32", 4e-3, 0.0, 100, 10_000, 1e7, 10, 10**6)
+    rival = auto.Choice(Shape(256, cell="minlstm"), "fp32", 4e-3, 0.0, 100, 30_000, 3e7, 30, 10**6)
+    assert auto.better(lstm, rival, 0.4) is rival and auto.better(lstm, rival, 0.3) is lstm  # 3x the compute
+    unlimited = auto.Choice(Shape(256), "fp32", 4e-3, 0.0, 250, 10_000, math.inf, math.inf, 10**6)
+    assert auto.better(unlimited, rival, 1.0) is unlimited
 
 
 def test_precision_auto_falls_back_to_fp32_where_bf16_is_slower(monkeypatch):
