@@ -44,9 +44,10 @@ bench: $(STAMP)
 	$(MAKE) versus
 
 # charlm (model.size auto) against bench/baseline.py on the same machine, text, split and budget:
-# 60 s on three texts at 2 and 1 threads, 10 minutes on tinyshakespeare, and the loop's own cost.
+# 60 s on three texts at 2 and 1 threads, 10 minutes on tinyshakespeare, each also with the cell fixed
+# to the LSTM, and the loop's own cost.
 versus: $(STAMP)
-	$(BIN)/python bench/versus.py --also tinyshakespeare:10m:2
+	$(BIN)/python bench/versus.py --also tinyshakespeare:10m:2 --arm "lstm=--cell lstm"
 
 # The sweeps model.size auto's rule was fitted to (configs/sweeps/auto/, hours), then docs/auto.md.
 auto-measure: $(STAMP)
@@ -69,15 +70,15 @@ bench-export: $(STAMP)
 presets: $(STAMP)
 	$(BIN)/python bench/presets.py configs/tinyshakespeare-60s.yaml configs/tinyshakespeare-10m.yaml
 
-# docs/inspect.md's figures (about 6 minutes): gradient curves of fresh and of 60-second-trained
+# docs/inspect.md's figures (about 10 minutes): gradient curves of fresh and of 60-second-trained
 # models of each cell on tinyshakespeare, and the memory task; writes docs/ and the page's tables.
 figures: $(STAMP)
 	rm -rf runs/figures
-	for cell in rnn_tanh gru lstm; do \
+	for cell in rnn_tanh gru lstm mingru minlstm; do \
 	  $(BIN)/charlm train -c configs/figures.yaml --cell $$cell --no-sample -o runs/figures/$$cell || exit 1; \
 	done
-	$(BIN)/charlm inspect gradients configs/figures.yaml --cells rnn_tanh,gru,lstm \
-	  runs/figures/rnn_tanh runs/figures/gru runs/figures/lstm -o docs
+	$(BIN)/charlm inspect gradients configs/figures.yaml --cells rnn_tanh,gru,lstm,mingru,minlstm \
+	  runs/figures/rnn_tanh runs/figures/gru runs/figures/lstm runs/figures/mingru runs/figures/minlstm -o docs
 	$(BIN)/charlm inspect memory -o docs
 	$(BIN)/python bench/machine.py > docs/figures-machine.txt
 	$(BIN)/python bench/write_docs.py

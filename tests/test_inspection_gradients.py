@@ -18,7 +18,7 @@ def _loss_from_embedded(model: CharRNN, state, embedded: torch.Tensor, target: t
     return F.cross_entropy(head(output[:, -1]), target)
 
 
-@pytest.mark.parametrize("cell", ["rnn_tanh", "gru", "lstm"])
+@pytest.mark.parametrize("cell", ["rnn_tanh", "gru", "lstm", "mingru", "minlstm"])
 def test_gradient_norms_match_finite_differences(cell):
     torch.manual_seed(0)
     model = CharRNN(7, cell=cell, hidden_size=5, embedding_size=3, num_layers=2).double().eval()

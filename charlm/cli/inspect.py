@@ -53,7 +53,7 @@ def inspect_gradients(sources: tuple[Path, ...], cells: str | None, max_distance
 
 
 @inspect_group.command(name="memory", short_help="The long-range memory task: accuracy by cell type and gap.")
-@click.option("--cells", default="rnn_tanh,gru,lstm", show_default=True, help="Cell types to compare.")
+@click.option("--cells", default="rnn_tanh,gru,lstm,mingru,minlstm", show_default=True, help="Cell types to compare.")
 @click.option("--gaps", default="5,20,50,100,200", show_default=True,
               help="Characters between the key and the answer.")
 @click.option("--steps", type=int, default=800, show_default=True, help="Training steps per cell and gap (at most).")

@@ -133,7 +133,8 @@ def plot_curves(curves: list[GradientCurve], path: Path, text_name: str) -> None
     from charlm.inspection.plot import line_plot
 
     # One colour per cell type; fresh models dashed, so a cell's fresh and trained curves pair up.
-    palette = {"rnn_tanh": "tab:blue", "rnn_relu": "tab:purple", "gru": "tab:orange", "lstm": "tab:green"}
+    palette = {"rnn_tanh": "tab:blue", "rnn_relu": "tab:purple", "gru": "tab:orange", "lstm": "tab:green",
+               "mingru": "tab:red", "minlstm": "tab:brown"}
     series = []
     for c in curves:
         style = {"linestyle": "--" if "fresh" in c.label else "-"}
