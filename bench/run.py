@@ -9,6 +9,8 @@ Parts (each prints a table as it finishes; all results go to one JSON file):
 - train:   tokens/s of `charlm train` against the bare kernel (embedding-free ``nn.<cell>`` forward
            + backward, nothing else) at the same shape and precision, for each cell type and two
            sizes. The ratio is what the loop, data, loss, optimizer and logging cost.
+- cells:   tokens/s of `charlm train` for each cell family (the fused LSTM, GRU; minGRU and minLSTM plain
+           and in residual blocks) at about the parameters of a 2x256 LSTM, against the LSTM's.
 - preset:  val loss of configs/tinyshakespeare-60s.yaml after its 60 s (tinyshakespeare 90/10).
 - sample:  chars/s for 1, 64 and 256 streams, fast path (``charlm.step.FastStep``) against one
            ``nn.<cell>`` call per character, and against the machine's fp32 matmul limit.
@@ -42,7 +44,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from machine import cpu_name, simd  # noqa: E402
 
 TINYSHAKESPEARE = ROOT.parent / "shared" / "corpora" / "tinyshakespeare.txt"
-PARTS = ("train", "preset", "sample", "startup", "memory")
+PARTS = ("train", "cells", "preset", "sample", "startup", "memory")
 
 
 # ---- machine ---------------------------------------------------------------------------------
@@ -106,7 +108,7 @@ def bare_kernel_tokens_per_s(cell: str, hidden: int, precision: str, batch: int,
 
 
 def charlm_tokens_per_s(cell: str, hidden: int, precision: str, text: Path, batch: int, seq_len: int,
-                        steps: int, device: str, work: Path) -> float:
+                        steps: int, device: str, work: Path, shape: dict[str, Any] | None = None) -> float:
     """`charlm train`'s own measure: tokens/s over the logged windows after the first one."""
     from charlm.config import build_config
     from charlm.logs import read_metrics
@@ -118,10 +120,10 @@ def charlm_tokens_per_s(cell: str, hidden: int, precision: str, text: Path, batc
         "train.precision": precision, "train.device": device, "train.batch_size": batch,
         "train.seq_len": seq_len, "train.max_steps": window * 4, "train.max_epochs": None,
         "train.log_interval": window, "train.eval_interval": 10**9, "train.checkpoint_interval": 10**9,
-        "train.sample_length": 0, "train.warmup_steps": 1, "data.val_fraction": 0.001,
+        "train.sample_length": 0, "train.warmup_steps": 1, "data.val_fraction": 0.001, **(shape or {}),
     }
     config = build_config(None, list(overrides.items()))
-    out = work / f"train-{cell}-{hidden}-{precision}"
+    out = work / f"train-{cell}-{hidden}-{precision}-{len(list(work.glob('train-*')))}"
     train(config, text, out, progress=False)
     windows = [e for e in read_metrics(out / "metrics.jsonl") if e["event"] == "train"][1:]
     seconds = sum(window * batch * seq_len / e["tokens_per_s"] for e in windows)
@@ -159,6 +161,44 @@ def bench_train(args: argparse.Namespace, info: dict[str, Any], work: Path) -> l
                 print(f"  {cell:<8} 2x{hidden:<4} {precision:<5} bare {bare:>9,.0f}  charlm {ours:>9,.0f} tok/s"
                       f"  ratio {ours / bare:.2f}", flush=True)
         torch.set_num_threads(info["threads"])  # train() may have changed it
+    return rows
+
+
+# The families bench_cells compares: (cell, layers, block, ffn); the first is the reference.
+FAMILIES = (("lstm", 2, "plain", 0), ("gru", 2, "plain", 0), ("mingru", 2, "plain", 0), ("minlstm", 2, "plain", 0),
+            ("mingru", 4, "residual", 2), ("minlstm", 4, "residual", 2), ("lstm", 2, "residual", 0))
+
+
+def width_for(parameters: int, cell: str, layers: int, block: str, ffn: int) -> int:
+    """The width (a multiple of 8) whose model has the parameter count nearest ``parameters``."""
+    from charlm.auto import Shape
+
+    return min(range(8, 2049, 8), key=lambda h: abs(Shape(h, layers, h, cell, block=block, ffn=ffn).parameters(65)
+                                                     - parameters))
+
+
+def bench_cells(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
+    """Each family's training tokens/s at about a 2x256 LSTM's parameters (embedding as wide as the cells)."""
+    from charlm.auto import Shape
+    from charlm.runtime import resolve_device
+
+    device = resolve_device(args.device)
+    precision = "bf16" if device.type == "cuda" else "fp32"
+    target = Shape(256, 2, 256).parameters(65)
+    steps = 12 if args.quick else 30
+    rows, reference = [], None
+    for cell, layers, block, ffn in FAMILIES[:3] if args.quick else FAMILIES:
+        hidden = width_for(target, cell, layers, block, ffn)
+        shape = {"model.num_layers": layers, "model.block": block, "model.ffn": ffn}
+        rate = charlm_tokens_per_s(cell, hidden, precision, args.text, 32, 64, steps, args.device, work, shape)
+        reference = reference or rate
+        name = f"{layers}x{hidden} {cell}" + (f" residual ffn {ffn}" if block == "residual" and ffn else
+                                              " residual" if block == "residual" else "")
+        row = {"model": name, "parameters": Shape(hidden, layers, hidden, cell, block=block, ffn=ffn).parameters(65),
+               "precision": precision, "tokens_per_s": round(rate), "vs_lstm": round(rate / reference, 3)}
+        rows.append(row)
+        print(f"  {name:<28} {row['parameters']:>10,} params {precision:<5} {rate:>9,.0f} tok/s"
+              f"  {rate / reference:.2f}x the LSTM's", flush=True)
     return rows
 
 
@@ -423,6 +463,11 @@ def print_summary(results: dict[str, Any]) -> None:
             else:
                 print(f"{r['cell']:<9}{r['size']:<7}{r['precision']:<6}{r['bare_tokens_per_s']:>12,}"
                       f"{r['charlm_tokens_per_s']:>14,}{r['ratio']:>7.2f}")
+    if "cells" in results:
+        print("\ntraining tokens/s by cell family, about the parameters of a 2x256 LSTM, batch 32x64")
+        for r in results["cells"]:
+            print(f"{r['model']:<28}{r['parameters']:>11,}  {r['precision']:<5}{r['tokens_per_s']:>9,}"
+                  f"{r['vs_lstm']:>7.2f}x")
     if "preset" in results:
         print("\npresets on tinyshakespeare (90/10)")
         for r in results["preset"]:
@@ -466,6 +511,7 @@ def main() -> None:
     results: dict[str, Any] = {"machine": machine(), "quick": args.quick, "command": " ".join(["python", *sys.argv])}
     steps: dict[str, Callable[[Path], Any]] = {
         "train": lambda work: bench_train(args, results["machine"], work),
+        "cells": lambda work: bench_cells(args, work),
         "preset": lambda work: bench_preset(args, work),
         "sample": lambda work: bench_sample(args),
         "startup": lambda work: bench_startup(args, work),

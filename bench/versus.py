@@ -1,7 +1,7 @@
 """charlm against a plain script, side by side: the same machine, text, split and wall-clock budget.
 
     python bench/versus.py [--texts tinyshakespeare,shakespeare,python] [--budgets 60s,10m] [--threads 2,1]
-                           [--loop-rounds 3] [--device cpu|cuda] [--json OUT]
+                           [--arm "lstm=--cell lstm" ...] [--loop-rounds 3] [--device cpu|cuda] [--json OUT]
     make versus     # the tables of docs/performance.md (part of make bench)
 
 For every text, budget and thread count, one after the other with nothing else running:
@@ -11,6 +11,9 @@ windows of 100: the plain script of the issue that set the targets), then ``char
 ``charlm eval`` of charlm's final weights (last.pt, as the script reports its final weights). Both
 read the same split (the first 90 % trains, the last 10 % is val) and are evaluated in fp32.
 
+``--arm NAME=FLAGS`` (repeatable): in every comparison, also ``charlm train`` with those flags added (auto
+chooses the rest), right after charlm auto: e.g. the cell fixed to the LSTM, or a block to try.
+
 ``--loop-rounds``: `charlm train` fixed at the script's exact shape and precision against the script,
 tokens/s, alternating; the cost of charlm's loop (NaN checks, logging, resumable state) over a plain one.
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import statistics
 import subprocess
 import sys
@@ -77,7 +81,8 @@ def run_charlm(text: Path, seconds: float, threads: int, device: str, out: Path,
             "parameters": start["parameters"], "probe_s": probe["seconds"] if probe else 0.0, "auto": chosen}
 
 
-def compare(texts: list[str], budgets: list[str], threads: list[int], device: str, work: Path) -> list[dict]:
+def compare(texts: list[str], budgets: list[str], threads: list[int], device: str, work: Path,
+            arms: dict[str, list[str]]) -> list[dict]:
     rows = []
     for text_name in texts:
         text = text_path(text_name)
@@ -87,11 +92,16 @@ def compare(texts: list[str], budgets: list[str], threads: list[int], device: st
                 plain = run_baseline(text, seconds, count, device)
                 ours = run_charlm(text, seconds, count, device, work / f"{text_name}-{budget}-{count}")
                 row = {"text": text_name, "budget": budget, "threads": count, "baseline": plain, "charlm": ours,
-                       "difference": ours["val_loss"] - plain["val_loss"]}
-                rows.append(row)
+                       "difference": ours["val_loss"] - plain["val_loss"], "arms": {}}
                 print(f"  {text_name:<16} {budget:>4} {count} thr  baseline {plain['val_loss']:.4f}"
                       f" ({plain['shape']})  charlm {ours['val_loss']:.4f} ({ours['auto']})"
                       f"  difference {row['difference']:+.4f}", flush=True)
+                for name, flags in arms.items():
+                    arm = run_charlm(text, seconds, count, device, work / f"{text_name}-{budget}-{count}-{name}", flags)
+                    row["arms"][name] = arm
+                    print(f"    charlm {name} ({' '.join(flags)}): {arm['val_loss']:.4f} ({arm['auto']});"
+                          f" auto minus it {ours['val_loss'] - arm['val_loss']:+.4f}", flush=True)
+                rows.append(row)
     return rows
 
 
@@ -124,6 +134,9 @@ def print_table(rows: list[dict], loop: dict | None, header: str) -> None:
     for r in rows:
         print(f"{r['text']:<16}{r['budget']:>7}{r['threads']:>8}  {r['baseline']['val_loss']:>12.4f}"
               f"  {r['charlm']['val_loss']:>11.4f}  {r['difference']:>+10.4f}  {r['charlm']['auto']}")
+        for name, arm in r.get("arms", {}).items():
+            print(f"{'':<31}  charlm {name:<15} {arm['val_loss']:.4f}  auto minus it"
+                  f" {r['charlm']['val_loss'] - arm['val_loss']:+.4f}  {arm['auto']}")
     if loop:
         print(f"\nloop: charlm at the script's shape ({loop['shape']}, {loop['precision']}) runs at"
               f" {loop['median_ratio']:.2f}x the script's tokens/s (median of {len(loop['ratios'])} alternating"
@@ -137,6 +150,8 @@ def main() -> None:
     parser.add_argument("--threads", default="2,1")
     parser.add_argument("--also", action="append", default=[], metavar="TEXT:BUDGET:THREADS",
                         help="one more comparison, e.g. tinyshakespeare:10m:2 (repeatable)")
+    parser.add_argument("--arm", action="append", default=[], metavar="NAME=FLAGS",
+                        help='one more charlm run per comparison, e.g. "lstm=--cell lstm" (repeatable)')
     parser.add_argument("--loop-rounds", type=int, default=3, help="0: skip the loop-cost part")
     parser.add_argument("--device", default="cpu", help="where both train: cpu, cuda, ...")
     parser.add_argument("--json", type=Path, help="where to write the results [bench/results/versus-DATE.json]")
@@ -146,16 +161,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="charlm-versus-") as tmp:
         work = Path(tmp)
         texts = [t for t in args.texts.split(",") if t]  # --texts "": only --also and the loop cost
-        rows = compare(texts, args.budgets.split(","), [int(t) for t in args.threads.split(",")], args.device, work)
+        arms = {name: flags.split() for name, _, flags in (arm.partition("=") for arm in args.arm)}
+        rows = compare(texts, args.budgets.split(","), [int(t) for t in args.threads.split(",")], args.device, work,
+                       arms)
         for extra in args.also:
             name, budget, count = extra.split(":")
-            rows += compare([name], [budget], [int(count)], args.device, work)
+            rows += compare([name], [budget], [int(count)], args.device, work, arms)
         loop = loop_cost("tinyshakespeare", args.loop_rounds, 2, args.device, work) if args.loop_rounds else None
     print_table(rows, loop, header)
     out = args.json or ROOT / "bench" / "results" / f"versus-{time.strftime('%Y%m%d')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"machine": header, "rows": rows, "loop": loop,
-                               "command": " ".join(["python", *sys.argv])}, indent=2) + "\n")
+                               "command": shlex.join(["python", *sys.argv])}, indent=2) + "\n")
     print(f"\nwrote {out}")
 
 

@@ -84,6 +84,10 @@ def versus_table(entries: list[tuple[str, str, dict]]) -> list[str]:
                      f" ({base['tokens_per_s'] / 1000:.0f}k tok/s) | {ours['val_loss']:.4f}"
                      f" ({ours['tokens_per_s'] / 1000:.0f}k tok/s) | **{row['difference']:+.4f}** | {chose} |"
                      f" {date}, {name} |")
+        for arm_name, arm in row.get("arms", {}).items():  # charlm with some keys fixed, right after auto
+            fixed = arm.get("auto", "").split(" — ")[0].removeprefix("auto: ")
+            lines.append(f"| | | | charlm {arm_name}: | {arm['val_loss']:.4f} ({arm['tokens_per_s'] / 1000:.0f}k"
+                         f" tok/s) | auto minus it: {ours['val_loss'] - arm['val_loss']:+.4f} | {fixed} | |")
     return lines
 
 
@@ -213,9 +217,26 @@ def readme_serve_table() -> list[str]:
     return lines
 
 
+def cells_table(result: dict) -> list[str]:
+    lines = ["| model | parameters | precision | `charlm train` tokens/s | vs the LSTM |", "|---|---|---|---|---|"]
+    lines += [f"| {r['model']} | {r['parameters']:,} | {r['precision']} | {r['tokens_per_s']:,} | {r['vs_lstm']:.2f}x |"
+              for r in result.get("cells", [])]
+    return lines if len(lines) > 2 else []
+
+
+def scan_table(result: dict) -> list[str]:
+    methods = [k for k in result["rows"][0] if k not in ("time", "hidden")]
+    lines = ["| window x hidden | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
+    lines += [f"| {r['time']} x {r['hidden']} | " + " | ".join(f"{r[m]:.2f} ms" for m in methods) + " |"
+              for r in result["rows"]]
+    return lines
+
+
 PARTS = (("train", train_table, "Training tokens/s, `charlm train` against the bare fused kernel (forward and"
                                   " backward of `nn.LSTM`/`nn.GRU`/`nn.RNN` alone) at the same shape: batch 32 x 64,"
                                   " 2 layers, embedding as wide as the hidden layer."),
+         ("cells", cells_table, "Training tokens/s of each cell family at about a 2x256 LSTM's parameters"
+                                " (charlm/cells.py; batch 32 x 64, embedding as wide as the cells)."),
          ("sample", sample_table, ""),
          ("other", other_table, "The 60-second preset, start-up and memory."))
 
@@ -228,7 +249,8 @@ def newest(entries: list[tuple[str, str, dict]], key: str) -> tuple[str, str, di
 
 
 def latest(entries: list[tuple[str, str, dict]], part: str) -> tuple[str, str, dict] | None:
-    keys = {"train": ("train",), "sample": ("sample",), "other": ("preset", "startup", "memory")}[part]
+    keys = {"train": ("train",), "cells": ("cells",), "sample": ("sample",),
+            "other": ("preset", "startup", "memory")}[part]
     found = [e for e in (newest(entries, key) for key in keys) if e is not None]
     return found[0] if found else None
 
@@ -263,6 +285,12 @@ def section(machine: str, entries: list[tuple[str, str, dict]]) -> list[str]:
         newest_export = max(exporting, key=lambda e: (e[1], e[0]))
         lines += ["### `bench/export.py`", "", f"From {files([newest_export])}.", ""]
         lines += export_table(newest_export[2]) + [""]
+    scans = [e for e in entries if e[0].startswith("scan-")]
+    for scan in sorted(scans):
+        lines += [f"### `bench/scan.py`: a min cell's recurrence, {scan[2]['threads']} threads", "",
+                  f"Milliseconds per forward + backward at batch 32 (charlm/cells.py uses `loop`;"
+                  f" `gates_matmul`: the layer's matrix product, for scale). From {files([scan])}.", ""]
+        lines += scan_table(scan[2]) + [""]
     serving = [e for e in entries if e[0].startswith("serve-")]
     if serving:
         newest_serve = max(serving, key=lambda e: (e[1], e[0]))
