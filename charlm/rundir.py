@@ -146,14 +146,14 @@ def resume_config(run_dir: Path, overrides: Sequence[tuple[str, Any]], check_loc
     works. ``check_lock``: see first whether another process is still training there (under
     torchrun rank 0 alone looks).
     """
-    from charlm.config import Config, build_config
+    from charlm.config import build_config
 
     if not run_dir.is_dir():
         raise CharlmError(f"no run directory {run_dir} to resume: check the path given to --resume")
     if check_lock:
         check_not_in_use(run_dir)  # a run still writing here is the better thing to report than its checkpoints
     path, checkpoint = newest_checkpoint(run_dir)
-    saved = Config.from_dict(checkpoint.config.to_dict())  # a key newer than the run: its default
+    saved = checkpoint.config  # read with the defaults of keys newer than the run; build_config copies it
     config = build_config(None, overrides, base=saved)
     for key, _ in overrides:
         if key in ("data.path", "data.corpus"):

@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import copy
 import time
+from typing import NamedTuple
 
 import torch
 
-from charlm.cells import Block, ResidualStack
+from charlm.cells import ResidualStack
 from charlm.model import CharRNN, State, recurrent_weights
 
 LAYOUTS = ("in_out", "out_in")  # (input, output) row-major; or transposed views of (output, input)
@@ -151,13 +152,23 @@ class FastStep:
         return x + block.ffn(block.norm_ffn(x)) if block.ffn is not None else x
 
 
-def _eval_copy(module: torch.nn.Module) -> torch.nn.Module:
-    return copy.deepcopy(module).float().eval().requires_grad_(False)
+class BlockParts(NamedTuple):
+    """What a residual block adds around its cell, in fp32 and eval mode."""
+
+    norm_cell: torch.nn.Module
+    norm_ffn: torch.nn.Module | None
+    ffn: torch.nn.Module | None
 
 
-def _residual_parts(stack: torch.nn.Module) -> list[Block]:
-    """A residual stack's blocks (their norms and feed-forward parts, in fp32, eval mode); none for a plain one."""
-    return [_eval_copy(block) for block in stack.layers] if isinstance(stack, ResidualStack) else []
+def _eval_copy(module: torch.nn.Module | None) -> torch.nn.Module | None:
+    return None if module is None else copy.deepcopy(module).float().eval().requires_grad_(False)
+
+
+def _residual_parts(stack: torch.nn.Module) -> list[BlockParts]:
+    """A residual stack's norms and feed-forward parts (the cells' weights are laid out apart); none for a plain one."""
+    if not isinstance(stack, ResidualStack):
+        return []
+    return [BlockParts(_eval_copy(b.norm_cell), _eval_copy(b.norm_ffn), _eval_copy(b.ffn)) for b in stack.layers]
 
 
 class StepState:

@@ -161,6 +161,12 @@ def test_a_failed_write_keeps_the_old_file(run, tmp_path, monkeypatch):
     assert out.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["model.onnx"]
 
 
+def _page_gives_the_models_probabilities(page, lm, tolerance: float) -> None:
+    for prime in ("the ", ""):
+        got = np.array(page.evaluate("p => window.charlm.probabilities(p)", prime))
+        assert np.abs(got - _next(lm, prime)).max() < tolerance
+
+
 @pytest.mark.slow  # a browser
 @pytest.mark.parametrize("cell", CELLS)
 def test_the_page_gives_charrnns_probabilities_in_a_real_browser(cell, tmp_path):
@@ -179,9 +185,7 @@ def test_the_page_gives_charrnns_probabilities_in_a_real_browser(cell, tmp_path)
             requests: list[str] = []
             page.on("request", lambda request: requests.append(request.url))
             page.goto(out.as_uri())
-            for prime in ("the ", ""):
-                got = np.array(page.evaluate("p => window.charlm.probabilities(p)", prime))
-                assert np.abs(got - _next(lm, prime)).max() < (1e-3 if half else 1e-4)
+            _page_gives_the_models_probabilities(page, lm, 1e-3 if half else 1e-4)
             page.fill("#prompt", "the ")
             page.fill("#length", "60")
             page.fill("#seed", "4")
@@ -205,9 +209,7 @@ def test_the_page_follows_residual_blocks_in_a_real_browser(tmp_path):
         for out, lm in pages.items():
             page = browser.new_context(bypass_csp=True).new_page()
             page.goto(out.as_uri())
-            for prime in ("the ", ""):
-                got = np.array(page.evaluate("p => window.charlm.probabilities(p)", prime))
-                assert np.abs(got - _next(lm, prime)).max() < 1e-4
+            _page_gives_the_models_probabilities(page, lm, 1e-4)
             page.context.close()
 
 

@@ -22,7 +22,7 @@ from torch import nn
 
 from charlm.export import model_card
 from charlm.fsutil import atomic_write_bytes
-from charlm.cells import ResidualStack
+from charlm.cells import MIN_CELLS, ResidualStack, min_step
 from charlm.model import CharRNN, recurrent_weights
 
 OPSET = 17
@@ -95,14 +95,8 @@ class Step(nn.Module):
             hr, hz, hn = gh.chunk(3, dim=1)
             r, z = torch.sigmoid(ir + hr), torch.sigmoid(iz + hz)
             return (1 - z) * torch.tanh(inn + r * hn) + z * h, None
-        if self.cell == "mingru":  # update, candidate
-            z, candidate = gi.chunk(2, dim=1)
-            z = torch.sigmoid(z)
-            return (1 - z) * h + z * candidate, None
-        if self.cell == "minlstm":  # forget, input, candidate
-            f, i, candidate = gi.chunk(3, dim=1)
-            f, i = torch.sigmoid(f), torch.sigmoid(i)
-            return (f * h + i * candidate) / (f + i), None
+        if self.cell in MIN_CELLS:  # the gates read the input alone
+            return min_step(self.cell, gi, h), None
         return (torch.tanh(gi + gh) if self.cell == "rnn_tanh" else torch.relu(gi + gh)), None
 
     def add_block(self, layer: int, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
