@@ -67,7 +67,8 @@ def test_example_sweeps_are_valid():
     from pathlib import Path
 
     examples = sorted(Path("configs/sweeps").glob("*.yaml"))
-    assert len(examples) >= 3
-    for path in examples:
+    measured = sorted(Path("configs/sweeps/auto").glob("*.yaml"))  # bench/auto_measure.py's, behind docs/auto.md
+    assert len(examples) >= 3 and len(measured) >= 20
+    for path in examples + measured:
         spec = load_sweep(path)
         assert spec.parameters and spec.trials >= 1, path
