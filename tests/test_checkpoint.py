@@ -84,7 +84,16 @@ def test_real_old_checkpoints_still_sample_evaluate_and_resume_exactly(tmp_path,
     train(config, text, tmp_path / "whole", progress=False, given=all_keys())  # the run's config, every key
     whole, resumed = Checkpoint.load(tmp_path / "whole" / "last.pt"), Checkpoint.load(old / "last.pt")
     assert resumed.format_version == FORMAT_VERSION and resumed.step == 20
-    assert all(torch.equal(whole.weights[k], resumed.weights[k]) for k in whole.weights)
+    # Bit for bit only where this CPU's kernels round as the fixture's did (its first 10 steps come out the
+    # same here); on another kind (AVX-512 against AVX2) the same run differs in its last bits.
+    config.train.max_steps = 10
+    train(config, text, tmp_path / "first", progress=False, given=all_keys())
+    first = Checkpoint.load(tmp_path / "first" / "last.pt")
+    if all(torch.equal(first.weights[k], checkpoint.weights[k]) for k in first.weights):
+        assert all(torch.equal(whole.weights[k], resumed.weights[k]) for k in whole.weights)
+    else:
+        for k in whole.weights:
+            torch.testing.assert_close(resumed.weights[k], whole.weights[k], rtol=1e-3, atol=1e-4)
 
 
 def test_a_charlm_file_with_parts_missing_is_damaged_not_a_crash(tmp_path):
