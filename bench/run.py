@@ -180,25 +180,28 @@ def width_for(parameters: int, cell: str, layers: int, block: str, ffn: int) -> 
 def bench_cells(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
     """Each family's training tokens/s at about a 2x256 LSTM's parameters (embedding as wide as the cells)."""
     from charlm.auto import Shape
-    from charlm.runtime import resolve_device
+    from charlm.runtime import resolve_device, usable_precisions
 
     device = resolve_device(args.device)
-    precision = "bf16" if device.type == "cuda" else "fp32"
+    # Every precision auto may train in here (bf16 where native, fp32 on a CPU), each against the LSTM's in it.
+    precisions = ["bf16"] if device.type == "cuda" else usable_precisions(device)
     target = Shape(256, 2, 256).parameters(65)
     steps = 12 if args.quick else 30
-    rows, reference = [], None
-    for cell, layers, block, ffn in FAMILIES[:3] if args.quick else FAMILIES:
-        hidden = width_for(target, cell, layers, block, ffn)
-        shape = {"model.num_layers": layers, "model.block": block, "model.ffn": ffn}
-        rate = charlm_tokens_per_s(cell, hidden, precision, args.text, 32, 64, steps, args.device, work, shape)
-        reference = reference or rate
-        name = f"{layers}x{hidden} {cell}" + (f" residual ffn {ffn}" if block == "residual" and ffn else
-                                              " residual" if block == "residual" else "")
-        row = {"model": name, "parameters": Shape(hidden, layers, hidden, cell, block=block, ffn=ffn).parameters(65),
-               "precision": precision, "tokens_per_s": round(rate), "vs_lstm": round(rate / reference, 3)}
-        rows.append(row)
-        print(f"  {name:<28} {row['parameters']:>10,} params {precision:<5} {rate:>9,.0f} tok/s"
-              f"  {rate / reference:.2f}x the LSTM's", flush=True)
+    rows = []
+    for precision in precisions:
+        reference = None
+        for cell, layers, block, ffn in FAMILIES[:3] if args.quick else FAMILIES:
+            hidden = width_for(target, cell, layers, block, ffn)
+            shape = {"model.num_layers": layers, "model.block": block, "model.ffn": ffn}
+            rate = charlm_tokens_per_s(cell, hidden, precision, args.text, 32, 64, steps, args.device, work, shape)
+            reference = reference or rate
+            name = f"{layers}x{hidden} {cell}" + (f" residual ffn {ffn}" if block == "residual" and ffn else
+                                                  " residual" if block == "residual" else "")
+            row = {"model": name, "parameters": Shape(hidden, layers, hidden, cell, block=block, ffn=ffn).parameters(65),
+                   "precision": precision, "tokens_per_s": round(rate), "vs_lstm": round(rate / reference, 3)}
+            rows.append(row)
+            print(f"  {name:<28} {row['parameters']:>10,} params {precision:<5} {rate:>9,.0f} tok/s"
+                  f"  {rate / reference:.2f}x the LSTM's", flush=True)
     return rows
 
 

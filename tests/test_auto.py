@@ -150,7 +150,7 @@ def _family_timing(min_speedup: float):
     return time_training, calls
 
 
-@pytest.mark.parametrize("speedup, chosen", [(1.0, "lstm"), (1.5, "lstm"), (6.0, "minlstm")])
+@pytest.mark.parametrize("speedup, chosen", [(1.0, "lstm"), (1.5, "lstm"), (2.0, "lstm"), (6.0, "minlstm")])
 def test_min_cells_are_chosen_only_where_they_run_fast_enough_to_learn_more(monkeypatch, speedup, chosen):
     fake, calls = _family_timing(speedup)
     monkeypatch.setattr(auto, "time_training", fake)
