@@ -180,6 +180,7 @@ def width_for(parameters: int, cell: str, layers: int, block: str, ffn: int) -> 
 def bench_cells(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
     """Each family's training tokens/s at about a 2x256 LSTM's parameters (embedding as wide as the cells)."""
     from charlm.auto import Shape
+    from charlm.cells import describe_shape
     from charlm.runtime import resolve_device, usable_precisions
 
     device = resolve_device(args.device)
@@ -195,8 +196,7 @@ def bench_cells(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
             shape = {"model.num_layers": layers, "model.block": block, "model.ffn": ffn}
             rate = charlm_tokens_per_s(cell, hidden, precision, args.text, 32, 64, steps, args.device, work, shape)
             reference = reference or rate
-            name = f"{layers}x{hidden} {cell}" + (f" residual ffn {ffn}" if block == "residual" and ffn else
-                                                  " residual" if block == "residual" else "")
+            name = describe_shape(layers, hidden, cell, block, ffn)
             row = {"model": name, "parameters": Shape(hidden, layers, hidden, cell, block=block, ffn=ffn).parameters(65),
                    "precision": precision, "tokens_per_s": round(rate), "vs_lstm": round(rate / reference, 3)}
             rows.append(row)

@@ -97,8 +97,9 @@ class Shape:
         return 2.0 * (self.parameters(vocab) - vocab * self.embedding)
 
     def describe(self) -> str:
-        block = f" residual{f' ffn {self.ffn}' if self.ffn else ''}" if self.block == "residual" else ""
-        return f"{self.layers}x{self.hidden} {self.cell}{block}"
+        from charlm.cells import describe_shape
+
+        return describe_shape(self.layers, self.hidden, self.cell, self.block, self.ffn)
 
 
 @dataclass
@@ -238,7 +239,8 @@ class Choice:
         """The config keys auto sets (those the user did not)."""
         s = self.shape
         return {"model.cell": s.cell, "model.hidden_size": s.hidden, "model.num_layers": s.layers,
-                "model.embedding_size": s.embedding, "model.block": s.block, "model.ffn": s.ffn, "model.norm": s.norm, "model.dropout": self.dropout, "model.forget_bias": 0.0,
+                "model.embedding_size": s.embedding, "model.block": s.block, "model.ffn": s.ffn, "model.norm": s.norm,
+                "model.dropout": self.dropout, "model.forget_bias": 0.0,
                 "train.lr": self.lr, "train.batch_size": s.batch, "train.seq_len": s.seq_len,
                 "train.precision": self.precision, "train.eval_interval": self.eval_interval}
 

@@ -111,6 +111,10 @@ def _at_least_fp32(t: torch.Tensor) -> torch.Tensor:
     return t.to(torch.promote_types(t.dtype, torch.float32))
 
 
+def describe_shape(layers: int, hidden: int, cell: str, block: str = "plain", ffn: int = 0) -> str:
+    """How reports name a model: "2x256 lstm", "4x192 minlstm residual ffn 2"."""
+    suffix = (f" residual ffn {ffn}" if ffn else " residual") if block == "residual" else ""
+    return f"{layers}x{hidden} {cell}{suffix}"
 
 
 def make_norm(kind: str, size: int) -> nn.Module:

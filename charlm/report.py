@@ -76,9 +76,11 @@ class Report:
     def _start_line(self, run: "Run", resumed: bool) -> str:
         import torch
 
+        from charlm.cells import describe_shape
+
         m = run.config.model
-        block = f" residual{f' ffn {m.ffn}' if m.ffn else ''}" if m.block == "residual" else ""
-        return (f"{run.request.text.name}: {run.data.summary()} | {m.num_layers}x{m.hidden_size} {m.cell}{block},"
+        shape = describe_shape(m.num_layers, m.hidden_size, m.cell, m.block, m.ffn)
+        return (f"{run.request.text.name}: {run.data.summary()} | {shape},"
                 f" {run.model.num_parameters() / 1e6:.2f}M params | {run.device.type} {run.precision},"
                 f" {torch.get_num_threads()} threads | {self.out_dir}"
                 + (f" | resuming at step {run.state.step:,}" if resumed else ""))
