@@ -10,12 +10,16 @@ import pytest
 
 from browser import browser_or_skip
 from charlm.serve import ServerSettings, create_app, load_models
+from charlm.serve.protocol import Limits
 from charlm.serve.run import serve_in_thread
 from conftest import make_text
 from test_lines import WORDS
 from test_train import small_config
 
 pytestmark = pytest.mark.slow  # a browser is a process of its own
+
+
+LONG = 200_000  # characters: minutes of streaming, where 2,000 could end before Stop on a fast CPU
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +33,9 @@ def url(tmp_path_factory):
     train(small_config(**{"data.mode": "lines", "train.max_steps": 10, "train.max_epochs": None}),
           root / "list.txt", root / "names", progress=False)
     models = load_models([str(root / "words"), str(root / "names")], "cpu", max_streams=16, queue_limit=64)
-    with serve_in_thread(create_app(models, ServerSettings())) as address:
+    # Long enough a stream that a fast machine is still writing it when the test presses Stop.
+    settings = ServerSettings(limits=Limits(max_length=LONG))
+    with serve_in_thread(create_app(models, settings)) as address:
         yield address
 
 
@@ -55,7 +61,7 @@ def _active(url: str) -> int:
 
 def test_generate_streams_text_in_and_stop_ends_it(page, url):
     page.fill("#prompt", "the ")
-    page.fill("#length", "2000")
+    page.fill("#length", str(LONG))
     page.click("#generate")
     page.wait_for_function("document.getElementById('made').textContent.length > 30")
     assert page.is_disabled("#generate") and page.is_enabled("#stop")
@@ -63,7 +69,7 @@ def test_generate_streams_text_in_and_stop_ends_it(page, url):
     page.wait_for_function("document.getElementById('status').textContent.startsWith('stopped after')")
     made = page.text_content("#made")
     time.sleep(0.3)
-    assert page.text_content("#made") == made and 30 < len(made) < 2000
+    assert page.text_content("#made") == made and 30 < len(made) < LONG
     assert page.text_content("#output").startswith("the ")
     deadline = time.monotonic() + 5
     while _active(url) and time.monotonic() < deadline:
