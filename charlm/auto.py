@@ -53,7 +53,8 @@ EMBEDDING = 64
 # so it is taken only where it runs more than 1 / MIN_CELL_WORTH times faster per parameter (a GPU?).
 MIN_FAMILY = dict(cell="minlstm", layers=4, block="residual", ffn=2)
 MIN_CELL_WORTH = 0.4
-FAMILY_KEYS = ("model.cell", "model.num_layers", "model.block", "model.ffn", "model.norm", "model.embedding_size")
+FAMILY_KEYS = ("model.cell", "model.num_layers", "model.block", "model.ffn", "model.norm", "model.embedding_size",
+               "model.input_conv")
 
 
 @dataclass(frozen=True)
@@ -69,9 +70,11 @@ class Shape:
     block: str = "plain"
     ffn: int = 0
     norm: str = "layer"
+    input_conv: int = 1
 
     def __post_init__(self) -> None:
-        if self.block == "residual":  # each layer adds its output to its input: the embedding is as wide
+        # each layer adds its output to its input, or carries its last inputs in the state: as wide as the cells
+        if self.block == "residual" or self.input_conv > 1:
             object.__setattr__(self, "embedding", self.hidden)
 
     @property
@@ -85,7 +88,8 @@ class Shape:
 
         hidden, gates = self.hidden, GATES[self.cell] * self.hidden
         own = 0 if self.cell in MIN_CELLS else gates * hidden + gates  # hidden-to-hidden weights, b_hh
-        recurrent = sum(gates * width + gates + own for width in [self.embedding] + [hidden] * (self.layers - 1))
+        widths = [self.embedding] + [hidden] * (self.layers - 1)
+        recurrent = sum(gates * width * self.input_conv + gates + own for width in widths)
         if self.block == "residual":
             norm = {"layer": 2, "rms": 1, "none": 0}[self.norm] * hidden
             ffn = 2 * self.ffn * hidden * hidden + self.ffn * hidden + hidden if self.ffn else 0
@@ -99,7 +103,7 @@ class Shape:
     def describe(self) -> str:
         from charlm.cells import describe_shape
 
-        return describe_shape(self.layers, self.hidden, self.cell, self.block, self.ffn)
+        return describe_shape(self.layers, self.hidden, self.cell, self.block, self.ffn, self.input_conv)
 
 
 @dataclass
@@ -165,7 +169,7 @@ def time_training(shape: Shape, precision: str, vocab: int, device: "torch.devic
 
     generator = torch.Generator().manual_seed(0)  # not the global one: training's seeds stay as they were
     model = CharRNN(vocab, shape.cell, shape.hidden, shape.embedding, shape.layers, block=shape.block, ffn=shape.ffn,
-                    norm=shape.norm).to(device)
+                    norm=shape.norm, input_conv=shape.input_conv).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), fused=fused_kernels(device))
     tokens = torch.randint(0, vocab, (shape.batch, shape.seq_len + 1), generator=generator).to(device)
     state = None
@@ -240,7 +244,7 @@ class Choice:
         s = self.shape
         return {"model.cell": s.cell, "model.hidden_size": s.hidden, "model.num_layers": s.layers,
                 "model.embedding_size": s.embedding, "model.block": s.block, "model.ffn": s.ffn, "model.norm": s.norm,
-                "model.dropout": self.dropout, "model.forget_bias": 0.0,
+                "model.input_conv": s.input_conv, "model.dropout": self.dropout, "model.forget_bias": 0.0,
                 "train.lr": self.lr, "train.batch_size": s.batch, "train.seq_len": s.seq_len,
                 "train.precision": self.precision, "train.eval_interval": self.eval_interval}
 
@@ -325,7 +329,7 @@ def better(lstm: Choice, rival: Choice, worth: float) -> Choice:
 
 SHAPE_KEYS = {"cell": "model.cell", "hidden": "model.hidden_size", "layers": "model.num_layers",
               "embedding": "model.embedding_size", "batch": "train.batch_size", "seq_len": "train.seq_len",
-              "block": "model.block", "ffn": "model.ffn", "norm": "model.norm"}
+              "block": "model.block", "ffn": "model.ffn", "norm": "model.norm", "input_conv": "model.input_conv"}
 
 
 @dataclass
@@ -381,7 +385,7 @@ def template(config: "Config", fixed: "Collection[str]") -> tuple[Shape, tuple[i
     m, t = config.model, config.train
     values = {"cell": m.cell, "hidden": m.hidden_size, "layers": m.num_layers,
               "embedding": m.embedding_size or m.hidden_size, "batch": t.batch_size, "seq_len": t.seq_len,
-              "block": m.block, "ffn": m.ffn, "norm": m.norm}
+              "block": m.block, "ffn": m.ffn, "norm": m.norm, "input_conv": m.input_conv}
     kept = {name: values[name] for name, key in SHAPE_KEYS.items() if key in fixed}
     if "embedding" not in kept and "hidden" in kept:
         kept["embedding"] = min(EMBEDDING, kept["hidden"])
@@ -450,7 +454,7 @@ def decide_precision(config: "Config", fixed: "Collection[str]", vocab: int, dev
     (bf16 only where it is faster here: a GRU on a CPU is often no faster in bf16 than in fp32)."""
     m, t = config.model, config.train
     shape = Shape(m.hidden_size, m.num_layers, m.embedding_size or m.hidden_size, m.cell, t.batch_size, t.seq_len,
-                  m.block, m.ffn, m.norm)
+                  m.block, m.ffn, m.norm, m.input_conv)
     warm_up(device, precisions, shape.cell)
     started = time.perf_counter()
     timings = [_timing(shape, precision, vocab, device) for precision in precisions]

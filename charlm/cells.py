@@ -78,43 +78,71 @@ def min_step(cell: str, gates: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
 class MinStack(nn.Module):
     """Stacked min cells with ``nn.GRU``'s interface: ``(x (batch, time, in), h0 (layers, batch, hidden))
     -> (output (batch, time, hidden), h_n (layers, batch, hidden))``, parameters ``weight_ih_l{k}`` and
-    ``bias_ih_l{k}`` (no hidden-to-hidden weights: that is the point)."""
+    ``bias_ih_l{k}`` (no hidden-to-hidden weights: that is the point).
+
+    With ``input_conv`` K > 1 each layer's gates read its last K inputs, ``[x_t; x_{t-1}; …]`` (QRNN's
+    convolution over time, Bradbury et al. 2016), so ``weight_ih_l{k}`` is K inputs wide and the state is
+    the tuple ``(h, x_{t-1}, …, x_{t-K+1})`` of the inputs each layer read last, every part (layers,
+    batch, hidden): every layer's input must then be as wide as the cells."""
 
     def __init__(self, cell: str, input_size: int, hidden_size: int, num_layers: int = 1, dropout: float = 0.0,
-                 batch_first: bool = True):
+                 batch_first: bool = True, input_conv: int = 1):
         super().__init__()
         if cell not in MIN_CELLS:
             raise ValueError(f"unknown min cell {cell!r}")
+        if input_conv > 1 and input_size != hidden_size:
+            raise ValueError("input_conv > 1 carries each layer's inputs in the state: input_size must equal hidden_size")
         self.cell, self.hidden_size, self.num_layers, self.dropout = cell, hidden_size, num_layers, dropout
+        self.input_conv = input_conv
         bound = 1 / math.sqrt(hidden_size)  # torch's recurrent layers' initialisation
         for layer in range(num_layers):
-            width = input_size if layer == 0 else hidden_size
+            width = (input_size if layer == 0 else hidden_size) * input_conv
             weight = nn.Parameter(torch.empty(GATES[cell] * hidden_size, width).uniform_(-bound, bound))
             bias = nn.Parameter(torch.empty(GATES[cell] * hidden_size).uniform_(-bound, bound))
             self.register_parameter(f"weight_ih_l{layer}", weight)
             self.register_parameter(f"bias_ih_l{layer}", bias)
 
-    def forward(self, x: torch.Tensor, h0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, state: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, object]:
+        h0, past = (state, ()) if self.input_conv == 1 else (state[0], state[1:])
         x = x.transpose(0, 1)  # time-major: each step of the scan reads one contiguous block
-        finals = []
+        finals, reads = [], []
         for layer in range(self.num_layers):
             if layer > 0 and self.training and self.dropout > 0:
                 x = F.dropout(x, self.dropout)
-            gates = F.linear(x, getattr(self, f"weight_ih_l{layer}"), getattr(self, f"bias_ih_l{layer}"))
+            read, last = convolved(x, [p[layer] for p in past])
+            reads.append(last)
+            gates = F.linear(read, getattr(self, f"weight_ih_l{layer}"), getattr(self, f"bias_ih_l{layer}"))
             a, b = coefficients(self.cell, _at_least_fp32(gates))  # under autocast too: the sum runs long
             x = linear_scan(a, b, _at_least_fp32(h0[layer]))
             finals.append(x[-1])
-        return x.transpose(0, 1), torch.stack(finals).to(h0.dtype)
+        h_n = torch.stack(finals).to(h0.dtype)
+        if not past:
+            return x.transpose(0, 1), h_n
+        carried = tuple(torch.stack([r[k] for r in reads]).to(h0.dtype) for k in range(len(past)))
+        return x.transpose(0, 1), (h_n, *carried)
+
+
+def convolved(x: torch.Tensor, past: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """What a layer's gates read at each step of a time-major window ``x`` (time, batch, width):
+    ``[x_t; x_{t-1}; …]`` over the window preceded by ``past`` (``x_{-1}``, ``x_{-2}``, …, each (batch,
+    width)), and the inputs it read last, to carry: the window's own ``x_{T-1}``, ``x_{T-2}``, …"""
+    if not past:
+        return x, []
+    length = x.shape[0]
+    padded = torch.cat([torch.stack(past[::-1]).to(x.dtype), x])  # x_{-K+1} … x_{-1}, x_0 … x_{T-1}
+    start = len(past)
+    read = torch.cat([padded[start - k : start - k + length] for k in range(len(past) + 1)], dim=-1)
+    return read, [padded[-1 - k] for k in range(len(past))]
 
 
 def _at_least_fp32(t: torch.Tensor) -> torch.Tensor:
     return t.to(torch.promote_types(t.dtype, torch.float32))
 
 
-def describe_shape(layers: int, hidden: int, cell: str, block: str = "plain", ffn: int = 0) -> str:
-    """How reports name a model: "2x256 lstm", "4x192 minlstm residual ffn 2"."""
+def describe_shape(layers: int, hidden: int, cell: str, block: str = "plain", ffn: int = 0, conv: int = 1) -> str:
+    """How reports name a model: "2x256 lstm", "4x192 minlstm residual ffn 2", "4x192 mingru conv 2 residual"."""
     suffix = (f" residual ffn {ffn}" if ffn else " residual") if block == "residual" else ""
-    return f"{layers}x{hidden} {cell}{suffix}"
+    return f"{layers}x{hidden} {cell}{f' conv {conv}' if conv > 1 else ''}{suffix}"
 
 
 def make_norm(kind: str, size: int) -> nn.Module:
@@ -145,23 +173,24 @@ class Block(nn.Module):
 
 class ResidualStack(nn.Module):
     """``num_layers`` blocks and a final norm, with the interface of the single-layer cells inside them
-    (``x, state -> output, state``; an LSTM's state the pair (h, c))."""
+    (``x, state -> output, state``; an LSTM's state the pair (h, c), a convolving min cell's a tuple too)."""
 
-    def __init__(self, cells: list[nn.Module], size: int, ffn: int, norm: str, dropout: float, lstm: bool):
+    def __init__(self, cells: list[nn.Module], size: int, ffn: int, norm: str, dropout: float, parts: int):
         super().__init__()
         self.layers = nn.ModuleList(Block(cell, size, ffn, norm) for cell in cells)
         self.norm = make_norm(norm, size)
-        self.dropout, self.lstm = nn.Dropout(dropout), lstm
+        self.dropout, self.parts = nn.Dropout(dropout), parts  # tensors in a state: 2 for an LSTM's (h, c)
 
     def forward(self, x: torch.Tensor, state: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, object]:
-        parts = state if self.lstm else (state,)
+        tupled = self.parts > 1
+        parts = state if tupled else (state,)
         finals = []
         for layer, block in enumerate(self.layers):
             own = tuple(t[layer : layer + 1] for t in parts)
-            output, new = block.cell(block.norm_cell(x), own if self.lstm else own[0])
-            finals.append(new if self.lstm else (new,))
+            output, new = block.cell(block.norm_cell(x), own if tupled else own[0])
+            finals.append(new if tupled else (new,))
             x = x + self.dropout(output)
             if block.ffn is not None:
                 x = x + self.dropout(block.ffn(block.norm_ffn(x)))
         stacked = tuple(torch.cat([f[i] for f in finals]) for i in range(len(parts)))
-        return self.norm(x), stacked if self.lstm else stacked[0]
+        return self.norm(x), stacked if tupled else stacked[0]

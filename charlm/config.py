@@ -28,6 +28,7 @@ SIZES = ("auto", "fixed")
 CELLS = ("rnn_tanh", "rnn_relu", "gru", "lstm", "mingru", "minlstm")  # the last two: charlm/cells.py
 BLOCKS = ("plain", "residual")
 NORMS = ("layer", "rms", "none")
+MAX_INPUT_CONV = 4  # model.input_conv: QRNN used 1 and 2
 OPTIMIZERS = ("adamw", "sgd", "rmsprop")
 SCHEDULES = ("constant", "cosine", "step")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -76,6 +77,8 @@ class ModelConfig:
     block: str = "plain"
     ffn: int = 0  # residual block: feed-forward width as a multiple of hidden_size; 0: none
     norm: str = "layer"  # residual block: layer | rms | none
+    # min cells: gates read the last K inputs of their layer, [x_t; x_{t-1}; …] (QRNN's convolution); 1: x_t only
+    input_conv: int = 1
 
 
 @dataclass
@@ -470,6 +473,15 @@ def _validate_model(model: ModelConfig) -> None:
     _check(model.weight_dropout == 0 or not model.cell.startswith("min"),
            f"model.weight_dropout drops hidden-to-hidden weights, and a {model.cell} has none:"
            " set it to 0 (model.dropout regularises these cells)")
+    _check(1 <= model.input_conv <= MAX_INPUT_CONV,
+           f"model.input_conv must be 1 to {MAX_INPUT_CONV} (how many inputs the gates read), got {model.input_conv}")
+    _check(model.input_conv == 1 or model.cell.startswith("min"),
+           f"model.input_conv {model.input_conv} is for the min cells (mingru, minlstm), whose gates read only"
+           f" their input; a {model.cell} reads its past through its hidden state: set it to 1")
+    if model.input_conv > 1 and model.block == "plain":
+        _check((model.embedding_size or model.hidden_size) == model.hidden_size,
+               f"model.input_conv {model.input_conv} carries each layer's last inputs in the state, so embedding_size"
+               f" must equal hidden_size (got {model.embedding_size} and {model.hidden_size}): unset embedding_size")
     if model.block == "residual":
         _check((model.embedding_size or model.hidden_size) == model.hidden_size,
                f"model.block residual adds each layer's output to its input, so embedding_size must equal"

@@ -5,7 +5,8 @@ Where the LSTM runs: ``CharRNN.forward`` calls ``self.rnn``, an ``nn.LSTM``/``nn
 ``block="residual"`` each layer is its own one-layer cell inside ``charlm.cells.ResidualStack``.
 
 The recurrent state is a tuple of tensors, each (num_layers, batch, hidden_size): ``(h, c)`` for
-an LSTM, ``(h,)`` for the others. Callers treat it as opaque: they get it from ``initial_state``,
+an LSTM, ``(h, x_{t-1}, …)`` for a min cell with ``input_conv`` > 1 (the inputs its gates read
+next), ``(h,)`` for the others. Callers treat it as opaque: they get it from ``initial_state``,
 pass it to ``forward`` and receive the next one back.
 
 A bidirectional model is two language models sharing one embedding (and the head, when tied): a
@@ -50,6 +51,7 @@ class CharRNN(nn.Module):
         block: str = "plain",
         ffn: int = 0,
         norm: str = "layer",
+        input_conv: int = 1,
     ):
         super().__init__()
         embedding_size = embedding_size or hidden_size
@@ -57,12 +59,14 @@ class CharRNN(nn.Module):
             raise ValueError("a residual block needs embedding_size == hidden_size")
         if weight_dropout and cell in MIN_CELLS:
             raise ValueError(f"weight_dropout drops hidden-to-hidden weights, and a {cell} has none")
+        if input_conv > 1 and cell not in MIN_CELLS:
+            raise ValueError(f"input_conv is for the min cells ({', '.join(MIN_CELLS)}), not {cell}")
         self.vocab_size = vocab_size
         self.cell = cell
         self.hidden_size = hidden_size
         self.num_layers = num_layers
         self.bidirectional = bidirectional
-        self.block, self.ffn, self.norm = block, ffn, norm
+        self.block, self.ffn, self.norm, self.input_conv = block, ffn, norm, input_conv
         self.embedding = nn.Embedding(vocab_size, embedding_size)
         rnn_args = dict(
             input_size=embedding_size,
@@ -71,6 +75,8 @@ class CharRNN(nn.Module):
             dropout=dropout if num_layers > 1 else 0.0,  # torch applies it between layers only
             batch_first=True,
         )
+        if input_conv > 1:
+            rnn_args["input_conv"] = input_conv
         stack_args = dict(block=block, ffn=ffn, norm=norm, dropout=dropout)
         self.rnn = self.make_stack(cell, rnn_args, **stack_args)
         self.dropout = nn.Dropout(dropout)
@@ -96,7 +102,7 @@ class CharRNN(nn.Module):
             size = rnn_args["hidden_size"]
             one = dict(rnn_args, input_size=size, num_layers=1, dropout=0.0)
             cells = [CharRNN.make_stack(cell, one) for _ in range(rnn_args["num_layers"])]
-            return ResidualStack(cells, size, ffn, norm, dropout, lstm=cell == "lstm")
+            return ResidualStack(cells, size, ffn, norm, dropout, parts=state_parts(cell, rnn_args.get("input_conv", 1)))
         if cell in MIN_CELLS:
             return MinStack(cell, **rnn_args)
         if cell == "lstm":
@@ -124,6 +130,7 @@ class CharRNN(nn.Module):
             block=config.block,
             ffn=config.ffn,
             norm=config.norm,
+            input_conv=config.input_conv,
         )
 
     def _set_forget_bias(self, value: float) -> None:
@@ -149,8 +156,8 @@ class CharRNN(nn.Module):
 
     @property
     def state_size(self) -> int:
-        """Number of tensors in a state: 2 for an LSTM (h, c), else 1."""
-        return 2 if self.cell == "lstm" else 1
+        """Number of tensors in a state: 2 for an LSTM (h, c), K for a min cell with input_conv K, else 1."""
+        return state_parts(self.cell, self.input_conv)
 
     def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
         """All-zero state for ``batch_size`` independent streams."""
@@ -176,7 +183,7 @@ class CharRNN(nn.Module):
         if state is None:
             state = self.initial_state(tokens.shape[0], tokens.device)
         embedded = self.embedding_dropout(self.embedding(tokens))
-        rnn_state = state if self.cell == "lstm" else state[0]
+        rnn_state = state if self.state_size > 1 else state[0]
         if self.training and self.weight_dropout > 0:
             # DropConnect on the hidden-to-hidden weights (AWD-LSTM's WeightDrop): one mask per
             # forward pass, the same at every time step, so the recurrence itself is regularised
@@ -187,7 +194,7 @@ class CharRNN(nn.Module):
         else:
             output, new_state = stack(embedded, rnn_state)
         logits = head(self.dropout(output))
-        return logits, (tuple(new_state) if self.cell == "lstm" else (new_state,))
+        return logits, (tuple(new_state) if self.state_size > 1 else (new_state,))
 
     def layer_groups(self) -> dict[str, list[nn.Parameter]]:
         """Parameters by layer: ``embedding``, ``layer0``…, ``head`` (and ``backward_layer0``…,
@@ -225,6 +232,11 @@ class CharRNN(nn.Module):
             if tied:
                 head.weight = self.embedding.weight
             setattr(self, name, head)
+
+
+def state_parts(cell: str, input_conv: int = 1) -> int:
+    """Tensors in a state: an LSTM's (h, c); a min cell's h and the last ``input_conv`` - 1 inputs of each layer."""
+    return 2 if cell == "lstm" else input_conv if cell in MIN_CELLS else 1
 
 
 def recurrent_weights(stack: nn.Module, layer: int) -> dict[str, torch.Tensor | None]:

@@ -79,7 +79,7 @@ class Report:
         from charlm.cells import describe_shape
 
         m = run.config.model
-        shape = describe_shape(m.num_layers, m.hidden_size, m.cell, m.block, m.ffn)
+        shape = describe_shape(m.num_layers, m.hidden_size, m.cell, m.block, m.ffn, m.input_conv)
         return (f"{run.request.text.name}: {run.data.summary()} | {shape},"
                 f" {run.model.num_parameters() / 1e6:.2f}M params | {run.device.type} {run.precision},"
                 f" {torch.get_num_threads()} threads | {self.out_dir}"

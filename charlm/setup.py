@@ -35,7 +35,7 @@ from charlm.source import TextSource
 from charlm.state import LogWindow, RandomState, Streams, TrainState
 
 ARCHITECTURE_KEYS = ("cell", "hidden_size", "embedding_size", "num_layers", "tie_weights", "bidirectional", "block",
-                     "ffn", "norm")
+                     "ffn", "norm", "input_conv")
 
 
 @dataclass

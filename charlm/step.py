@@ -12,7 +12,8 @@ in a few tensor operations:
 - the state is updated in place: the step allocates only the gate buffers (a residual block's norms
   and feed-forward part allocate their own);
 - a min cell (charlm/cells.py) has no hidden-to-hidden product at all: its step is the table
-  lookup (or input product) and two or three elementwise operations;
+  lookup (or input product) and two or three elementwise operations (with ``input_conv`` > 1, one
+  product more per carried input);
 - the matrices are stored in whichever layout, (input, output) row-major or transposed views of
   (output, input), runs faster on this machine: ``choose_layout`` times both when a model is loaded.
 
@@ -50,6 +51,7 @@ class FastStep:
         self.cell = model.cell
         self.hidden_size = hidden = model.hidden_size
         self.num_layers = model.num_layers
+        self.state_size, self.conv = model.state_size, model.input_conv
         with torch.no_grad():
             weights = [[None if w is None else w.detach().float() for w in recurrent_weights(stack, layer).values()]
                        for layer in range(self.num_layers)]
@@ -66,10 +68,14 @@ class FastStep:
             self.input_biases: list[torch.Tensor] = []
             self.hidden_weights: list[torch.Tensor | None] = []
             self.hidden_biases: list[torch.Tensor | None] = []
+            self.past_weights: list[list[torch.Tensor]] = []  # input_conv > 1: the weights of x_{t-1}, x_{t-2}, …
             for layer, (w_ih, w_hh, b_ih, b_hh) in enumerate(weights):
                 bias = b_ih + b_hh if fold_hh_bias and b_hh is not None else b_ih
+                w_ih, *past = w_ih.chunk(self.conv, dim=1)
+                self.past_weights.append([_laid_out(w, layout) for w in past])
                 if layer == 0:  # what layer 0 reads is a function of the token alone
                     read = self.blocks[0].norm_cell(embedding) if self.blocks else embedding
+                    self.token_read = read  # (vocab, input): what a convolving layer 0 carries
                     self.token_table = torch.addmm(bias, read, w_ih.t())  # (vocab, gates)
                     self.input_weights.append(None)
                 else:
@@ -87,8 +93,7 @@ class FastStep:
 
     def zero_state(self, batch: int) -> "StepState":
         device = self.token_table.device
-        parts = 2 if self.cell == "lstm" else 1
-        return StepState(self, [[torch.zeros(batch, self.hidden_size, device=device) for _ in range(parts)]
+        return StepState(self, [[torch.zeros(batch, self.hidden_size, device=device) for _ in range(self.state_size)]
                                 for _ in range(self.num_layers)])
 
     @torch.no_grad()
@@ -105,14 +110,26 @@ class FastStep:
             w_in = self.input_weights[layer]
             if w_in is None:
                 torch.index_select(self.token_table, 0, tokens, out=gates)
+                read = self.token_read[tokens] if self.conv > 1 else None
             else:
                 read = self.blocks[layer].norm_cell(x) if self.blocks else x
                 torch.addmm(self.input_biases[layer], read, w_in, out=gates)
+            if self.conv > 1:
+                self._convolve(layer, gates, read, state)
             self._update(layer, gates, state)
             x = self._add_block(layer, tokens, x, h) if self.blocks else h
         if self.final_norm is not None:
             x = self.final_norm(x)
         return torch.addmm(self.head_bias, x, self.head_weight)
+
+    def _convolve(self, layer: int, gates: torch.Tensor, read: torch.Tensor, state: "StepState") -> None:
+        """Add what the gates read of the layer's last inputs, then carry this one: x_{t-2} <- x_{t-1} <- read."""
+        past = state.layers[layer][1:]
+        for weight, previous in zip(self.past_weights[layer], past):
+            gates.addmm_(previous, weight)
+        for older, newer in zip(past[::-1], past[-2::-1]):
+            older.copy_(newer)
+        past[0].copy_(read)
 
     def _update(self, layer: int, gates: torch.Tensor, state: "StepState") -> None:
         """The cell's own step: ``state`` of ``layer`` from its input gates (written in place)."""
@@ -235,8 +252,8 @@ def choose_layout(model: CharRNN, rows: int, direction: str = "forward", seconds
     """The faster layout for steps of ``rows`` rows on the device ``model`` is on, timed on its own
     weights (a few ms each). Both layouts give the same numbers at that size, or it keeps ``in_out``:
     a timing must never change a text. Measured once per process for each shape."""
-    shape = (model.head.weight.device, model.cell, model.block, model.hidden_size, model.num_layers, model.vocab_size,
-             rows)
+    shape = (model.head.weight.device, model.cell, model.block, model.input_conv, model.hidden_size, model.num_layers,
+             model.vocab_size, rows)
     if shape not in _chosen:
         _chosen[shape] = _faster_layout(model, rows, direction, seconds)
     return _chosen[shape]

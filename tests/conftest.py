@@ -112,6 +112,7 @@ def tiny_checkpoint(step: int = 0, model=None, vocab=None, mode: str = "stream",
         config.model.cell, config.model.hidden_size = model.cell, model.hidden_size
         config.model.num_layers, config.model.embedding_size = model.num_layers, model.embedding.embedding_dim
         config.model.block, config.model.ffn, config.model.norm = model.block, model.ffn, model.norm
+        config.model.input_conv = model.input_conv
     config.data.mode = mode
     parts = {"model": model.state_dict(), "average": None,
              "optimizer": torch.optim.AdamW(model.parameters()).state_dict(), "scaler": {},

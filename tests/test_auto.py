@@ -23,10 +23,12 @@ def _speeds(per_flop: dict[str, float]) -> SpeedModel:
 
 @pytest.mark.parametrize("shape", [Shape(256), Shape(512, layers=3, embedding=128), Shape(96, cell="gru", embedding=96),
                                    Shape(128, cell="minlstm"), Shape(96, 4, cell="mingru", block="residual", ffn=2),
-                                   Shape(64, 3, cell="lstm", block="residual", norm="rms")])
+                                   Shape(64, 3, cell="lstm", block="residual", norm="rms"),
+                                   Shape(96, 3, cell="mingru", input_conv=2), Shape(64, 4, cell="minlstm", block="residual",
+                                                                                 ffn=2, input_conv=3)])
 def test_parameters_are_counted_as_the_model_counts_them(shape):
     model = CharRNN(VOCAB, shape.cell, shape.hidden, shape.embedding, shape.layers, block=shape.block, ffn=shape.ffn,
-                    norm=shape.norm)
+                    norm=shape.norm, input_conv=shape.input_conv)
     assert shape.parameters(VOCAB) == model.num_parameters()
 
 

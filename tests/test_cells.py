@@ -145,3 +145,70 @@ def test_min_stack_under_bf16_autocast_keeps_its_recurrence_in_fp32() -> None:
     with torch.autocast("cpu", dtype=torch.bfloat16):
         output, final = stack(torch.randn(2, 5, 4), torch.zeros(2, 2, 6))
     assert output.dtype == torch.float32 and final.dtype == torch.float32
+
+
+def naive_conv_stack(stack: MinStack, x: torch.Tensor, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """QRNN's convolution written out: at each step a layer's gates read [x_t; x_{t-1}; …], the window's
+    first steps reading the carried inputs; then the per-step reference cell."""
+    h0, past = state[0], state[1:]
+    finals, carried = [], []
+    for layer in range(stack.num_layers):
+        history = [p[layer] for p in past]  # x_{-1}, x_{-2}, …
+        reads = []
+        for t in range(x.shape[1]):
+            reads.append(torch.cat([x[:, t - k] if t - k >= 0 else history[k - t - 1] for k in range(len(past) + 1)], -1))
+        carried.append([x[:, x.shape[1] - 1 - k] for k in range(len(past))])
+        x, h = naive_min_layer(stack.cell, getattr(stack, f"weight_ih_l{layer}"), getattr(stack, f"bias_ih_l{layer}"),
+                               torch.stack(reads, 1), h0[layer])
+        finals.append(h)
+    return x, torch.stack(finals), *(torch.stack([c[k] for c in carried]) for k in range(len(past)))
+
+
+def conv_gradients(outputs: tuple[torch.Tensor, ...], inputs: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    output, *state = outputs
+    weights = torch.linspace(-1, 1, output.numel(), dtype=output.dtype).view_as(output)
+    loss = (output * weights).sum() + sum((part ** 2).sum() * (k + 1) for k, part in enumerate(state))
+    return torch.autograd.grad(loss, inputs)
+
+
+@pytest.mark.parametrize("cell", MIN_CELLS)
+@pytest.mark.parametrize("layers", [1, 3])
+@pytest.mark.parametrize("carried", [False, True])
+@pytest.mark.parametrize("conv", [2, 3])
+def test_a_convolving_min_stack_matches_the_per_step_reference(cell: str, layers: int, carried: bool, conv: int) -> None:
+    torch.manual_seed(4)
+    stack = MinStack(cell, 6, 6, layers, input_conv=conv).double()
+    x = torch.randn(3, 9, 6, dtype=torch.float64, requires_grad=True)
+    make = torch.randn if carried else torch.zeros
+    state = tuple(make(layers, 3, 6, dtype=torch.float64).requires_grad_() for _ in range(conv))
+    inputs = [x, *state, *stack.parameters()]
+    output, carried_out = stack(x, state)
+    ours, reference = (output, *carried_out), naive_conv_stack(stack, x, state)
+    assert len(ours) == len(reference) == conv + 1
+    for mine, theirs in zip(ours, reference):
+        torch.testing.assert_close(mine, theirs, **TOLERANCE)
+    for mine, theirs in zip(conv_gradients(ours, inputs), conv_gradients(reference, inputs)):
+        torch.testing.assert_close(mine, theirs, **TOLERANCE)
+
+
+@pytest.mark.parametrize("block", ["plain", "residual"])
+def test_a_convolving_model_cut_anywhere_carries_its_inputs_exactly(block: str) -> None:
+    torch.manual_seed(5)
+    model = CharRNN(11, "mingru", 8, num_layers=2, block=block, input_conv=3).double()
+    tokens = torch.randint(0, 11, (2, 12))
+    whole, final = model(tokens)
+    assert len(final) == model.state_size == 3 and all(part.shape == (2, 2, 8) for part in final)
+    pieces, state = [], None
+    for start, stop in ((0, 1), (1, 5), (5, 12)):  # a window shorter than the convolution too
+        logits, state = model(tokens[:, start:stop], state)
+        pieces.append(logits)
+    torch.testing.assert_close(torch.cat(pieces, 1), whole, **TOLERANCE)
+    for mine, theirs in zip(state, final):
+        torch.testing.assert_close(mine, theirs, **TOLERANCE)
+
+
+def test_input_conv_is_refused_where_it_cannot_carry_its_inputs() -> None:
+    with pytest.raises(ValueError, match="min cells"):
+        CharRNN(9, "lstm", 8, input_conv=2)
+    with pytest.raises(ValueError, match="input_size must equal hidden_size"):
+        CharRNN(9, "mingru", 8, embedding_size=4, input_conv=2)

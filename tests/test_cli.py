@@ -218,11 +218,12 @@ def test_eval_and_info_of_a_bidirectional_run(bidirectional_run):
     assert "bidirectional" in charlm("info", bidirectional_run).stdout
 
 
-@pytest.mark.parametrize("cell, block", [("minlstm", "residual"), ("mingru", "plain")])
-def test_a_min_cell_trains_resumes_samples_and_evaluates_from_the_command_line(tmp_path, cell, block):
-    extra = ["--cell", cell, "--block", block, *(["--set", "model.ffn=2"] if block == "residual" else [])]
+@pytest.mark.parametrize("cell, block, conv", [("minlstm", "residual", 1), ("mingru", "plain", 1), ("mingru", "residual", 2)])
+def test_a_min_cell_trains_resumes_samples_and_evaluates_from_the_command_line(tmp_path, cell, block, conv):
+    extra = ["--cell", cell, "--block", block, *(["--set", "model.ffn=2"] if block == "residual" else []),
+             "--set", f"model.input_conv={conv}"]
     run, text, trained = _train_small(tmp_path, *extra)
-    assert f"1x32 {cell}" in trained.stderr
+    assert f"1x32 {cell}{f' conv {conv}' if conv > 1 else ''}" in trained.stderr
     resumed = charlm("train", "--resume", run, "--max-steps", "50", "--no-progress", "--no-sample")
     assert "stopped (max_steps) at step 50" in resumed.stderr
     assert charlm("train", "--resume", run, "--block", "plain" if block == "residual" else "residual",
@@ -234,6 +235,19 @@ def test_a_min_cell_trains_resumes_samples_and_evaluates_from_the_command_line(t
     assert 0 < loss < 5
     info = json.loads(charlm("info", run, "--json").stdout)
     assert info["config"]["model"]["cell"] == cell and info["config"]["model"]["block"] == block
+    assert info["config"]["model"]["input_conv"] == conv
+
+
+@pytest.mark.parametrize("flags, says", [(["--cell", "lstm"], "is for the min cells"),
+                                         (["--cell", "mingru", "--set", "model.embedding_size=16"], "unset embedding_size"),
+                                         (["--cell", "mingru", "--set", "model.input_conv=9"], "must be 1 to 4")])
+def test_input_conv_refuses_what_it_cannot_do_in_one_line(tmp_path, flags, says):
+    text = tmp_path / "t.txt"
+    text.write_text("hello world\n" * 100)
+    conv = [] if "model.input_conv=9" in flags else ["--set", "model.input_conv=2"]
+    result = charlm("train", text, *flags, *conv, check=False)
+    assert result.returncode == 2 and says in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_min_cells_refuse_weight_dropout_in_one_line(tmp_path):

@@ -28,9 +28,12 @@ TEXT = make_text(4_000, seed=3)
 VOCAB = Vocab.from_text(TEXT)
 
 
-def _model(cell: str, layers: int, hidden: int = 32, block: str = "plain", norm: str = "layer") -> CharRNN:
+def _model(cell: str, layers: int, hidden: int = 32, block: str = "plain", norm: str = "layer",
+           input_conv: int = 1) -> CharRNN:
     torch.manual_seed(1)
     shape = dict(embedding_size=16) if block == "plain" else dict(block=block, ffn=2, norm=norm)
+    if input_conv > 1:
+        shape.update(input_conv=input_conv, embedding_size=hidden)
     model = CharRNN(len(VOCAB), cell, hidden, num_layers=layers, **shape).eval()
     with torch.no_grad():  # saturated gates, as a trained model has them
         for name, parameter in model.named_parameters():
@@ -39,10 +42,11 @@ def _model(cell: str, layers: int, hidden: int = 32, block: str = "plain", norm:
     return model
 
 
-def _run(session: "ort.InferenceSession", cell: str, tokens: np.ndarray, layers: int, hidden: int) -> np.ndarray:
+def _run(session: "ort.InferenceSession", tokens: np.ndarray, layers: int, hidden: int) -> np.ndarray:
     """Log-probabilities (batch, time, vocab) from the graph, the state carried step to step."""
     batch = tokens.shape[0]
-    state = {name: np.zeros((layers, batch, hidden), np.float32) for name in (["h", "c"] if cell == "lstm" else ["h"])}
+    names = [i.name for i in session.get_inputs()][1:]  # after tokens: h, and c or x1, x2, …
+    state = {name: np.zeros((layers, batch, hidden), np.float32) for name in names}
     out = []
     for t in range(tokens.shape[1]):
         logits, *new = session.run(None, {"tokens": tokens[:, t].astype(np.int64), **state})
@@ -63,18 +67,26 @@ def test_onnxruntime_reads_a_text_as_a_residual_charrnn_does(cell, norm):
     _onnxruntime_agrees(_model(cell, 2, block="residual", norm=norm), cell, 2)
 
 
+@pytest.mark.parametrize("cell, block, input_conv", [("mingru", "plain", 2), ("minlstm", "residual", 3)])
+def test_onnxruntime_carries_a_convolving_cells_last_inputs(cell, block, input_conv):
+    model = _model(cell, 2, block=block, input_conv=input_conv)
+    session = ort.InferenceSession(step_graph(model), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["tokens", "h", *(f"x{k}" for k in range(1, input_conv))]
+    _onnxruntime_agrees(model, cell, 2)
+
+
 def _onnxruntime_agrees(model: CharRNN, cell: str, layers: int) -> None:
     session = ort.InferenceSession(step_graph(model), providers=["CPUExecutionProvider"])
     ids = VOCAB.encode(TEXT).astype(np.int64)
     tokens = ids[None, :1000]
     with torch.no_grad():
         reference = torch.log_softmax(model(torch.from_numpy(tokens))[0].double(), dim=-1).numpy()
-    assert np.abs(_run(session, cell, tokens, layers, 32) - reference).max() < 1e-4
+    assert np.abs(_run(session, tokens, layers, 32) - reference).max() < 1e-4
     # A batch of 8 streams: each its own text, each its own result.
     batch = np.stack([ids[i * 300:i * 300 + 200] for i in range(8)])
     with torch.no_grad():
         reference = torch.log_softmax(model(torch.from_numpy(batch))[0].double(), dim=-1).numpy()
-    assert np.abs(_run(session, cell, batch, layers, 32) - reference).max() < 1e-4
+    assert np.abs(_run(session, batch, layers, 32) - reference).max() < 1e-4
 
 
 def _checkpoint(model: CharRNN, path: Path, mode: str = "stream", vocab: Vocab = VOCAB) -> Path:
@@ -201,10 +213,10 @@ def test_the_page_gives_charrnns_probabilities_in_a_real_browser(cell, tmp_path)
 @pytest.mark.slow  # a browser
 def test_the_page_follows_residual_blocks_in_a_real_browser(tmp_path):
     pages = {}
-    for cell, norm in (("mingru", "layer"), ("minlstm", "rms"), ("gru", "none")):
-        path = _checkpoint(_model(cell, 2, block="residual", norm=norm), tmp_path / f"{cell}.pt")
-        assert charlm_cli("export", path, "--format", "html", "-o", tmp_path / f"{cell}.html").returncode == 0
-        pages[tmp_path / f"{cell}.html"] = charlm.load(path)
+    for cell, norm, conv in (("mingru", "layer", 1), ("minlstm", "rms", 1), ("gru", "none", 1), ("minlstm", "layer", 3)):
+        path = _checkpoint(_model(cell, 2, block="residual", norm=norm, input_conv=conv), tmp_path / f"{cell}{conv}.pt")
+        assert charlm_cli("export", path, "--format", "html", "-o", tmp_path / f"{cell}{conv}.html").returncode == 0
+        pages[tmp_path / f"{cell}{conv}.html"] = charlm.load(path)
     with browser_or_skip() as browser:
         for out, lm in pages.items():
             page = browser.new_context(bypass_csp=True).new_page()

@@ -6,11 +6,12 @@ from charlm.model import CharRNN
 from charlm.step import FastStep
 
 
-def _model(cell: str, bidirectional: bool = False, scale: float = 2.0, block: str = "plain") -> CharRNN:
+def _model(cell: str, bidirectional: bool = False, scale: float = 2.0, block: str = "plain",
+           input_conv: int = 1) -> CharRNN:
     torch.manual_seed(0)
-    shape = dict(embedding_size=24) if block == "plain" else dict(block=block, ffn=2)
+    shape = dict(embedding_size=48 if input_conv > 1 else 24) if block == "plain" else dict(block=block, ffn=2)
     model = CharRNN(vocab_size=40, cell=cell, hidden_size=48, num_layers=3, bidirectional=bidirectional,
-                    **shape).eval()
+                    input_conv=input_conv, **shape).eval()
     with torch.no_grad():  # larger weights than at init: gates saturate, errors would show
         for name, parameter in model.named_parameters():
             if "weight_hh" in name or "weight_ih" in name:
@@ -22,10 +23,13 @@ def _run_steps(step: FastStep, tokens: torch.Tensor, state) -> torch.Tensor:
     return torch.stack([step(tokens[:, t], state) for t in range(tokens.shape[1])], dim=1)
 
 
-@pytest.mark.parametrize("block", ["plain", "residual"])
-@pytest.mark.parametrize("cell", CELLS)
-def test_fast_step_matches_forward_over_1000_steps(cell, block):
-    model = _model(cell, block=block)
+CONVOLVING = [(cell, block, 1) for cell in CELLS for block in ("plain", "residual")]
+CONVOLVING += [("mingru", "plain", 2), ("minlstm", "residual", 3)]  # gates reading their last inputs too
+
+
+@pytest.mark.parametrize("cell, block, input_conv", CONVOLVING)
+def test_fast_step_matches_forward_over_1000_steps(cell, block, input_conv):
+    model = _model(cell, block=block, input_conv=input_conv)
     tokens = torch.randint(0, 40, (3, 1000), generator=torch.Generator().manual_seed(1))
     reference, final_state = model(tokens)
     step = FastStep(model)

@@ -20,6 +20,8 @@ FORMATS = ("onnx", "html")
 
 def model_card(lm: Any, direction: str) -> dict[str, Any]:
     """What an exported file says of its model: enough for a program to use it with nothing else."""
+    from charlm.export.graph import state_names
+
     summary = lm.checkpoint.summary()
     vocab = lm.vocab
     return {
@@ -28,7 +30,7 @@ def model_card(lm: Any, direction: str) -> dict[str, Any]:
         "block": lm.model.block, "norm": lm.model.norm,
         "embedding_size": lm.model.embedding.embedding_dim, "vocab": list(vocab.chars),
         "line_marker": vocab.marker, "document_marker": vocab.document, "mode": summary["mode"],
-        "state": ["h", "c"] if lm.model.cell == "lstm" else ["h"],
+        "input_conv": lm.model.input_conv, "state": state_names(lm.model),
         "parameters": summary["parameters"], "step": summary["step"], "best_val_loss": summary["best_val_loss"],
         "sample": summary["config"]["sample"],
         "text": summary["data"]["path"],

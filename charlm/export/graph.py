@@ -30,7 +30,8 @@ OPSET = 17
 
 class Step(nn.Module):
     """One step of one direction of a ``CharRNN``: ``(tokens, h[, c]) -> (logits, h[, c])``, with
-    ``h`` and ``c`` of shape (layers, batch, hidden). A residual block's norms and GELU are written
+    ``h`` and ``c`` of shape (layers, batch, hidden); a min cell with ``input_conv`` K carries
+    ``x1`` … ``x{K-1}`` (the inputs each layer read last) in place of ``c``. A residual block's norms and GELU are written
     out too (``norm``, ``gelu``), so the page's JavaScript can follow the same lines."""
 
     NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
@@ -39,6 +40,7 @@ class Step(nn.Module):
         super().__init__()
         stack, head = model.stack_and_head(direction)
         self.cell, self.layers, self.residual = model.cell, model.num_layers, model.block == "residual"
+        self.conv = model.input_conv
         self.embedding = nn.Parameter(model.embedding.weight.detach().float().clone(), requires_grad=False)
         for layer in range(self.layers):
             for name, value in recurrent_weights(stack, layer).items():
@@ -64,13 +66,16 @@ class Step(nn.Module):
             return x / torch.sqrt((x * x).mean(-1, keepdim=True) + 1e-5) * getattr(self, f"{name}_weight")
         return x
 
-    def forward(self, tokens: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None = None) -> Any:
+    def forward(self, tokens: torch.Tensor, h: torch.Tensor, *rest: torch.Tensor) -> Any:
+        c, past = (rest[0] if rest else None, ()) if self.cell == "lstm" else (None, rest)
         x = self.embedding[tokens]
-        new_h, new_c = [], []
+        new_h, new_c, new_past = [], [], []
         for layer in range(self.layers):
             w_ih, w_hh, b_ih, b_hh = self.weights(layer)
             read = self.norm(x, f"norm_cell_{layer}") if self.residual else x
-            gi = read @ w_ih.t() + b_ih
+            reads = [read, *(p[layer] for p in past)]  # x_t, x_{t-1}, …: what a convolving layer's gates read
+            new_past.append(reads[:-1])
+            gi = (torch.cat(reads, dim=-1) if past else read) @ w_ih.t() + b_ih
             gh = None if w_hh is None else h[layer] @ w_hh.t() + b_hh
             out, cell = self.cell_step(gi, gh, h[layer], None if c is None else c[layer])
             new_h.append(out)
@@ -82,7 +87,7 @@ class Step(nn.Module):
         logits = x @ self.head_weight.t() + self.head_bias
         if self.cell == "lstm":
             return logits, torch.stack(new_h), torch.stack(new_c)
-        return logits, torch.stack(new_h)
+        return logits, torch.stack(new_h), *(torch.stack([r[k] for r in new_past]) for k in range(len(past)))
 
     def cell_step(self, gi: torch.Tensor, gh: torch.Tensor | None, h: torch.Tensor,
                   c: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -134,11 +139,10 @@ def residual_weights(stack: nn.Module) -> dict[str, torch.Tensor | None]:
 def step_graph(model: CharRNN, direction: str = "forward") -> bytes:
     """The serialised ONNX model of ``Step(model, direction)``, batch size dynamic."""
     step = Step(model.cpu().eval(), direction).eval()
-    lstm = model.cell == "lstm"
-    state = torch.zeros(model.num_layers, 2, model.hidden_size)
+    names = state_names(model)
     tokens = torch.zeros(2, dtype=torch.long)
-    args = (tokens, state, state.clone()) if lstm else (tokens, state)
-    inputs, outputs = ["tokens", "h", "c"][:len(args)], ["logits", "h_out", "c_out"][:len(args)]
+    args = (tokens, *(torch.zeros(model.num_layers, 2, model.hidden_size) for _ in names))
+    inputs, outputs = ["tokens", *names], ["logits", *(f"{name}_out" for name in names)]
     axes = {name: {0: "batch"} for name in ("tokens", "logits")}
     axes.update({name: {1: "batch"} for name in inputs[1:] + outputs[1:]})
     buffer = io.BytesIO()
@@ -147,6 +151,11 @@ def step_graph(model: CharRNN, direction: str = "forward") -> bytes:
         torch.onnx.export(step, args, buffer, input_names=inputs, output_names=outputs, dynamic_axes=axes,
                           opset_version=OPSET, dynamo=False)
     return buffer.getvalue()
+
+
+def state_names(model: CharRNN) -> list[str]:
+    """The step's state inputs: ``h``, then ``c`` (an LSTM) or ``x1`` … (a min cell's last inputs)."""
+    return ["h", "c"] if model.cell == "lstm" else ["h", *(f"x{k}" for k in range(1, model.state_size))]
 
 
 def write_onnx(lm: Any, direction: str, output: Path) -> None:

@@ -70,7 +70,7 @@ def input_gradient_norms(model: CharRNN, windows: torch.Tensor, burn_in: int) ->
     inputs, target = windows[:, burn_in:-1], windows[:, -1]
     embedded = model.embedding(inputs).detach().requires_grad_(True)
     with _no_cudnn(model), torch.enable_grad():
-        output, _ = stack(embedded, state if model.cell == "lstm" else state[0])
+        output, _ = stack(embedded, state if model.state_size > 1 else state[0])
         logits = head(output[:, -1])
         # A sum, not a mean: each row's loss depends on its own inputs only, so the gradient of the
         # sum with respect to a row's embeddings is exactly that row's own gradient.
