@@ -478,14 +478,12 @@ def _validate_model(model: ModelConfig) -> None:
     _check(model.input_conv == 1 or model.cell.startswith("min"),
            f"model.input_conv {model.input_conv} is for the min cells (mingru, minlstm), whose gates read only"
            f" their input; a {model.cell} reads its past through its hidden state: set it to 1")
-    if model.input_conv > 1 and model.block == "plain":
+    if model.block == "residual" or model.input_conv > 1:
+        why = ("model.block residual adds each layer's output to its input" if model.block == "residual" else
+               f"model.input_conv {model.input_conv} carries each layer's last inputs in the state")
         _check((model.embedding_size or model.hidden_size) == model.hidden_size,
-               f"model.input_conv {model.input_conv} carries each layer's last inputs in the state, so embedding_size"
-               f" must equal hidden_size (got {model.embedding_size} and {model.hidden_size}): unset embedding_size")
-    if model.block == "residual":
-        _check((model.embedding_size or model.hidden_size) == model.hidden_size,
-               f"model.block residual adds each layer's output to its input, so embedding_size must equal"
-               f" hidden_size (got {model.embedding_size} and {model.hidden_size}): unset embedding_size")
+               f"{why}, so embedding_size must equal hidden_size (got {model.embedding_size} and"
+               f" {model.hidden_size}): unset embedding_size")
     for key in ("hidden_size", "num_layers"):
         _check(getattr(model, key) >= 1, f"model.{key} must be >= 1, got {getattr(model, key)}")
     if model.embedding_size is not None:

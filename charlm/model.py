@@ -75,9 +75,7 @@ class CharRNN(nn.Module):
             dropout=dropout if num_layers > 1 else 0.0,  # torch applies it between layers only
             batch_first=True,
         )
-        if input_conv > 1:
-            rnn_args["input_conv"] = input_conv
-        stack_args = dict(block=block, ffn=ffn, norm=norm, dropout=dropout)
+        stack_args = dict(block=block, ffn=ffn, norm=norm, dropout=dropout, input_conv=input_conv)
         self.rnn = self.make_stack(cell, rnn_args, **stack_args)
         self.dropout = nn.Dropout(dropout)
         self.embedding_dropout = nn.Dropout(embedding_dropout)
@@ -97,14 +95,14 @@ class CharRNN(nn.Module):
 
     @staticmethod
     def make_stack(cell: str, rnn_args: dict, block: str = "plain", ffn: int = 0, norm: str = "layer",
-                   dropout: float = 0.0) -> nn.Module:
+                   dropout: float = 0.0, input_conv: int = 1) -> nn.Module:
         if block == "residual":
             size = rnn_args["hidden_size"]
             one = dict(rnn_args, input_size=size, num_layers=1, dropout=0.0)
-            cells = [CharRNN.make_stack(cell, one) for _ in range(rnn_args["num_layers"])]
-            return ResidualStack(cells, size, ffn, norm, dropout, parts=state_parts(cell, rnn_args.get("input_conv", 1)))
+            cells = [CharRNN.make_stack(cell, one, input_conv=input_conv) for _ in range(rnn_args["num_layers"])]
+            return ResidualStack(cells, size, ffn, norm, dropout, parts=state_parts(cell, input_conv))
         if cell in MIN_CELLS:
-            return MinStack(cell, **rnn_args)
+            return MinStack(cell, **rnn_args, input_conv=input_conv)
         if cell == "lstm":
             return nn.LSTM(**rnn_args)
         if cell == "gru":

@@ -40,7 +40,6 @@ class Step(nn.Module):
         super().__init__()
         stack, head = model.stack_and_head(direction)
         self.cell, self.layers, self.residual = model.cell, model.num_layers, model.block == "residual"
-        self.conv = model.input_conv
         self.embedding = nn.Parameter(model.embedding.weight.detach().float().clone(), requires_grad=False)
         for layer in range(self.layers):
             for name, value in recurrent_weights(stack, layer).items():
