@@ -14,6 +14,7 @@ in ``docs/auto.md``). Every key the user gave wins.
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -152,48 +153,63 @@ def warm_up(device: "torch.device", precisions: list[str], cell: str) -> None:
     """On a GPU, one tiny training step in each precision first: the first step starts the CUDA context
     and cuDNN and picks kernels (seconds, paid by any run), and no timing should count that."""
     if device.type != "cpu":
-        for precision in precisions:
-            time_training(Shape(16, 1, 8, cell, batch=2, seq_len=4), precision, 8, device, min_seconds=0.0)
+        time_trainings([(Shape(16, 1, 8, cell, batch=2, seq_len=4), precision) for precision in precisions], 8, device,
+                       min_seconds=0.0)
 
 
-def time_training(shape: Shape, precision: str, vocab: int, device: "torch.device",
-                  min_seconds: float = TIMED_SECONDS) -> float:
-    """Seconds per token of real training steps of ``shape`` (two to warm up, then at least two and at
-    least ``min_seconds``): forward from the carried state, loss, backward, clipping, a fused AdamW
-    update, on random characters. A GPU's step takes milliseconds: two of them would time the noise."""
-    import torch
-    import torch.nn.functional as F
+class Trial:
+    """A model of ``shape`` training on random characters, one real step at a time: forward from the carried
+    state, loss, backward, clipping, a fused AdamW update."""
 
-    from charlm.model import CharRNN
-    from charlm.runtime import autocast, fused_kernels
+    def __init__(self, shape: Shape, precision: str, vocab: int, device: "torch.device") -> None:
+        import torch
 
-    generator = torch.Generator().manual_seed(0)  # not the global one: training's seeds stay as they were
-    model = CharRNN(vocab, shape.cell, shape.hidden, shape.embedding, shape.layers, block=shape.block, ffn=shape.ffn,
-                    norm=shape.norm, input_conv=shape.input_conv).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), fused=fused_kernels(device))
-    tokens = torch.randint(0, vocab, (shape.batch, shape.seq_len + 1), generator=generator).to(device)
-    state = None
+        from charlm.model import CharRNN
+        from charlm.runtime import fused_kernels
 
-    def step() -> None:
-        nonlocal state
-        with autocast(device, precision):
-            logits, state = model(tokens[:, :-1], state)
-        loss = F.cross_entropy(logits.float().flatten(0, 1), tokens[:, 1:].flatten())
-        optimizer.zero_grad(set_to_none=True)
+        generator = torch.Generator().manual_seed(0)  # not the global one: training's seeds stay as they were
+        self.shape, self.precision, self.device = shape, precision, device
+        self.model = CharRNN(vocab, shape.cell, shape.hidden, shape.embedding, shape.layers, block=shape.block,
+                             ffn=shape.ffn, norm=shape.norm, input_conv=shape.input_conv).to(device)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), fused=fused_kernels(device))
+        self.tokens = torch.randint(0, vocab, (shape.batch, shape.seq_len + 1), generator=generator).to(device)
+        self.state: Any = None
+
+    def step(self) -> float:
+        """One training step; its seconds, waited for on a GPU (which queues steps)."""
+        import torch
+        import torch.nn.functional as F
+
+        from charlm.runtime import autocast, fused_kernels
+
+        started = time.perf_counter()
+        with autocast(self.device, self.precision):
+            logits, state = self.model(self.tokens[:, :-1], self.state)
+        loss = F.cross_entropy(logits.float().flatten(0, 1), self.tokens[:, 1:].flatten())
+        self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0, foreach=fused_kernels(device))
-        optimizer.step()
-        state = tuple(t.detach() for t in state)
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 5.0, foreach=fused_kernels(self.device))
+        self.optimizer.step()
+        self.state = tuple(t.detach() for t in state)
+        _sync(self.device)
+        return time.perf_counter() - started
 
-    for _ in range(2):
-        step()
-    _sync(device)
-    started, steps = time.perf_counter(), 0
-    while steps < 2 or time.perf_counter() - started < min_seconds:
-        step()
-        _sync(device)  # a GPU queues steps: the clock must see each one done
-        steps += 1
-    return (time.perf_counter() - started) / (steps * shape.tokens_per_step)
+
+def time_trainings(runs: "list[tuple[Shape, str]]", vocab: int, device: "torch.device",
+                   min_seconds: float = TIMED_SECONDS) -> list[float]:
+    """Seconds per token of each (shape, precision)'s real training steps: two steps each to warm up, then
+    one step of each in turn, until each has three and all together ``min_seconds`` apiece; each run's
+    median step. Taking turns puts whatever else the machine does meanwhile on every run alike, so the
+    ratios that choose a precision or a family hold even where single timings swing by a third."""
+    trials = [Trial(shape, precision, vocab, device) for shape, precision in runs]
+    for trial in trials:
+        trial.step(), trial.step()
+    steps: list[list[float]] = [[] for _ in trials]
+    started = time.perf_counter()
+    while len(steps[0]) < 3 or time.perf_counter() - started < min_seconds * len(trials):
+        for trial, seconds in zip(trials, steps):
+            seconds.append(trial.step())
+    return [statistics.median(seconds) / trial.shape.tokens_per_step for trial, seconds in zip(trials, steps)]
 
 
 # ---- the rule -----------------------------------------------------------------------------------
@@ -403,10 +419,27 @@ class Text:
     window_length: float | None = None  # a training example's length, where the text fixes it (lines)
 
 
-def _timing(shape: Shape, precision: str, vocab: int, device: "torch.device") -> dict[str, Any]:
-    seconds = time_training(shape, precision, vocab, device)
-    return {"shape": shape.describe(), "precision": precision, "flops": shape.flops_per_token(vocab),
-            "seconds_per_token": seconds, "tokens_per_s": round(1 / seconds)}
+def _timings(runs: "list[tuple[Shape, str]]", vocab: int, device: "torch.device") -> list[dict[str, Any]]:
+    return [{"shape": shape.describe(), "precision": precision, "flops": shape.flops_per_token(vocab),
+             "seconds_per_token": seconds, "tokens_per_s": round(1 / seconds)}
+            for (shape, precision), seconds in zip(runs, time_trainings(runs, vocab, device))]
+
+
+def probe(shape: Shape, widths: tuple[int, ...], rival: Shape | None, precisions: list[str], allowance: float,
+          vocab: int, device: "torch.device") -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """The LSTM's timings and the rival family's (None: not timed). Every precision side by side at the smaller
+    width first (that settles which is faster); then, while within ``allowance`` seconds, only the faster one at
+    the larger width (the costliest timing, a wide model in fp32, tells the least) beside the rival."""
+    at = [replace(shape, hidden=width, embedding=min(shape.embedding, width))
+          for width in ((widths[0],) if len(widths) == 1 else PROBE_WIDTHS)]
+    started = time.perf_counter()
+    timings = _timings([(at[0], precision) for precision in precisions], vocab, device)
+    precision = faster({t["precision"]: t["tokens_per_s"] for t in timings})
+    later = [(wider, precision) for wider in at[1:]] + ([(rival, precision)] if rival else [])
+    if not later or time.perf_counter() - started > allowance:
+        return timings, None
+    more = _timings(later, vocab, device)
+    return timings + more[:len(at) - 1], more[-1] if rival else None
 
 
 def decide(config: "Config", fixed: "Collection[str]", text: Text, device: "torch.device",
@@ -417,35 +450,23 @@ def decide(config: "Config", fixed: "Collection[str]", text: Text, device: "torc
         if "train.seq_len" not in fixed:
             shape = replace(shape, seq_len=max(2, round(text.window_length)))
         fixed = frozenset(fixed) | {"train.seq_len"}
-    vocab = text.vocab
-    budget = Budget.of(config.train)
-    allowance = PROBE_SHARE * budget.seconds if budget.seconds else PROBE_SECONDS
+    vocab, budget = text.vocab, Budget.of(config.train)
+    family = None if any(key in fixed for key in FAMILY_KEYS) else replace(
+        shape, **MIN_FAMILY, hidden=widths[0] if len(widths) == 1 else PROBE_WIDTHS[0])
     warm_up(device, precisions, shape.cell)
     started = time.perf_counter()
-    timings = []
-    # Every precision at the smaller width (that settles which is faster), then only the faster one at the
-    # larger: the costliest timing (a wide model in fp32) tells the least.
-    for width, candidates in zip((widths[0],) if len(widths) == 1 else PROBE_WIDTHS, (precisions, None)):
-        if candidates is None:
-            candidates = [faster({t["precision"]: t["tokens_per_s"] for t in timings})]
-        for precision in candidates:
-            if timings and time.perf_counter() - started > allowance:
-                break
-            timings.append(_timing(replace(shape, hidden=width, embedding=min(shape.embedding, width)), precision,
-                                   vocab, device))
+    timings, family_timing = probe(shape, widths, family, precisions,
+                                   PROBE_SHARE * budget.seconds if budget.seconds else PROBE_SECONDS, vocab, device)
     speeds = SpeedModel.fit(timings)
     choice = choose(speeds, budget, text.train_tokens, vocab, time.perf_counter() - started, text.eval_tokens,
                     shape, widths)
-    if not any(key in fixed for key in FAMILY_KEYS) and time.perf_counter() - started < allowance:
-        other = replace(shape, **MIN_FAMILY, hidden=widths[0] if len(widths) == 1 else PROBE_WIDTHS[0])
-        min_speeds = speeds.like(_timing(other, choice.precision, vocab, device))
-        speeds = SpeedModel(speeds.lines, timings + min_speeds.timings)  # the LSTM's lines; every timing reported
-        rival = choose(min_speeds, budget, text.train_tokens, vocab, time.perf_counter() - started,
-                       text.eval_tokens, other, widths)
+    if family_timing is not None:
+        rival = choose(speeds.like(family_timing), budget, text.train_tokens, vocab, time.perf_counter() - started,
+                       text.eval_tokens, family, widths)
         choice = better(choice, rival, MIN_CELL_WORTH)
-    spent = time.perf_counter() - started
+        speeds = SpeedModel(speeds.lines, timings + [family_timing])  # the LSTM's lines; every timing reported
     proposed = choice.settings()
-    return Decision(choice, speeds, spent, proposed, budget, _unfixed(proposed, fixed))
+    return Decision(choice, speeds, time.perf_counter() - started, proposed, budget, _unfixed(proposed, fixed))
 
 
 def decide_precision(config: "Config", fixed: "Collection[str]", vocab: int, device: "torch.device",
@@ -457,7 +478,7 @@ def decide_precision(config: "Config", fixed: "Collection[str]", vocab: int, dev
                   m.block, m.ffn, m.norm, m.input_conv)
     warm_up(device, precisions, shape.cell)
     started = time.perf_counter()
-    timings = [_timing(shape, precision, vocab, device) for precision in precisions]
+    timings = _timings([(shape, precision) for precision in precisions], vocab, device)
     proposed = {"train.precision": faster({t["precision"]: t["tokens_per_s"] for t in timings})}
     return Decision(None, SpeedModel.fit(timings), time.perf_counter() - started, proposed, Budget.of(t),
                     _unfixed(proposed, fixed))

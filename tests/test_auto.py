@@ -109,19 +109,29 @@ def test_evaluations_stay_within_their_share_of_a_time_budget():
 def _fake_timing(seconds_per_call: float, rates: dict[str, float]):
     calls = []
 
-    def time_training(shape, precision, vocab, device):
-        time.sleep(seconds_per_call)
-        calls.append((shape.hidden, precision))
-        return 1 / rates[precision] * shape.flops_per_token(vocab) / Shape(256).flops_per_token(vocab)
-    return time_training, calls
+    def time_trainings(runs, vocab, device):
+        time.sleep(seconds_per_call * len(runs))
+        calls.extend((shape.hidden, precision) for shape, precision in runs)
+        return [1 / rates[precision] * shape.flops_per_token(vocab) / Shape(256).flops_per_token(vocab)
+                for shape, precision in runs]
+    return time_trainings, calls
+
+
+def test_the_probe_times_its_runs_in_turns_on_real_steps(monkeypatch):
+    order, real = [], auto.Trial.step
+    monkeypatch.setattr(auto.Trial, "step", lambda self: order.append(self.shape.hidden) or real(self))
+    runs = [(Shape(16, 1, 8, batch=2, seq_len=4), "fp32"), (Shape(24, 1, 8, "minlstm", batch=2, seq_len=4), "fp32")]
+    seconds = auto.time_trainings(runs, 8, torch.device("cpu"), min_seconds=0.0)
+    assert order == [16, 16, 24, 24] + [16, 24] * 3  # two to warm up each, then one of each in turn
+    assert len(seconds) == 2 and all(0 < s < 1 for s in seconds)
 
 
 def test_the_probe_keeps_to_its_share_of_a_short_budget(monkeypatch):
-    fake, calls = _fake_timing(0.05, {"bf16": 70_000, "fp32": 28_000})
-    monkeypatch.setattr(auto, "time_training", fake)
-    config, given = resolve(None, [("train.max_time", 4.0)])  # 3 %: 0.12 s, room for two or three timings
+    fake, calls = _fake_timing(0.07, {"bf16": 70_000, "fp32": 28_000})
+    monkeypatch.setattr(auto, "time_trainings", fake)
+    config, given = resolve(None, [("train.max_time", 4.0)])  # 3 %: 0.12 s, less than the first two timings take
     decision = auto.decide(config, given, auto.Text(10**6, 0, VOCAB), torch.device("cpu"), ["bf16", "fp32"])
-    assert 1 <= len(calls) < 4 and decision.probe_seconds < 0.12 + 0.1  # it stops after the timing that overran
+    assert len(calls) == 2 and decision.probe_seconds < 0.14 + 0.1  # it stops after the timings that overran
     long, given = resolve(None, [("train.max_time", 600.0)])
     calls.clear()
     auto.decide(long, given, auto.Text(10**6, 0, VOCAB), torch.device("cpu"), ["bf16", "fp32"])
@@ -131,7 +141,7 @@ def test_the_probe_keeps_to_its_share_of_a_short_budget(monkeypatch):
 
 def test_the_keys_given_win(monkeypatch):
     fake, calls = _fake_timing(0.0, {"bf16": 70_000, "fp32": 28_000})
-    monkeypatch.setattr(auto, "time_training", fake)
+    monkeypatch.setattr(auto, "time_trainings", fake)
     config, given = resolve(None, [("train.max_time", 600.0), ("model.hidden_size", 320), ("train.lr", 0.004),
                                    ("model.dropout", 0.05)])  # lr 0.004 is the default value: given all the same
     decision = auto.decide(config, given, auto.Text(10**6, 0, VOCAB), torch.device("cpu"), ["bf16", "fp32"])
@@ -146,16 +156,17 @@ def _family_timing(min_speedup: float):
     """A machine where the min-cell family runs ``min_speedup`` times faster per flop than the LSTM."""
     calls = []
 
-    def time_training(shape, precision, vocab, device):
-        calls.append(shape)
-        return 2e-11 * shape.flops_per_token(vocab) / (min_speedup if shape.cell == "minlstm" else 1.0)
-    return time_training, calls
+    def time_trainings(runs, vocab, device):
+        calls.extend(shape for shape, _ in runs)
+        return [2e-11 * shape.flops_per_token(vocab) / (min_speedup if shape.cell == "minlstm" else 1.0)
+                for shape, _ in runs]
+    return time_trainings, calls
 
 
 @pytest.mark.parametrize("speedup, chosen", [(1.0, "lstm"), (1.5, "lstm"), (2.0, "lstm"), (6.0, "minlstm")])
 def test_min_cells_are_chosen_only_where_they_run_fast_enough_to_learn_more(monkeypatch, speedup, chosen):
     fake, calls = _family_timing(speedup)
-    monkeypatch.setattr(auto, "time_training", fake)
+    monkeypatch.setattr(auto, "time_trainings", fake)
     config, given = resolve(None, [("train.max_time", 600.0)])
     decision = auto.decide(config, given, auto.Text(10**6, 10**5, VOCAB), torch.device("cpu"), ["fp32"])
     assert [shape.cell for shape in calls] == ["lstm", "lstm", "minlstm"]
@@ -170,7 +181,7 @@ def test_min_cells_are_chosen_only_where_they_run_fast_enough_to_learn_more(monk
 
 def test_a_fixed_cell_or_block_keeps_the_rule_to_it(monkeypatch):
     fake, calls = _family_timing(6.0)
-    monkeypatch.setattr(auto, "time_training", fake)
+    monkeypatch.setattr(auto, "time_trainings", fake)
     for key, value in (("model.cell", "lstm"), ("model.block", "residual"), ("model.num_layers", 3)):
         calls.clear()
         config, given = resolve(None, [("train.max_time", 600.0), (key, value)])
@@ -193,7 +204,7 @@ def test_better_weighs_the_rival_at_its_worth():
 
 def test_precision_auto_falls_back_to_fp32_where_bf16_is_slower(monkeypatch):
     fake, _ = _fake_timing(0.0, {"bf16": 20_000, "fp32": 26_000})  # a GRU on an AMX CPU, say
-    monkeypatch.setattr(auto, "time_training", fake)
+    monkeypatch.setattr(auto, "time_trainings", fake)
     config, given = resolve(None, [("model.size", "fixed"), ("model.cell", "gru")])
     decision = auto.decide_precision(config, given, VOCAB, torch.device("cpu"), ["bf16", "fp32"])
     assert decision.settings == {"train.precision": "fp32"}
@@ -245,7 +256,7 @@ def read_yaml(path):
 def test_a_list_is_timed_in_batches_of_its_lines_and_gets_no_seq_len(monkeypatch):
     seen = []
     fake, _ = _fake_timing(0.0, {"fp32": 28_000})
-    monkeypatch.setattr(auto, "time_training", lambda shape, *a: seen.append(shape.seq_len) or fake(shape, *a))
+    monkeypatch.setattr(auto, "time_trainings", lambda runs, *a: seen.extend(s.seq_len for s, _ in runs) or fake(runs, *a))
     config, given = resolve(None, [("train.max_time", 60.0), ("data.mode", "lines")])
     decision = auto.decide(config, given, auto.Text(10**5, 0, VOCAB, window_length=7.4), torch.device("cpu"), ["fp32"])
     assert set(seen) == {7} and "train.seq_len" not in decision.settings and "train.lr" in decision.settings
