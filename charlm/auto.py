@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
-    from collections.abc import Collection
+    from collections.abc import Callable, Collection
 
     import torch
 
@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 # The constants of the rule, each fitted to the sweeps of configs/sweeps/auto/: docs/auto.md shows the
 # runs behind every one (make auto-measure reruns them).
 WIDTHS = (128, 192, 256, 320, 384, 448, 512, 640, 768)  # two-layer LSTMs; wider ones stalled
-PROBE_WIDTHS = (256, 512)  # timed by the probe; the others are predicted from the fitted cost line
+PROBE_WIDTH = 256  # timed first, in every precision; then one of SIDE_WIDTHS, on the side of the choice
+SIDE_WIDTHS = (128, 512)  # the others are predicted from the line through the two
 PROBE_SHARE = 0.03  # of a time budget, at most
 TIMED_SECONDS = 0.25  # each timing runs steps for at least this long
 PROBE_SECONDS = 3.0  # without a time budget (steps or epochs), the probe only chooses the precision
@@ -48,12 +49,12 @@ DROPOUT_FROM_PASSES = 4.5
 DROPOUT, MOST_DROPOUT = 0.25, 0.5
 FEW_TOKENS_PER_PARAMETER = 0.12
 EMBEDDING = 64
-# The other family the rule weighs: min cells in residual blocks (charlm/cells.py), at the depth and
-# feed-forward width that learned most of those measured (docs/auto.md). At ten minutes it learned what
-# the LSTM did with 0.5-0.7 (AVX2 EPYC) and about 0.4 (AMX Xeon) as much compute (a tie at 60 s on both):
-# so it is taken only where it runs more than 1 / MIN_CELL_WORTH times faster per parameter (a GPU?).
-MIN_FAMILY = dict(cell="minlstm", layers=4, block="residual", ffn=2)
-MIN_CELL_WORTH = 0.4
+# The other family the rule weighs: min cells in residual blocks (charlm/cells.py) whose gates read their
+# last two inputs, the one that learned most of those measured (docs/auto.md).
+MIN_FAMILY = dict(cell="mingru", layers=4, block="residual", ffn=2, input_conv=2)
+# What its compute (tokens x parameters) is worth against the LSTM's, from side-by-side runs on three CPUs
+# (docs/auto.md): about twice as much up to 1e12 (a minute on two cores), falling to a third by 1.4e13 (ten).
+WORTH_AT_LOW, LOW_COMPUTE, WORTH_FALL = 2.0, 1e12, 0.6
 FAMILY_KEYS = ("model.cell", "model.num_layers", "model.block", "model.ffn", "model.norm", "model.embedding_size",
                "model.input_conv")
 
@@ -150,11 +151,11 @@ def _sync(device: "torch.device") -> None:
 
 
 def warm_up(device: "torch.device", precisions: list[str], cell: str) -> None:
-    """On a GPU, one tiny training step in each precision first: the first step starts the CUDA context
-    and cuDNN and picks kernels (seconds, paid by any run), and no timing should count that."""
-    if device.type != "cpu":
-        time_trainings([(Shape(16, 1, 8, cell, batch=2, seq_len=4), precision) for precision in precisions], 8, device,
-                       min_seconds=0.0)
+    """One tiny training step in each precision first: the first step starts the CUDA context and cuDNN and
+    picks kernels on a GPU, and the first optimizer imports half of torch (1.6 s on a CPU): paid by any
+    run, so no timing should count it."""
+    for precision in precisions if device.type != "cpu" else ["fp32"]:  # a CPU has no kernels to pick
+        Trial(Shape(16, 1, 8, cell, batch=2, seq_len=4), precision, 8, device).step()
 
 
 class Trial:
@@ -333,12 +334,18 @@ def choose(speeds: SpeedModel, budget: Budget, train_tokens: int, vocab: int, sp
     return Choice(shape, precision, lr, dropout, max(1, math.ceil(steps / evals)), rate, tokens, epochs, parameters)
 
 
-def better(lstm: Choice, rival: Choice, worth: float) -> Choice:
+def min_cell_worth(compute: float) -> float:
+    """What the min family's ``compute`` is worth in the LSTM's: it learns faster at first and levels off sooner."""
+    return WORTH_AT_LOW * min(1.0, (compute / LOW_COMPUTE) ** -WORTH_FALL)
+
+
+def better(lstm: Choice, rival: Choice, worth: Callable[[float], float] = min_cell_worth) -> Choice:
     """The choice that learns more: compute (tokens x parameters) in the budget, the rival's counted at
-    ``worth`` of the LSTM's. A run with no budget keeps the LSTM."""
+    ``worth`` of it in the LSTM's. A run with no budget keeps the LSTM."""
     if lstm.tokens == math.inf or rival.tokens == math.inf:
         return lstm
-    return rival if worth * rival.tokens * rival.parameters > lstm.tokens * lstm.parameters else lstm
+    compute = rival.tokens * rival.parameters
+    return rival if worth(compute) * compute > lstm.tokens * lstm.parameters else lstm
 
 
 # ---- from a config to a choice ----------------------------------------------------------------
@@ -425,21 +432,28 @@ def _timings(runs: "list[tuple[Shape, str]]", vocab: int, device: "torch.device"
             for (shape, precision), seconds in zip(runs, time_trainings(runs, vocab, device))]
 
 
+def _at(shape: Shape, width: int) -> Shape:
+    return replace(shape, hidden=width, embedding=min(shape.embedding, width))
+
+
 def probe(shape: Shape, widths: tuple[int, ...], rival: Shape | None, precisions: list[str], allowance: float,
-          vocab: int, device: "torch.device") -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-    """The LSTM's timings and the rival family's (None: not timed). Every precision side by side at the smaller
-    width first (that settles which is faster); then, while within ``allowance`` seconds, only the faster one at
-    the larger width (the costliest timing, a wide model in fp32, tells the least) beside the rival."""
-    at = [replace(shape, hidden=width, embedding=min(shape.embedding, width))
-          for width in ((widths[0],) if len(widths) == 1 else PROBE_WIDTHS)]
+          vocab: int, device: "torch.device", width_for: Callable[[SpeedModel, Shape], int]
+          ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """The LSTM's timings and the rival family's (None: not timed). Every precision side by side at one width
+    first (that settles which is faster); then, while within ``allowance`` seconds, the faster one at a second
+    width on the side of the width those timings would choose (``width_for``), beside the rival at the width
+    they would choose for it: each timed near where the rule will choose."""
+    first = widths[0] if len(widths) == 1 else PROBE_WIDTH
     started = time.perf_counter()
-    timings = _timings([(at[0], precision) for precision in precisions], vocab, device)
-    precision = faster({t["precision"]: t["tokens_per_s"] for t in timings})
-    later = [(wider, precision) for wider in at[1:]] + ([(rival, precision)] if rival else [])
+    timings = _timings([(_at(shape, first), precision) for precision in precisions], vocab, device)
+    precision, rough = faster({t["precision"]: t["tokens_per_s"] for t in timings}), SpeedModel.fit(timings)
+    later = [] if len(widths) == 1 else [(_at(shape, SIDE_WIDTHS[width_for(rough, shape) > first]), precision)]
+    if rival:
+        later.append((_at(rival, first if len(widths) == 1 else width_for(rough, rival)), precision))
     if not later or time.perf_counter() - started > allowance:
         return timings, None
     more = _timings(later, vocab, device)
-    return timings + more[:len(at) - 1], more[-1] if rival else None
+    return timings + (more[:1] if len(widths) > 1 else []), more[-1] if rival else None
 
 
 def decide(config: "Config", fixed: "Collection[str]", text: Text, device: "torch.device",
@@ -451,19 +465,23 @@ def decide(config: "Config", fixed: "Collection[str]", text: Text, device: "torc
             shape = replace(shape, seq_len=max(2, round(text.window_length)))
         fixed = frozenset(fixed) | {"train.seq_len"}
     vocab, budget = text.vocab, Budget.of(config.train)
-    family = None if any(key in fixed for key in FAMILY_KEYS) else replace(
-        shape, **MIN_FAMILY, hidden=widths[0] if len(widths) == 1 else PROBE_WIDTHS[0])
+    family = None if any(key in fixed for key in FAMILY_KEYS) else replace(shape, **MIN_FAMILY)
     warm_up(device, precisions, shape.cell)
     started = time.perf_counter()
-    timings, family_timing = probe(shape, widths, family, precisions,
-                                   PROBE_SHARE * budget.seconds if budget.seconds else PROBE_SECONDS, vocab, device)
+
+    def width_for(speeds: SpeedModel, of: Shape) -> int:
+        spent = time.perf_counter() - started
+        return choose(speeds, budget, text.train_tokens, vocab, spent, text.eval_tokens, of, widths).shape.hidden
+
+    allowance = PROBE_SHARE * budget.seconds if budget.seconds else PROBE_SECONDS
+    timings, family_timing = probe(shape, widths, family, precisions, allowance, vocab, device, width_for)
     speeds = SpeedModel.fit(timings)
     choice = choose(speeds, budget, text.train_tokens, vocab, time.perf_counter() - started, text.eval_tokens,
                     shape, widths)
     if family_timing is not None:
         rival = choose(speeds.like(family_timing), budget, text.train_tokens, vocab, time.perf_counter() - started,
                        text.eval_tokens, family, widths)
-        choice = better(choice, rival, MIN_CELL_WORTH)
+        choice = better(choice, rival)
         speeds = SpeedModel(speeds.lines, timings + [family_timing])  # the LSTM's lines; every timing reported
     proposed = choice.settings()
     return Decision(choice, speeds, time.perf_counter() - started, proposed, budget, _unfixed(proposed, fixed))

@@ -4,6 +4,7 @@ the keys given, and what a run records."""
 import json
 import math
 import time
+from dataclasses import replace
 
 import pytest
 import torch
@@ -135,8 +136,23 @@ def test_the_probe_keeps_to_its_share_of_a_short_budget(monkeypatch):
     long, given = resolve(None, [("train.max_time", 600.0)])
     calls.clear()
     auto.decide(long, given, auto.Text(10**6, 0, VOCAB), torch.device("cpu"), ["bf16", "fp32"])
-    # The slower precision once, at the small width; then the min-cell family once, in the faster one.
-    assert calls == [(256, "bf16"), (256, "fp32"), (512, "bf16"), (256, "bf16")]
+    # Both precisions at 256; then the faster at 512 (a 10-minute model is wider) and the min family once.
+    assert calls[:3] == [(256, "bf16"), (256, "fp32"), (512, "bf16")] and len(calls) == 4 and calls[3][1] == "bf16"
+
+
+def test_the_second_timings_are_taken_near_the_widths_the_rule_will_choose(monkeypatch):
+    fake, calls = _fake_timing(0.0, {"fp32": 28_000})
+    monkeypatch.setattr(auto, "time_trainings", fake)
+    for seconds in (60.0, 3600.0):
+        calls.clear()
+        config, given = resolve(None, [("train.max_time", seconds)])
+        decision = auto.decide(config, given, auto.Text(10**6, 0, VOCAB), torch.device("cpu"), ["fp32"])
+        side, family = calls[1][0], calls[2][0]
+        chosen = decision.choice.shape.hidden
+        assert (side < 256) == (chosen < 256), seconds  # the line is measured on the side of the choice
+        rival = auto.choose(decision.speeds.like(decision.speeds.timings[-1]), Budget(seconds), 10**6, VOCAB,
+                            template=replace(Shape(256), **auto.MIN_FAMILY))
+        assert abs(math.log(family / rival.shape.hidden)) <= math.log(1.5), seconds  # the family near its own
 
 
 def test_the_keys_given_win(monkeypatch):
@@ -158,23 +174,27 @@ def _family_timing(min_speedup: float):
 
     def time_trainings(runs, vocab, device):
         calls.extend(shape for shape, _ in runs)
-        return [2e-11 * shape.flops_per_token(vocab) / (min_speedup if shape.cell == "minlstm" else 1.0)
+        return [2e-11 * shape.flops_per_token(vocab) / (min_speedup if shape.cell == FAMILY else 1.0)
                 for shape, _ in runs]
     return time_trainings, calls
 
 
-@pytest.mark.parametrize("speedup, chosen", [(1.0, "lstm"), (1.5, "lstm"), (2.0, "lstm"), (6.0, "minlstm")])
-def test_min_cells_are_chosen_only_where_they_run_fast_enough_to_learn_more(monkeypatch, speedup, chosen):
-    fake, calls = _family_timing(speedup)
+FAMILY = auto.MIN_FAMILY["cell"]
+
+
+@pytest.mark.parametrize("seconds, speedup, chosen", [(600, 1.0, "lstm"), (600, 4.0, "lstm"), (600, 10.0, FAMILY),
+                                                      (60, 0.25, "lstm"), (60, 1.0, FAMILY)])
+def test_min_cells_are_chosen_only_where_they_run_fast_enough_to_learn_more(monkeypatch, seconds, speedup, chosen):
+    fake, calls = _family_timing(speedup)  # at ten minutes they must run far faster; in a minute, nearly as fast
     monkeypatch.setattr(auto, "time_trainings", fake)
-    config, given = resolve(None, [("train.max_time", 600.0)])
+    config, given = resolve(None, [("train.max_time", float(seconds))])
     decision = auto.decide(config, given, auto.Text(10**6, 10**5, VOCAB), torch.device("cpu"), ["fp32"])
-    assert [shape.cell for shape in calls] == ["lstm", "lstm", "minlstm"]
+    assert [shape.cell for shape in calls] == ["lstm", "lstm", FAMILY]
     applied = auto.apply(config, decision.settings)
     assert applied.model.cell == chosen
-    if chosen == "minlstm":  # the whole family: its block, depth and feed-forward part, an embedding as wide
+    if chosen == FAMILY:  # the whole family: its block, depth, feed-forward part and convolution, an embedding as wide
         m = applied.model
-        assert (m.block, m.num_layers, m.ffn, m.embedding_size) == ("residual", 4, 2, m.hidden_size)
+        assert (m.block, m.num_layers, m.ffn, m.input_conv, m.embedding_size) == ("residual", 4, 2, 2, m.hidden_size)
     else:
         assert applied.model.block == "plain" and applied.model.ffn == 0
 
@@ -197,9 +217,17 @@ def test_a_fixed_cell_or_block_keeps_the_rule_to_it(monkeypatch):
 def test_better_weighs_the_rival_at_its_worth():
     lstm = auto.Choice(Shape(256), "fp32", 4e-3, 0.0, 100, 10_000, 1e7, 10, 10**6)
     rival = auto.Choice(Shape(256, cell="minlstm"), "fp32", 4e-3, 0.0, 100, 30_000, 3e7, 30, 10**6)
-    assert auto.better(lstm, rival, 0.4) is rival and auto.better(lstm, rival, 0.3) is lstm  # 3x the compute
+    assert auto.better(lstm, rival, lambda c: 0.4) is rival and auto.better(lstm, rival, lambda c: 0.3) is lstm
     unlimited = auto.Choice(Shape(256), "fp32", 4e-3, 0.0, 250, 10_000, math.inf, math.inf, 10**6)
-    assert auto.better(unlimited, rival, 1.0) is unlimited
+    assert auto.better(unlimited, rival, lambda c: 1.0) is unlimited
+
+
+def test_the_min_family_is_worth_more_than_its_compute_early_and_less_late():
+    worth = auto.min_cell_worth
+    assert worth(1e11) == worth(1e12) == auto.WORTH_AT_LOW  # up to a minute on two cores
+    assert worth(4e12) < 1.0 < worth(3e12) and 0.25 < worth(1.4e13) < 0.45  # a tie near 3e12; a third at 10 min
+    computes = [1e11 * 2 ** k for k in range(12)]
+    assert all(worth(a) * a < worth(b) * b for a, b in zip(computes, computes[1:]))  # more compute is still more
 
 
 def test_precision_auto_falls_back_to_fp32_where_bf16_is_slower(monkeypatch):
