@@ -236,6 +236,8 @@ def test_a_min_cell_trains_resumes_samples_and_evaluates_from_the_command_line(t
     info = json.loads(charlm("info", run, "--json").stdout)
     assert info["config"]["model"]["cell"] == cell and info["config"]["model"]["block"] == block
     assert info["config"]["model"]["input_conv"] == conv
+    assert f"1x32 {cell}{f' conv {conv}' if conv > 1 else ''}{' residual ffn 2' if block == 'residual' else ''}," in (
+        charlm("info", run).stdout)  # the whole model, as the run's start line named it
 
 
 @pytest.mark.parametrize("flags, says", [(["--cell", "lstm"], "is for the min cells"),

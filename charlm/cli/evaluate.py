@@ -52,6 +52,7 @@ def eval_command(checkpoint: Path, file: Path | None, split: str, encoding: str,
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def info(checkpoint: Path, as_json: bool) -> None:
     """Config, vocabulary, size and progress of a checkpoint."""
+    from charlm.cells import describe_shape
     from charlm.checkpoint import Checkpoint
 
     report = Checkpoint.load(checkpoint).summary()
@@ -64,8 +65,9 @@ def info(checkpoint: Path, as_json: bool) -> None:
     lines = " (lines mode: the line marker and)" if report["mode"] == "lines" else ""
     both = " (mean of both directions)" if report["bidirectional"] else ""
     click.echo(f"checkpoint   {report['checkpoint']}")
-    click.echo(f"model        {kind}{m['num_layers']} x {m['hidden_size']} {m['cell']}, embedding"
-               f" {m['embedding_size'] or m['hidden_size']}, dropout {m['dropout']}, tied {m['tie_weights']}")
+    shape = describe_shape(m["num_layers"], m["hidden_size"], m["cell"], m["block"], m["ffn"], m["input_conv"])
+    click.echo(f"model        {kind}{shape}, embedding {m['embedding_size'] or m['hidden_size']},"
+               f" dropout {m['dropout']}, tied {m['tie_weights']}")
     click.echo(f"parameters   {report['parameters']:,}")
     click.echo(f"vocabulary   {report['vocab_size']} symbols{lines}: {report['vocab']!r}")
     click.echo(f"trained      {report['step']:,} steps, {report['tokens_seen']:,} tokens,"
