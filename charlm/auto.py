@@ -438,22 +438,37 @@ def _at(shape: Shape, width: int) -> Shape:
 
 def probe(shape: Shape, widths: tuple[int, ...], rival: Shape | None, precisions: list[str], allowance: float,
           vocab: int, device: "torch.device", width_for: Callable[[SpeedModel, Shape], int]
-          ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-    """The LSTM's timings and the rival family's (None: not timed). Every precision side by side at one width
+          ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The LSTM's timings and the rival family's (none: not timed). Every precision side by side at one width
     first (that settles which is faster); then, while within ``allowance`` seconds, the faster one at a second
     width on the side of the width those timings would choose (``width_for``), beside the rival at the width
-    they would choose for it: each timed near where the rule will choose."""
+    they would choose for it; then the rival once more where its own timing would choose another width (a min
+    family's elementwise work does not shrink with its arithmetic, so a line through one timing overrates it
+    narrower). Each is timed near where the rule will choose."""
     first = widths[0] if len(widths) == 1 else PROBE_WIDTH
     started = time.perf_counter()
     timings = _timings([(_at(shape, first), precision) for precision in precisions], vocab, device)
     precision, rough = faster({t["precision"]: t["tokens_per_s"] for t in timings}), SpeedModel.fit(timings)
     later = [] if len(widths) == 1 else [(_at(shape, SIDE_WIDTHS[width_for(rough, shape) > first]), precision)]
+    rival_width = first if len(widths) == 1 or not rival else width_for(rough, rival)
     if rival:
-        later.append((_at(rival, first if len(widths) == 1 else width_for(rough, rival)), precision))
+        later.append((_at(rival, rival_width), precision))
     if not later or time.perf_counter() - started > allowance:
-        return timings, None
+        return timings, []
     more = _timings(later, vocab, device)
-    return timings + (more[:1] if len(widths) > 1 else []), more[-1] if rival else None
+    timings += more[:1] if len(widths) > 1 else []
+    if not rival:
+        return timings, []
+    family = more[-1:]
+    width = width_for(SpeedModel.fit(timings).like(family[0]), rival)
+    if width != rival_width and time.perf_counter() - started <= allowance:
+        family += _timings([(_at(rival, width), precision)], vocab, device)
+    return timings, family
+
+
+def family_speeds(lstm: SpeedModel, timings: list[dict[str, Any]]) -> SpeedModel:
+    """The rival family's speeds: its own line through two timings, or one timing on the LSTM's base."""
+    return SpeedModel.fit(timings) if len(timings) > 1 else lstm.like(timings[0])
 
 
 def decide(config: "Config", fixed: "Collection[str]", text: Text, device: "torch.device",
@@ -474,15 +489,15 @@ def decide(config: "Config", fixed: "Collection[str]", text: Text, device: "torc
         return choose(speeds, budget, text.train_tokens, vocab, spent, text.eval_tokens, of, widths).shape.hidden
 
     allowance = PROBE_SHARE * budget.seconds if budget.seconds else PROBE_SECONDS
-    timings, family_timing = probe(shape, widths, family, precisions, allowance, vocab, device, width_for)
+    timings, family_timings = probe(shape, widths, family, precisions, allowance, vocab, device, width_for)
     speeds = SpeedModel.fit(timings)
     choice = choose(speeds, budget, text.train_tokens, vocab, time.perf_counter() - started, text.eval_tokens,
                     shape, widths)
-    if family_timing is not None:
-        rival = choose(speeds.like(family_timing), budget, text.train_tokens, vocab, time.perf_counter() - started,
-                       text.eval_tokens, family, widths)
+    if family_timings:
+        rival = choose(family_speeds(speeds, family_timings), budget, text.train_tokens, vocab,
+                       time.perf_counter() - started, text.eval_tokens, family, widths)
         choice = better(choice, rival)
-        speeds = SpeedModel(speeds.lines, timings + [family_timing])  # the LSTM's lines; every timing reported
+        speeds = SpeedModel(speeds.lines, timings + family_timings)  # the LSTM's lines; every timing reported
     proposed = choice.settings()
     return Decision(choice, speeds, time.perf_counter() - started, proposed, budget, _unfixed(proposed, fixed))
 

@@ -189,7 +189,7 @@ def test_min_cells_are_chosen_only_where_they_run_fast_enough_to_learn_more(monk
     monkeypatch.setattr(auto, "time_trainings", fake)
     config, given = resolve(None, [("train.max_time", float(seconds))])
     decision = auto.decide(config, given, auto.Text(10**6, 10**5, VOCAB), torch.device("cpu"), ["fp32"])
-    assert [shape.cell for shape in calls] == ["lstm", "lstm", FAMILY]
+    assert [shape.cell for shape in calls[:3]] == ["lstm", "lstm", FAMILY] and len(calls) <= 4
     applied = auto.apply(config, decision.settings)
     assert applied.model.cell == chosen
     if chosen == FAMILY:  # the whole family: its block, depth, feed-forward part and convolution, an embedding as wide
@@ -197,6 +197,28 @@ def test_min_cells_are_chosen_only_where_they_run_fast_enough_to_learn_more(monk
         assert (m.block, m.num_layers, m.ffn, m.input_conv, m.embedding_size) == ("residual", 4, 2, 2, m.hidden_size)
     else:
         assert applied.model.block == "plain" and applied.model.ffn == 0
+
+
+def test_the_family_is_timed_again_where_its_timing_moves_its_width(monkeypatch):
+    # A min family's elementwise work grows with width x layers, not with its arithmetic: narrower, it is slower
+    # than a line through one wider timing says. Timed again at the width that timing chose, it is judged there.
+    calls = []
+
+    def time_trainings(runs, vocab, device):
+        calls.extend(shape for shape, _ in runs)
+        return [2e-11 * shape.flops_per_token(vocab) + (4e-8 * shape.hidden * shape.layers if shape.cell == FAMILY else 0)
+                for shape, _ in runs]
+    monkeypatch.setattr(auto, "time_trainings", time_trainings)
+    config, given = resolve(None, [("train.max_time", 180.0)])
+    decision = auto.decide(config, given, auto.Text(10**6, 10**5, VOCAB), torch.device("cpu"), ["fp32"])
+    first, again = [shape for shape in calls if shape.cell == FAMILY]
+    assert again.hidden < first.hidden  # it moved to a narrower width, and was timed there
+    measured = decision.speeds.timings[-1]
+    assert measured["shape"] == again.describe()
+    family = auto.family_speeds(decision.speeds, decision.speeds.timings[-2:])
+    assert family.tokens_per_s(again, "fp32", VOCAB) == pytest.approx(measured["tokens_per_s"], rel=1e-3)
+    rival = auto.choose(family, Budget(180.0), 10**6, VOCAB, template=replace(Shape(256), **auto.MIN_FAMILY))
+    assert abs(math.log(rival.shape.hidden / again.hidden)) <= math.log(1.5)  # its line goes through both timings
 
 
 def test_a_fixed_cell_or_block_keeps_the_rule_to_it(monkeypatch):
