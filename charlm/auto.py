@@ -450,7 +450,7 @@ def probe(shape: Shape, widths: tuple[int, ...], rival: Shape | None, precisions
     timings = _timings([(_at(shape, first), precision) for precision in precisions], vocab, device)
     precision, rough = faster({t["precision"]: t["tokens_per_s"] for t in timings}), SpeedModel.fit(timings)
     later = [] if len(widths) == 1 else [(_at(shape, SIDE_WIDTHS[width_for(rough, shape) > first]), precision)]
-    rival_width = first if len(widths) == 1 or not rival else width_for(rough, rival)
+    rival_width = width_for(rough, rival) if rival and len(widths) > 1 else first
     if rival:
         later.append((_at(rival, rival_width), precision))
     if not later or time.perf_counter() - started > allowance:
@@ -460,7 +460,7 @@ def probe(shape: Shape, widths: tuple[int, ...], rival: Shape | None, precisions
     if not rival:
         return timings, []
     family = more[-1:]
-    width = width_for(SpeedModel.fit(timings).like(family[0]), rival)
+    width = width_for(family_speeds(SpeedModel.fit(timings), family), rival)
     if width != rival_width and time.perf_counter() - started <= allowance:
         family += _timings([(_at(rival, width), precision)], vocab, device)
     return timings, family
