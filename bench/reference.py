@@ -26,7 +26,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from charlm.synthetic import pseudo_english  # noqa: E402
+from charlm.data.synthetic import pseudo_english  # noqa: E402
 
 COMMON = ["--no-progress", "--no-sample", "--set", "model.size=fixed", "--threads", "1", "--precision", "fp32",
           "--device", "cpu", "--batch-size", "8", "--seq-len", "32", "--set", "train.eval_interval=20",

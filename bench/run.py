@@ -418,7 +418,7 @@ def bench_startup(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
 def write_large_text(path: Path, megabytes: int, seed: int = 0) -> None:
     """Pseudo-English from a small word list, written in 1 MB blocks: ours, and as big as asked."""
-    from charlm.synthetic import pseudo_english
+    from charlm.data.synthetic import pseudo_english
 
     rng = random.Random(seed)
     blocks = [pseudo_english(1 << 20, seed=s).encode("utf-8") for s in range(16)]

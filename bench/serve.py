@@ -36,7 +36,7 @@ from machine import describe  # noqa: E402
 def make_run(work: Path, hidden: int = 512) -> Path:
     """A 2-layer LSTM run of ``hidden`` units (the embedding as wide, the default) after one training step."""
     from charlm.config import build_config
-    from charlm.synthetic import pseudo_english
+    from charlm.data.synthetic import pseudo_english
     from charlm.train import train
 
     text = work / "text.txt"

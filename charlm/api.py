@@ -10,12 +10,13 @@ import torch
 from charlm.checkpoint import Checkpoint
 from charlm.config import Config
 from charlm.corpora import text_of
-from charlm.data import Part, RunData, kind, read_data
+from charlm.data import kind, read_data
+from charlm.data.base import Part, RunData
 from charlm.errors import CharlmError
 from charlm.evaluate import evaluate_directions
 from charlm.model import CharRNN
 from charlm.runtime import resolve_device
-from charlm.source import TextSource
+from charlm.data.source import TextSource
 from charlm.sample import LineDraw, Sampler
 
 

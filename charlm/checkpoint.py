@@ -29,7 +29,7 @@ from charlm.errors import CharlmError
 from charlm.fsutil import atomic_open
 from charlm.model import CharRNN
 from charlm.state import TrainState
-from charlm.vocab import MARKER, Vocab
+from charlm.data.vocab import MARKER, Vocab
 
 FORMAT_NAME = "charlm-checkpoint"
 FORMAT_VERSION = 3
@@ -42,7 +42,7 @@ class TextRecord:
     """The text a run trained on: where it was, and its checksum (a resume checks it is unchanged)."""
 
     path: str  # as the user gave it, for messages
-    sha256: str  # of the file, or for many files of their manifest (charlm.tokens)
+    sha256: str  # of the file, or for many files of their manifest (charlm.data.tokens)
     splits: dict[str, dict[str, int]] | None = None  # many files: files and characters of each split
     source: dict[str, list[str]] | None = None  # what was read (TextSource.to_dict, absolute paths)
 

@@ -1,6 +1,6 @@
 """The loss of a model on a text: nats and bits per predicted character, dropout off.
 
-What an evaluation reads comes from the text's ``Part`` (charlm/data.py): a stream's windows with
+What an evaluation reads comes from the text's ``Part`` (charlm/data/base.py): a stream's windows with
 the state carried from one to the next, or whole lines each from a fresh state.
 """
 
@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from charlm.data import Part
-from charlm.lines import IGNORE
+from charlm.data.base import Part
+from charlm.data.lines import IGNORE
 from charlm.model import CharRNN
 from charlm.runtime import accumulator_dtype, autocast
 

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from charlm.auto import Decision
-    from charlm.data import RunData
+    from charlm.data.base import RunData
     from charlm.evaluate import EvalResult
     from charlm.setup import Run
     from charlm.state import TrainState

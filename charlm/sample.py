@@ -18,11 +18,11 @@ import torch
 from charlm.errors import CharlmError
 from charlm.model import CharRNN
 from charlm.streams import Draw, StreamSet, stream_seed
-from charlm.vocab import DOCUMENT, MARKER, Vocab, format_chars
+from charlm.data.vocab import DOCUMENT, MARKER, Vocab, format_chars
 
 if TYPE_CHECKING:
     from charlm.config import SampleConfig
-    from charlm.data import RunData
+    from charlm.data.base import RunData
 
 
 @torch.no_grad()

@@ -22,7 +22,8 @@ from charlm import auto
 from charlm.averaging import NoAverage, WeightAverage, weight_average
 from charlm.checkpoint import Checkpoint
 from charlm.config import Config, TrainConfig, format_duration, with_settings
-from charlm.data import Batches, RunData, read_data
+from charlm.data import read_data
+from charlm.data.base import Batches, RunData
 from charlm.distributed import Distributed, check_batch
 from charlm.errors import CharlmError
 from charlm.model import CharRNN, directions_of
@@ -31,7 +32,7 @@ from charlm.rundir import newest_checkpoint
 from charlm.runtime import (LossScale, fused_kernels, loss_scaling, prepare_device, rank_device, resolve_device,
                             resolve_precision, set_threads, usable_precisions)
 from charlm.schedule import stop_reason
-from charlm.source import TextSource
+from charlm.data.source import TextSource
 from charlm.state import LogWindow, RandomState, Streams, TrainState
 
 ARCHITECTURE_KEYS = ("cell", "hidden_size", "embedding_size", "num_layers", "tie_weights", "bidirectional", "block",
@@ -44,7 +45,7 @@ class TrainRequest:
 
     config: Config
     given: frozenset[str]  # the config keys the user gave; model.size auto chooses only the others
-    text: TextSource  # a file, or many (files, folders, globs; see charlm.source)
+    text: TextSource  # a file, or many (files, folders, globs; see charlm.data.source)
     out_dir: Path
     resume: bool = False  # continue the run in out_dir from its newest checkpoint
     init_from: str | None = None  # start from this checkpoint's weights (fine-tuning)

@@ -26,7 +26,7 @@ from charlm.rundir import resume_config, run_directory
 from charlm.schedule import stop_reason
 from charlm.setup import TrainRequest, setup
 from charlm.signals import StopRequest
-from charlm.source import TextSource
+from charlm.data.source import TextSource
 from charlm.trainer import Trainer
 
 __all__ = ["TrainRequest", "TrainResult", "fit", "plan", "run", "session", "train"]

@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 
 from charlm.checkpoint import Checkpoint, TextRecord
-from charlm.data import Batch
+from charlm.data.base import Batch
 from charlm.evaluate import evaluate_directions
-from charlm.lines import IGNORE
+from charlm.data.lines import IGNORE
 from charlm.model import CharRNN
 from charlm.report import Report
 from charlm.runtime import autocast, fused_kernels, nan_check, step_unless

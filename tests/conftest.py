@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from charlm.synthetic import pseudo_english
+from charlm.data.synthetic import pseudo_english
 
 SHARED_CORPORA = Path(__file__).resolve().parents[2] / "shared" / "corpora"
 
@@ -102,7 +102,7 @@ def tiny_checkpoint(step: int = 0, model=None, vocab=None, mode: str = "stream",
     from charlm.distributed import Distributed
     from charlm.model import CharRNN
     from charlm.state import RandomState, TrainState
-    from charlm.vocab import Vocab
+    from charlm.data.vocab import Vocab
 
     config = Config()
     if model is None:

@@ -63,7 +63,7 @@ def test_real_old_checkpoints_still_sample_evaluate_and_resume_exactly(tmp_path,
     import shutil
 
     import charlm
-    from charlm.synthetic import pseudo_english
+    from charlm.data.synthetic import pseudo_english
     from charlm.config import all_keys
     from charlm.train import plan, run, train
 

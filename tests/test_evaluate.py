@@ -6,10 +6,10 @@ import torch
 import torch.nn.functional as F
 
 from charlm.evaluate import EvalResult, evaluate, evaluate_directions
-from charlm.lines import lines_vocab, split_into_lines
+from charlm.data.lines import lines_vocab, split_into_lines
 from charlm.model import CharRNN
-from charlm.stream import Stream
-from charlm.vocab import Vocab
+from charlm.data.stream import Stream
+from charlm.data.vocab import Vocab
 
 CPU = torch.device("cpu")
 

@@ -17,7 +17,7 @@ import charlm
 from browser import browser_or_skip
 from charlm.export.graph import step_graph
 from charlm.model import CharRNN
-from charlm.vocab import Vocab
+from charlm.data.vocab import Vocab
 from conftest import charlm_cli, make_text, tiny_checkpoint
 from test_train import small_config
 
@@ -227,7 +227,7 @@ def test_the_page_follows_residual_blocks_in_a_real_browser(tmp_path):
 
 @pytest.mark.slow  # a browser
 def test_a_lines_page_writes_ten_new_lines(tmp_path):
-    from charlm.vocab import MARKER
+    from charlm.data.vocab import MARKER
 
     vocab = Vocab(list("abcdefgh") + [MARKER])
     torch.manual_seed(2)

@@ -47,7 +47,7 @@ def test_gradient_norms_match_finite_differences(cell):
 
 def test_a_fresh_tanh_rnn_forgets_faster_than_an_lstm():
     from conftest import make_text
-    from charlm.data import Vocab
+    from charlm.data.vocab import Vocab
 
     text = make_text(20_000)
     vocab = Vocab(sorted(set(text)))

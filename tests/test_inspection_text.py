@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from charlm.inspection.text import feature_values, rank_units, render_html, trace
-from charlm.lines import LineData
+from charlm.data.lines import LineData
 from charlm.model import CharRNN
-from charlm.stream import StreamData
-from charlm.vocab import MARKER, Vocab
+from charlm.data.stream import StreamData
+from charlm.data.vocab import MARKER, Vocab
 
 
 class _Spans(HTMLParser):

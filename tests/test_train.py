@@ -217,7 +217,7 @@ def test_init_from_keeps_the_checkpoint_architecture(tmp_path, text_file):
 def request(config, text, out_dir, **options):
     """What ``train`` asks for."""
     from charlm.config import changed_keys
-    from charlm.source import TextSource
+    from charlm.data.source import TextSource
     from charlm.train import TrainRequest, recording
 
     source = TextSource.of(text)

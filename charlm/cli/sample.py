@@ -77,7 +77,7 @@ def _prime(prime: str | None, prime_file: Path | None) -> str | None:
     if prime is not None and prime_file is not None:
         raise CharlmError("give --prime or --prime-file, not both")
     if prime_file is not None:
-        from charlm.source import read_text
+        from charlm.data.source import read_text
 
         return read_text(prime_file)
     return decode_escapes(prime) if prime is not None else None

@@ -26,7 +26,7 @@ from charlm.errors import CharlmError
 from charlm.fsutil import atomic_open, sha256_of
 
 if TYPE_CHECKING:
-    from charlm.source import TextSource
+    from charlm.data.source import TextSource
 
 ENV_DIR = "CHARLM_CORPUS_DIR"
 
@@ -263,7 +263,7 @@ def stdlib_dir() -> Path:
 def corpus_text(name: str) -> "TextSource":
     """What corpus ``name`` trains on: its file, or (a corpus of many documents) its folder with the
     globs that pick the files."""
-    from charlm.source import TextSource
+    from charlm.data.source import TextSource
 
     tree = lookup(name).python_stdlib_tree or {}
     return TextSource.of(get_corpus(name), tree.get("include", ()), tree.get("exclude", ()))
@@ -272,8 +272,8 @@ def corpus_text(name: str) -> "TextSource":
 def text_of(config: Any, missing: str) -> "TextSource":
     """What a config trains on: ``data.path`` (a file, or files, folders and globs), or the named
     corpus (fetched if need be); ``missing`` is the error when it names neither."""
-    from charlm.source import check_text_file
-    from charlm.source import TextSource, has_glob
+    from charlm.data.source import check_text_file
+    from charlm.data.source import TextSource, has_glob
 
     data = config.data
     if data.path:

@@ -1,10 +1,10 @@
-"""A run's text as its model reads it: one interface, two kinds.
+"""The one interface to a run's text that both kinds share: ``RunData`` (the text, its vocabulary
+and splits), ``Part`` (one split, as evaluations read it) and ``Batches`` (a direction's training
+batches, each a function of the step).
 
-``read_data`` gives a ``RunData`` of the kind ``data.mode`` names: ``StreamData`` (charlm/stream.py:
-one long text, or many files joined, read as contiguous streams) or ``LineData`` (charlm/lines.py:
-one example per line). Training, ``charlm eval``, the API, ``charlm inspect`` and sampling take a
-run's text through it and never ask which kind it is: each kind knows its splits, its training
-batches, what an evaluation reads, what a preview and a sample are, and how a sample starts.
+Training, ``charlm eval``, the API, ``charlm inspect`` and sampling never ask which kind they hold:
+each kind knows its splits, its training batches, what an evaluation reads, what a preview and a
+sample are, and how a sample starts. ``charlm.data.read_data`` gives the kind ``data.mode`` names.
 """
 
 from __future__ import annotations
@@ -17,16 +17,27 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 
-from charlm.source import TextSource
+from charlm.data.source import TextSource
 from charlm.config import SPLITS
-from charlm.tokens import Tokens
-from charlm.vocab import Vocab
+from charlm.data.tokens import Tokens
+from charlm.data.vocab import Vocab
 
 if TYPE_CHECKING:
     from charlm.config import DataConfig, SampleConfig
-    from charlm.sample import Sampler
 
 Batch = tuple[np.ndarray, np.ndarray]  # inputs, targets: (rows, length) int64
+
+
+class Writer(Protocol):
+    """What a kind asks of whoever samples from a model (``charlm.generate.sample.Sampler``) to write
+    one sample or a preview its own way; declared here so that data never imports generation."""
+
+    vocab: Vocab
+
+    def texts(self, prime: str = "", length: int = 500, num_samples: int = 1, stop: str | None = None,
+              reverse: bool = False, **options: Any) -> list[str]: ...
+
+    def lines(self, count: int, prime: str = "", max_length: int = 500, **options: Any) -> list[str]: ...
 
 
 class Batches(Protocol):
@@ -182,12 +193,12 @@ class RunData(ABC):
 
     @staticmethod
     @abstractmethod
-    def sample(sampler: "Sampler", prime: str, length: int, reverse: bool, **options: Any) -> str:
+    def sample(sampler: "Writer", prime: str, length: int, reverse: bool, **options: Any) -> str:
         """One sample: a text, or one line."""
 
     @staticmethod
     @abstractmethod
-    def preview(sampler: "Sampler", settings: "SampleConfig", length: int, seed: int | None, lines: int) -> str:
+    def preview(sampler: "Writer", settings: "SampleConfig", length: int, seed: int | None, lines: int) -> str:
         """A look at the model as a run's ``sample`` settings describe it."""
 
     @staticmethod
@@ -204,19 +215,3 @@ class RunData(ABC):
 def sample_options(settings: "SampleConfig", seed: int | None) -> dict[str, Any]:
     """A run's ``sample`` settings as sampling options."""
     return {"temperature": settings.temperature, "top_k": settings.top_k, "top_p": settings.top_p, "seed": seed}
-
-
-def kind(mode: str) -> type[RunData]:
-    """The kind of data ``data.mode`` names."""
-    # Imported here: both kinds build on this module.
-    from charlm.lines import LineData
-    from charlm.stream import StreamData
-
-    return {"stream": StreamData, "lines": LineData}[mode]
-
-
-def read_data(source: "TextSource | str | Path", config: "DataConfig", vocab: Vocab | None = None,
-              progress: bool = False) -> RunData:
-    """A run's text: ``source`` (a file, or many: see ``charlm.source``) read as ``config`` says, in
-    ``vocab`` (a run's own) or else the text's own characters."""
-    return kind(config.mode).read(TextSource.of(source, config.include, config.exclude), config, vocab, progress)

@@ -19,15 +19,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from charlm.data import Batch, Part, RunData, sample_options
+from charlm.data.base import Batch, Part, RunData, Writer, sample_options
 from charlm.errors import CharlmError
-from charlm.source import TextSource
-from charlm.tokens import Joining, Tokens, read_tokens
-from charlm.vocab import MARKER, Vocab
+from charlm.data.source import TextSource
+from charlm.data.tokens import Joining, Tokens, read_tokens
+from charlm.data.vocab import MARKER, Vocab
 
 if TYPE_CHECKING:
     from charlm.config import DataConfig, SampleConfig
-    from charlm.sample import Sampler
 
 IGNORE = -100  # target id that cross_entropy leaves out
 BUCKET_BATCHES = 50  # lines are sorted by length within windows of this many batches
@@ -304,14 +303,14 @@ class LineData(RunData):
         return [vocab.marker] + [vocab.index[c] for c in prime]
 
     @staticmethod
-    def sample(sampler: "Sampler", prime: str, length: int, reverse: bool, **options: Any) -> str:
+    def sample(sampler: Writer, prime: str, length: int, reverse: bool, **options: Any) -> str:
         """One line of at most ``length`` characters (written right to left: a text, as in stream mode)."""
         if reverse:
             return sampler.texts(prime, length, reverse=True, **options)[0]
         return sampler.lines(1, prime, length, **options)[0]
 
     @staticmethod
-    def preview(sampler: "Sampler", settings: "SampleConfig", length: int, seed: int | None, lines: int) -> str:
+    def preview(sampler: Writer, settings: "SampleConfig", length: int, seed: int | None, lines: int) -> str:
         """``lines`` whole lines, one a line."""
         prime = settings.prime if not sampler.vocab.missing(settings.prime) else ""
         return "\n".join(sampler.lines(lines, prime, length, **sample_options(settings, seed)))

@@ -18,15 +18,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from charlm.data import Batch, Part, RunData, sample_options
+from charlm.data.base import Batch, Part, RunData, Writer, sample_options
 from charlm.errors import CharlmError
-from charlm.source import TextSource
-from charlm.tokens import Holdout, Joining, read_tokens
-from charlm.vocab import DOCUMENT, Vocab, format_chars
+from charlm.data.source import TextSource
+from charlm.data.tokens import Holdout, Joining, read_tokens
+from charlm.data.vocab import DOCUMENT, Vocab, format_chars
 
 if TYPE_CHECKING:
     from charlm.config import DataConfig, SampleConfig
-    from charlm.sample import Sampler
 
 
 @dataclass
@@ -204,7 +203,7 @@ class StreamData(RunData):
         return vocab.extended(missing)
 
     def hints(self) -> list[str]:
-        from charlm.lines import looks_like_a_list
+        from charlm.data.lines import looks_like_a_list
 
         found = looks_like_a_list(self.tokens.tokens, self.vocab)
         if found is None:
@@ -226,11 +225,11 @@ class StreamData(RunData):
         return [0]
 
     @staticmethod
-    def sample(sampler: "Sampler", prime: str, length: int, reverse: bool, **options: Any) -> str:
+    def sample(sampler: Writer, prime: str, length: int, reverse: bool, **options: Any) -> str:
         return sampler.texts(prime, length, reverse=reverse, **options)[0]
 
     @staticmethod
-    def preview(sampler: "Sampler", settings: "SampleConfig", length: int, seed: int | None, lines: int) -> str:
+    def preview(sampler: Writer, settings: "SampleConfig", length: int, seed: int | None, lines: int) -> str:
         """``length`` characters after the run's prime (left out if the model lacks its characters:
         this is a look at the model, not a request)."""
         prime = settings.prime if not sampler.vocab.missing(settings.prime) else ""

@@ -178,7 +178,7 @@ def measure(sources: list[Path], cells: list[str], max_distance: int = 200, posi
     """``charlm inspect gradients``: a curve for each model among ``sources`` (run directories,
     checkpoints, or configs for fresh models, one per cell of ``cells``), measured on the one text
     file among them or else on each model's own val split. ``on_curve`` hears each curve as it is done."""
-    from charlm.source import check_text_file
+    from charlm.data.source import check_text_file
     from charlm.inspection.sources import is_model_source, load_subjects
 
     models = [s for s in sources if is_model_source(s)]

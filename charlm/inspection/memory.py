@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from charlm.vocab import Vocab
+from charlm.data.vocab import Vocab
 from charlm.errors import CharlmError
 from charlm.model import CharRNN
 

@@ -12,7 +12,7 @@ import torch
 from charlm.data import read_data
 from charlm.errors import CharlmError
 from charlm.model import CharRNN
-from charlm.vocab import Vocab
+from charlm.data.vocab import Vocab
 
 CONFIG_SUFFIXES = (".yaml", ".yml")
 

@@ -22,10 +22,10 @@ import torch
 from charlm.errors import CharlmError
 from charlm.model import CharRNN
 from charlm.step import FastStep
-from charlm.vocab import MARKER, Vocab
+from charlm.data.vocab import MARKER, Vocab
 
 if TYPE_CHECKING:
-    from charlm.data import RunData
+    from charlm.data.base import RunData
 
 TOP = 5
 SURPRISAL_STEP = 0.5  # nats per colour band
@@ -132,7 +132,7 @@ def feature_values(text: str, feature: str) -> tuple[np.ndarray, str]:
 
 def read_prefix(path: str | Path, encoding: str = "utf-8", max_chars: int = 5000) -> str:
     """The first ``max_chars`` characters of a text file (not empty)."""
-    from charlm.source import check_text_file, read_text
+    from charlm.data.source import check_text_file, read_text
 
     text = read_text(check_text_file(path), encoding)[:max_chars]
     if not text:

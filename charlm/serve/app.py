@@ -36,7 +36,7 @@ from charlm.serve.scoring import score
 from charlm.errors import CharlmError
 from charlm.sample import LineDraw
 from charlm.streams import Draw, stream_seed
-from charlm.vocab import format_chars
+from charlm.data.vocab import format_chars
 
 OPEN_PATHS = ("/health", "/")  # the page is code and no data: it asks for the key itself
 

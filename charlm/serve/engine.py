@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from charlm.streams import Draw, Drawn, StreamSet
-from charlm.vocab import DOCUMENT, MARKER, Vocab
+from charlm.data.vocab import DOCUMENT, MARKER, Vocab
 
 # ("text", choice, [(char, logprob, top)]) | ("finish", choice, reason) | ("result" or "error", 0, value); a
 # choice is numbered across the request (prompt number x n + choice), so one queue serves all its prompts.

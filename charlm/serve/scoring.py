@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from charlm.model import CharRNN
-from charlm.vocab import Vocab
+from charlm.data.vocab import Vocab
 
 if TYPE_CHECKING:
-    from charlm.data import RunData
+    from charlm.data.base import RunData
 
 
 @dataclass

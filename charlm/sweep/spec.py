@@ -17,7 +17,7 @@ from charlm.config import Config, apply_mapping, did_you_mean, load_yaml, sectio
 from charlm.errors import CharlmError
 
 if TYPE_CHECKING:
-    from charlm.source import TextSource
+    from charlm.data.source import TextSource
 
 SWEEP_KEYS = ("name", "base", "config", "data", "method", "trials", "workers", "metric", "pruner", "set", "parameters",
               "seed")

@@ -1,4 +1,4 @@
-"""The one interface to a run's text (charlm/data.py), for both kinds: what training, charlm eval,
+"""The one interface to a run's text (charlm/data/base.py), for both kinds: what training, charlm eval,
 the API and charlm inspect ask of it."""
 
 import numpy as np
@@ -7,8 +7,8 @@ import pytest
 from charlm.config import DataConfig
 from charlm.data import kind, read_data
 from charlm.errors import CharlmError
-from charlm.lines import LineBatches, LineData, split_lines
-from charlm.stream import StreamBatches, StreamData, split_tokens
+from charlm.data.lines import LineBatches, LineData, split_lines
+from charlm.data.stream import StreamBatches, StreamData, split_tokens
 
 NAMES = ["anna", "bob", "carla", "dave", "eve", "fred", "gina", "hugo", "ines", "jo"] * 12
 

@@ -4,8 +4,8 @@ import torch
 import torch.nn.functional as F
 
 from charlm.errors import CharlmError
-from charlm.lines import IGNORE, LineBatches, LineData, line_batches, lines_vocab, pad_batch, split_into_lines, split_lines
-from charlm.vocab import MARKER, Vocab
+from charlm.data.lines import IGNORE, LineBatches, LineData, line_batches, lines_vocab, pad_batch, split_into_lines, split_lines
+from charlm.data.vocab import MARKER, Vocab
 
 NAMES = "emma\nolivia\r\nava\n\nisabella\nsophia\nmia\n  \ncharlotte\namelia\nava"
 
@@ -178,8 +178,8 @@ def test_lines_mode_resumes_exactly(tmp_path):
 
 
 def test_a_list_is_recognised_and_a_play_is_not(tinyshakespeare):
-    from charlm.source import read_text
-    from charlm.lines import looks_like_a_list
+    from charlm.data.source import read_text
+    from charlm.data.lines import looks_like_a_list
 
     def verdict(text):
         vocab = Vocab.from_text(text)
@@ -192,7 +192,7 @@ def test_a_list_is_recognised_and_a_play_is_not(tinyshakespeare):
 
 def test_the_list_hint_reads_only_the_start_of_a_text(monkeypatch):
     """A whole memory-mapped gigabyte would be paged in by a scan: the hint stops at HINT_CHARS."""
-    from charlm import lines
+    from charlm.data import lines
 
     listing = "\n".join(WORDS * 10) + "\n"
     text = listing + "a paragraph of prose\n\n" * 5_000  # blank lines after the list: prose, if read

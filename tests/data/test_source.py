@@ -1,11 +1,11 @@
-"""What a run reads (charlm/source.py): one file or pipe, or a tree's files found, filtered and decoded."""
+"""What a run reads (charlm/data/source.py): one file or pipe, or a tree's files found, filtered and decoded."""
 
 import os
 
 import pytest
 
 from charlm.errors import CharlmError
-from charlm.source import Skipped, TextSource, gather, iter_text, matches, read_text
+from charlm.data.source import Skipped, TextSource, gather, iter_text, matches, read_text
 from conftest import make_text
 
 

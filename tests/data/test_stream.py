@@ -1,4 +1,4 @@
-"""Stream data (charlm/stream.py): the contiguous split, the streams a batch is cut from, evaluation
+"""Stream data (charlm/data/stream.py): the contiguous split, the streams a batch is cut from, evaluation
 windows, and many files as one stream of documents."""
 
 import numpy as np
@@ -7,9 +7,9 @@ import pytest
 from charlm.config import DataConfig, build_config
 from charlm.data import read_data
 from charlm.errors import CharlmError
-from charlm.source import TextSource
-from charlm.stream import StreamBatches, eval_windows, split_tokens
-from charlm.vocab import DOCUMENT, Vocab
+from charlm.data.source import TextSource
+from charlm.data.stream import StreamBatches, eval_windows, split_tokens
+from charlm.data.vocab import DOCUMENT, Vocab
 from test_source import tree  # noqa: F401  (a fixture)
 
 
@@ -106,7 +106,7 @@ def test_a_model_of_one_text_cannot_read_a_set(tree):  # noqa: F811
 
 
 def test_a_sample_starts_where_a_text_of_its_kind_starts():
-    from charlm.stream import StreamData
+    from charlm.data.stream import StreamData
 
     vocab = Vocab(list("\nab"))
     assert StreamData.start_tokens(vocab, "ab") == [1, 2]

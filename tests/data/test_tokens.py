@@ -1,4 +1,4 @@
-"""A text as token ids, read once (charlm/tokens.py): one pass, the cache, sets of documents."""
+"""A text as token ids, read once (charlm/data/tokens.py): one pass, the cache, sets of documents."""
 
 import os
 import tempfile
@@ -10,11 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import charlm.tokens as tokens_module
+import charlm.data.tokens as tokens_module
 from charlm.errors import CharlmError
-from charlm.source import TextSource
-from charlm.tokens import Holdout, Joining, read_tokens
-from charlm.vocab import DOCUMENT, Vocab
+from charlm.data.source import TextSource
+from charlm.data.tokens import Holdout, Joining, read_tokens
+from charlm.data.vocab import DOCUMENT, Vocab
 from conftest import make_text
 from test_source import tree  # noqa: F401  (a fixture)
 

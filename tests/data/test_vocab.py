@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from charlm.vocab import DOCUMENT, Vocab, smallest_dtype
+from charlm.data.vocab import DOCUMENT, Vocab, smallest_dtype
 
 
 @pytest.mark.parametrize("text", [
