@@ -12,7 +12,7 @@ Parts (each prints a table as it finishes; all results go to one JSON file):
 - cells:   tokens/s of `charlm train` for each cell family (the fused LSTM, GRU; minGRU and minLSTM plain
            and in residual blocks) at about the parameters of a 2x256 LSTM, against the LSTM's.
 - preset:  val loss of configs/tinyshakespeare-60s.yaml after its 60 s (tinyshakespeare 90/10).
-- sample:  chars/s for 1, 64 and 256 streams, fast path (``charlm.step.FastStep``) against one
+- sample:  chars/s for 1, 64 and 256 streams, fast path (``charlm.model.fast_step.FastStep``) against one
            ``nn.<cell>`` call per character, and against the machine's fp32 matmul limit.
 - startup: `charlm --help`, and time to the first character of `charlm sample`.
 - memory:  peak RSS of `charlm train` on a large generated text (1 GB; 200 MB in quick mode),
@@ -80,7 +80,7 @@ def bare_kernel_tokens_per_s(cell: str, hidden: int, precision: str, batch: int,
     embedding, head, loss, optimizer or data."""
     import torch
 
-    from charlm.model import CharRNN
+    from charlm.model.network import CharRNN
     from charlm.runtime import autocast
 
     torch.manual_seed(0)
@@ -180,7 +180,7 @@ def width_for(parameters: int, cell: str, layers: int, block: str, ffn: int) -> 
 def bench_cells(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
     """Each family's training tokens/s at about a 2x256 LSTM's parameters (embedding as wide as the cells)."""
     from charlm.auto import Shape
-    from charlm.cells import describe_shape
+    from charlm.model.cells import describe_shape
     from charlm.runtime import resolve_device, usable_precisions
 
     device = resolve_device(args.device)
@@ -275,7 +275,7 @@ def _bare_loop_chars_per_s(model, streams: int, layout: str, seconds: float, dev
     ``layout``: the yardstick ``FastStep`` is held to."""
     import torch
 
-    from charlm.step import FastStep
+    from charlm.model.fast_step import FastStep
 
     step = FastStep(model, layout=layout)
     x = torch.randn(streams, model.hidden_size, device=device)
@@ -288,7 +288,7 @@ def _unpadded_step_chars_per_s(model, seconds: float, device) -> float:
     a stream's text being the same alone and among others costs at one stream)."""
     import torch
 
-    from charlm.step import FastStep, choose_layout
+    from charlm.model.fast_step import FastStep, choose_layout
 
     step = FastStep(model, layout=choose_layout(model, 1))
     state, token = step.zero_state(1), torch.zeros(1, dtype=torch.long, device=device)
@@ -298,7 +298,7 @@ def _unpadded_step_chars_per_s(model, seconds: float, device) -> float:
 def bench_sample(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from charlm.model import CharRNN
+    from charlm.model.network import CharRNN
     from charlm.runtime import prepare_device, resolve_device
     from charlm.sample import generate
     from charlm.streams import StreamSet

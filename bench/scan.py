@@ -3,7 +3,7 @@
     python bench/scan.py [--device cpu|cuda] [--threads 2] [--json OUT]
 
 Forward and backward over (time, batch 32, hidden) windows, for each of:
-- ``loop``: charlm.cells.linear_scan, an elementwise loop over time with a hand-written backward (charlm's);
+- ``loop``: charlm.model.cells.linear_scan, an elementwise loop over time with a hand-written backward (charlm's);
 - ``autograd``: the same loop with autograd recording every step (what plain PyTorch gives);
 - ``log``: Heinsen (2023)'s log-space scan, ``exp(a* + logcumsumexp(log b - a*))`` with ``a* = cumsum(log a)``
   (it needs b > 0: the paper's minGRU makes its candidate positive for it; timed here on positive b);
@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from machine import describe  # noqa: E402
 
-from charlm.cells import linear_scan  # noqa: E402
+from charlm.model.cells import linear_scan  # noqa: E402
 
 
 def autograd_loop(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:

@@ -236,7 +236,7 @@ PARTS = (("train", train_table, "Training tokens/s, `charlm train` against the b
                                   " backward of `nn.LSTM`/`nn.GRU`/`nn.RNN` alone) at the same shape: batch 32 x 64,"
                                   " 2 layers, embedding as wide as the hidden layer."),
          ("cells", cells_table, "Training tokens/s of each cell family at about a 2x256 LSTM's parameters"
-                                " (charlm/cells.py; batch 32 x 64, embedding as wide as the cells)."),
+                                " (charlm/model/cells.py; batch 32 x 64, embedding as wide as the cells)."),
          ("sample", sample_table, ""),
          ("other", other_table, "The 60-second preset, start-up and memory."))
 
@@ -288,7 +288,7 @@ def section(machine: str, entries: list[tuple[str, str, dict]]) -> list[str]:
     scans = [e for e in entries if e[0].startswith("scan-")]
     for scan in sorted(scans):
         lines += [f"### `bench/scan.py`: a min cell's recurrence, {scan[2]['threads']} threads", "",
-                  f"Milliseconds per forward + backward at batch 32 (charlm/cells.py uses `loop`;"
+                  f"Milliseconds per forward + backward at batch 32 (charlm/model/cells.py uses `loop`;"
                   f" `gates_matmul`: the layer's matrix product, for scale). From {files([scan])}.", ""]
         lines += scan_table(scan[2]) + [""]
     serving = [e for e in entries if e[0].startswith("serve-")]

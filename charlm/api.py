@@ -14,7 +14,7 @@ from charlm.data import kind, read_data
 from charlm.data.base import Part, RunData
 from charlm.errors import CharlmError
 from charlm.evaluate import evaluate_directions
-from charlm.model import CharRNN
+from charlm.model.network import CharRNN
 from charlm.runtime import resolve_device
 from charlm.data.source import TextSource
 from charlm.sample import LineDraw, Sampler

@@ -49,7 +49,7 @@ DROPOUT_FROM_PASSES = 4.5
 DROPOUT, MOST_DROPOUT = 0.25, 0.5
 FEW_TOKENS_PER_PARAMETER = 0.12
 EMBEDDING = 64
-# The other family the rule weighs: min cells in residual blocks (charlm/cells.py) whose gates read their
+# The other family the rule weighs: min cells in residual blocks (charlm/model/cells.py) whose gates read their
 # last two inputs, the one that learned most of those measured (docs/auto.md).
 MIN_FAMILY = dict(cell="mingru", layers=4, block="residual", ffn=2, input_conv=2)
 # What its compute (tokens x parameters) is worth against the LSTM's, from side-by-side runs on three CPUs
@@ -86,7 +86,7 @@ class Shape:
     def parameters(self, vocab: int) -> int:
         """As CharRNN counts them (torch's two bias vectors per gate of a classic cell, one of a min cell;
         a residual block's norms and feed-forward part; the embedding and the head)."""
-        from charlm.cells import GATES, MIN_CELLS
+        from charlm.model.cells import GATES, MIN_CELLS
 
         hidden, gates = self.hidden, GATES[self.cell] * self.hidden
         own = 0 if self.cell in MIN_CELLS else gates * hidden + gates  # hidden-to-hidden weights, b_hh
@@ -103,7 +103,7 @@ class Shape:
         return 2.0 * (self.parameters(vocab) - vocab * self.embedding)
 
     def describe(self) -> str:
-        from charlm.cells import describe_shape
+        from charlm.model.cells import describe_shape
 
         return describe_shape(self.layers, self.hidden, self.cell, self.block, self.ffn, self.input_conv)
 
@@ -165,7 +165,7 @@ class Trial:
     def __init__(self, shape: Shape, precision: str, vocab: int, device: "torch.device") -> None:
         import torch
 
-        from charlm.model import CharRNN
+        from charlm.model.network import CharRNN
         from charlm.runtime import fused_kernels
 
         generator = torch.Generator().manual_seed(0)  # not the global one: training's seeds stay as they were

@@ -27,7 +27,7 @@ from charlm import __version__
 from charlm.config import Config
 from charlm.errors import CharlmError
 from charlm.fsutil import atomic_open
-from charlm.model import CharRNN
+from charlm.model.network import CharRNN
 from charlm.state import TrainState
 from charlm.data.vocab import MARKER, Vocab
 

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from charlm.data.base import Part
 from charlm.data.lines import IGNORE
-from charlm.model import CharRNN
+from charlm.model.network import CharRNN
 from charlm.runtime import accumulator_dtype, autocast
 
 

@@ -76,7 +76,7 @@ class Report:
     def _start_line(self, run: "Run", resumed: bool) -> str:
         import torch
 
-        from charlm.cells import describe_shape
+        from charlm.model.cells import describe_shape
 
         m = run.config.model
         shape = describe_shape(m.num_layers, m.hidden_size, m.cell, m.block, m.ffn, m.input_conv)

@@ -26,7 +26,7 @@ from charlm.data import read_data
 from charlm.data.base import Batches, RunData
 from charlm.distributed import Distributed, check_batch
 from charlm.errors import CharlmError
-from charlm.model import CharRNN, directions_of
+from charlm.model.network import CharRNN, directions_of
 from charlm.report import Report
 from charlm.rundir import newest_checkpoint
 from charlm.runtime import (LossScale, fused_kernels, loss_scaling, prepare_device, rank_device, resolve_device,

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from charlm.model import State
+from charlm.model.network import State
 
 if TYPE_CHECKING:
     from charlm.distributed import Distributed

@@ -20,7 +20,7 @@ from charlm.checkpoint import Checkpoint, TextRecord
 from charlm.data.base import Batch
 from charlm.evaluate import evaluate_directions
 from charlm.data.lines import IGNORE
-from charlm.model import CharRNN
+from charlm.model.network import CharRNN
 from charlm.report import Report
 from charlm.runtime import autocast, fused_kernels, nan_check, step_unless
 from charlm.sample import Sampler

@@ -100,7 +100,7 @@ def tiny_checkpoint(step: int = 0, model=None, vocab=None, mode: str = "stream",
     from charlm.checkpoint import Checkpoint, TextRecord
     from charlm.config import Config
     from charlm.distributed import Distributed
-    from charlm.model import CharRNN
+    from charlm.model.network import CharRNN
     from charlm.state import RandomState, TrainState
     from charlm.data.vocab import Vocab
 

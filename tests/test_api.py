@@ -4,14 +4,14 @@ import pytest
 
 import charlm
 from charlm.errors import CharlmError
-from test_lines import WORDS
-from test_train import small_config
+from tests.data.test_lines import WORDS
+from tests.test_train import small_config
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     from charlm.train import train
-    from conftest import make_text
+    from tests.conftest import make_text
 
     root = tmp_path_factory.mktemp("api")
     text = root / "text.txt"
@@ -101,7 +101,7 @@ def test_a_run_finds_the_text_it_read_from_anywhere(tmp_path, monkeypatch):
     """The checkpoint records what it read, as absolute paths: its own splits come back from another
     working folder, and a corpus run's without the folder the corpus was found in being named again."""
     from charlm.train import train
-    from conftest import SHARED_CORPORA, make_text
+    from tests.conftest import SHARED_CORPORA, make_text
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "text.txt").write_text(make_text(6_000))

@@ -12,7 +12,7 @@ import torch
 from charlm import auto
 from charlm.auto import Budget, Shape, SpeedModel, choose
 from charlm.config import build_config, resolve
-from charlm.model import CharRNN
+from charlm.model.network import CharRNN
 
 VOCAB = 65
 
@@ -286,7 +286,7 @@ def test_a_run_records_its_choice_and_a_resume_keeps_it(tmp_path, text_file):
 
 @pytest.mark.slow
 def test_the_command_line_says_what_it_chose(tmp_path, text_file):
-    from conftest import charlm_cli
+    from tests.conftest import charlm_cli
 
     result = charlm_cli("train", text_file, "-o", tmp_path / "run", "--max-time", "3s", "--threads", "1", "--device",
                         "cpu", "--no-progress", "--no-sample")

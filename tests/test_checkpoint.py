@@ -8,7 +8,7 @@ import torch
 
 from charlm.checkpoint import FORMAT_VERSION, Checkpoint, resolve_checkpoint
 from charlm.errors import CharlmError
-from conftest import tiny_checkpoint
+from tests.conftest import tiny_checkpoint
 
 
 def test_round_trip_through_a_plain_file(tmp_path):

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from charlm.errors import CharlmError
-from conftest import charlm_cli
+from tests.conftest import charlm_cli
 
 SMALL = ["--set", "model.size=fixed", "--hidden-size", "32", "--num-layers", "1", "--batch-size", "8", "--seq-len", "16",
          "--threads", "1", "--precision", "fp32", "--set", "train.eval_interval=20",
@@ -31,7 +31,7 @@ def real_charlm(*args):
 
 
 def _train_small(tmp, *extra):
-    from conftest import make_text
+    from tests.conftest import make_text
 
     text = tmp / "text.txt"
     text.write_text(make_text(30_000))
@@ -107,7 +107,7 @@ def test_resume_continues(trained_run, tmp_path):
 def test_init_from_with_new_characters(trained_run, tmp_path):
     run, _, _ = trained_run
     new_text = tmp_path / "new.txt"
-    from conftest import make_text
+    from tests.conftest import make_text
 
     new_text.write_text(make_text(10_000, seed=5).replace("cat", "ca~") + "Ünïcode")
     refused = charlm("train", new_text, "--init-from", run, "-o", tmp_path / "ft", *SMALL, check=False)
@@ -165,7 +165,7 @@ def test_ctrl_c_or_sigterm_saves_last_and_says_how_to_resume(tmp_path, signal_na
     import signal
     import time
 
-    from conftest import make_text
+    from tests.conftest import make_text
 
     text = tmp_path / "text.txt"
     text.write_text(make_text(60_000))

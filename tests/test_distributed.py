@@ -22,14 +22,14 @@ def _torchrun(*args, processes=2, device="cpu"):
 
 def _single(*args, device="cpu"):
     """The same `charlm train` in one process (this one)."""
-    from conftest import charlm_cli
+    from tests.conftest import charlm_cli
 
     return charlm_cli("train", *args, *SETTINGS, "--threads", "1", "--device", device)
 
 
 @pytest.fixture
 def text(tmp_path):
-    from conftest import make_text
+    from tests.conftest import make_text
 
     path = tmp_path / "text.txt"
     path.write_text(make_text(20_000))

@@ -16,7 +16,7 @@ from charlm.train import train
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory):
     """A workspace: a good text, a trained run, and one file for each way a file can be wrong."""
-    from conftest import make_text
+    from tests.conftest import make_text
 
     root = tmp_path_factory.mktemp("catalogue")
     files = {

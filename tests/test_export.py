@@ -14,12 +14,12 @@ import pytest
 import torch
 
 import charlm
-from browser import browser_or_skip
+from tests.browser import browser_or_skip
 from charlm.export.graph import step_graph
-from charlm.model import CharRNN
+from charlm.model.network import CharRNN
 from charlm.data.vocab import Vocab
-from conftest import charlm_cli, make_text, tiny_checkpoint
-from test_train import small_config
+from tests.conftest import charlm_cli, make_text, tiny_checkpoint
+from tests.test_train import small_config
 
 ort = pytest.importorskip("onnxruntime")
 ROOT = Path(__file__).resolve().parents[1]

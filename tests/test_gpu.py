@@ -14,14 +14,14 @@ import torch
 
 from charlm.checkpoint import Checkpoint
 from charlm.logs import read_metrics
-from charlm.model import CharRNN
+from charlm.model.network import CharRNN
 from charlm.runtime import loss_scaling
 from charlm.sample import generate
-from charlm.step import FastStep
+from charlm.model.fast_step import FastStep
 from charlm.train import session, train
-from test_distributed import _max_difference, _single, _torchrun
-from test_step import CELLS, _model, _model_layout, _run_steps
-from test_train import request, small_config
+from tests.test_distributed import _max_difference, _single, _torchrun
+from tests.model.test_fast_step import CELLS, _model, _model_layout, _run_steps
+from tests.test_train import request, small_config
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (pytest -m gpu on one)")]
@@ -160,7 +160,7 @@ def test_at_most_one_sync_per_training_step_outside_log_intervals(tmp_path, text
 
 
 def test_two_processes_on_the_gpu_train_as_one(tmp_path):
-    from conftest import make_text
+    from tests.conftest import make_text
 
     text = tmp_path / "text.txt"
     text.write_text(make_text(20_000))

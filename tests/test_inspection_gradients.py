@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from charlm.inspection.gradients import gradient_curve, input_gradient_norms, sample_windows
 from charlm.errors import CharlmError
-from charlm.model import CharRNN
+from charlm.model.network import CharRNN
 
 
 def _loss_from_embedded(model: CharRNN, state, embedded: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -46,7 +46,7 @@ def test_gradient_norms_match_finite_differences(cell):
 
 
 def test_a_fresh_tanh_rnn_forgets_faster_than_an_lstm():
-    from conftest import make_text
+    from tests.conftest import make_text
     from charlm.data.vocab import Vocab
 
     text = make_text(20_000)
@@ -72,7 +72,7 @@ def test_windows_are_seeded_and_a_short_text_is_one_line():
 
 
 def _charlm(*args):
-    from conftest import charlm_cli
+    from tests.conftest import charlm_cli
 
     return charlm_cli(*args)
 
@@ -80,7 +80,7 @@ def _charlm(*args):
 def test_cli_compares_fresh_cells_and_a_trained_checkpoint(tmp_path):
     import json
 
-    from conftest import make_text
+    from tests.conftest import make_text
     from charlm.config import build_config
     from charlm.train import train
 

@@ -44,7 +44,7 @@ def test_the_table_has_a_row_per_cell_and_a_column_per_gap():
 def test_cli_prints_the_table_and_writes_the_plot(tmp_path):
     import json
 
-    from conftest import charlm_cli
+    from tests.conftest import charlm_cli
 
     command = ["inspect", "memory", "--cells", "rnn_tanh,lstm", "--gaps", "3,6", "--steps", "20", "--hidden-size", "8"]
     result = charlm_cli(*command, "--workers", "2", "-o", tmp_path)  # two processes, one thread each

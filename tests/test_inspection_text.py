@@ -12,7 +12,7 @@ import torch
 
 from charlm.inspection.text import feature_values, rank_units, render_html, trace
 from charlm.data.lines import LineData
-from charlm.model import CharRNN
+from charlm.model.network import CharRNN
 from charlm.data.stream import StreamData
 from charlm.data.vocab import MARKER, Vocab
 
@@ -132,7 +132,7 @@ def test_features_by_name_and_by_pattern():
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
-    from conftest import make_text
+    from tests.conftest import make_text
     from charlm.config import build_config
     from charlm.train import train
 
@@ -147,7 +147,7 @@ def trained_run(tmp_path_factory):
 
 
 def _charlm(*args):
-    from conftest import charlm_cli
+    from tests.conftest import charlm_cli
 
     return charlm_cli(*args)
 

@@ -43,7 +43,7 @@ def test_a_failed_append_is_one_line(tmp_path):
 def test_resume_after_a_crash_hides_the_lost_steps_in_tensorboard(tmp_path, text_file):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from test_train import _at_steps, _train_poisoned, small_config
+    from tests.test_train import _at_steps, _train_poisoned, small_config
 
     from charlm.train import train
 

@@ -8,7 +8,7 @@ import pytest
 
 from charlm.errors import CharlmError
 from charlm.rundir import LOCK_NAME, RunLock, check_fresh, newest_checkpoint
-from conftest import tiny_checkpoint
+from tests.conftest import tiny_checkpoint
 
 
 def _hold_lock(directory):

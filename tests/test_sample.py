@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from charlm.model import CharRNN
+from charlm.model.network import CharRNN
 from charlm.sample import generate
 
 

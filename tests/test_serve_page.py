@@ -8,13 +8,13 @@ import time
 import httpx
 import pytest
 
-from browser import browser_or_skip
+from tests.browser import browser_or_skip
 from charlm.serve import ServerSettings, create_app, load_models
 from charlm.serve.protocol import Limits
 from charlm.serve.run import serve_in_thread
-from conftest import make_text
-from test_lines import WORDS
-from test_train import small_config
+from tests.conftest import make_text
+from tests.data.test_lines import WORDS
+from tests.test_train import small_config
 
 pytestmark = pytest.mark.slow  # a browser is a process of its own
 

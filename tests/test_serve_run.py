@@ -13,8 +13,8 @@ import time
 import httpx
 import pytest
 
-from conftest import charlm_cli, make_text
-from test_train import small_config
+from tests.conftest import charlm_cli, make_text
+from tests.test_train import small_config
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ import torch
 from charlm.checkpoint import Checkpoint
 from charlm.errors import CharlmError
 from charlm.train import plan, run, train
-from test_source import tree  # noqa: F401  (a fixture)
-from test_train import small_config
+from tests.data.test_source import tree  # noqa: F401  (a fixture)
+from tests.test_train import small_config
 
 
 def test_a_pipe_trains_like_the_file_it_carries(tmp_path, text_file):

@@ -17,7 +17,7 @@ FAST = ("{model.size: fixed, train.max_steps: %d, train.max_epochs: null, train.
 
 @pytest.fixture
 def text(tmp_path):
-    from conftest import make_text
+    from tests.conftest import make_text
 
     path = tmp_path / "text.txt"
     path.write_text(make_text(20_000))
@@ -31,7 +31,7 @@ def _sweep_file(tmp_path, text, body, steps=20):
 
 
 def _charlm(*args):
-    from conftest import charlm_cli
+    from tests.conftest import charlm_cli
 
     return charlm_cli(*args)  # the scheduler here; its trials are processes of their own
 

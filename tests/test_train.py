@@ -7,7 +7,7 @@ from charlm.checkpoint import Checkpoint
 from charlm.config import build_config
 from charlm.errors import CharlmError
 from charlm.logs import read_metrics
-from charlm.model import CharRNN
+from charlm.model.network import CharRNN
 from charlm.train import fit, session, train
 
 
@@ -314,7 +314,7 @@ def test_kill_9_at_random_moments_loses_nothing_and_resumes_exactly(tmp_path):
     import sys
     import time
 
-    from conftest import make_text
+    from tests.conftest import make_text
 
     text = tmp_path / "text.txt"
     text.write_text(make_text(60_000))

@@ -6,10 +6,10 @@ import torch
 import torch.nn.functional as F
 
 from charlm.averaging import WeightAverage
-from charlm.model import CharRNN
+from charlm.model.network import CharRNN
 from charlm.report import QuietReport
 from charlm.train import session, should_stop
-from test_train import _at_steps, _inf_gradient, _nan_loss, request, small_config
+from tests.test_train import _at_steps, _inf_gradient, _nan_loss, request, small_config
 
 
 @pytest.fixture

@@ -52,7 +52,7 @@ def eval_command(checkpoint: Path, file: Path | None, split: str, encoding: str,
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def info(checkpoint: Path, as_json: bool) -> None:
     """Config, vocabulary, size and progress of a checkpoint."""
-    from charlm.cells import describe_shape
+    from charlm.model.cells import describe_shape
     from charlm.checkpoint import Checkpoint
 
     report = Checkpoint.load(checkpoint).summary()

@@ -22,8 +22,8 @@ from torch import nn
 
 from charlm.export import model_card
 from charlm.fsutil import atomic_write_bytes
-from charlm.cells import MIN_CELLS, ResidualStack, min_step
-from charlm.model import CharRNN, recurrent_weights
+from charlm.model.cells import MIN_CELLS, ResidualStack, min_step
+from charlm.model.network import CharRNN, recurrent_weights
 
 OPSET = 17
 

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from charlm.errors import CharlmError
-from charlm.model import CharRNN
+from charlm.model.network import CharRNN
 from charlm.runtime import float64_device
 
 

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from charlm.data.vocab import Vocab
 from charlm.errors import CharlmError
-from charlm.model import CharRNN
+from charlm.model.network import CharRNN
 
 KEYS = "AB"
 ANSWERS = "xy"  # neither occurs in the filler words

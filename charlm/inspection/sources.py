@@ -11,7 +11,7 @@ import torch
 
 from charlm.data import read_data
 from charlm.errors import CharlmError
-from charlm.model import CharRNN
+from charlm.model.network import CharRNN
 from charlm.data.vocab import Vocab
 
 CONFIG_SUFFIXES = (".yaml", ".yml")

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from charlm.errors import CharlmError
-from charlm.model import CharRNN
-from charlm.step import FastStep
+from charlm.model.network import CharRNN
+from charlm.model.fast_step import FastStep
 from charlm.data.vocab import MARKER, Vocab
 
 if TYPE_CHECKING:

@@ -11,14 +11,14 @@ in a few tensor operations:
   output, cell) so one ``sigmoid`` covers three gates and one ``tanh`` the fourth;
 - the state is updated in place: the step allocates only the gate buffers (a residual block's norms
   and feed-forward part allocate their own);
-- a min cell (charlm/cells.py) has no hidden-to-hidden product at all: its step is the table
+- a min cell (charlm/model/cells.py) has no hidden-to-hidden product at all: its step is the table
   lookup (or input product) and two or three elementwise operations (with ``input_conv`` > 1, one
   product more per carried input);
 - the matrices are stored in whichever layout, (input, output) row-major or transposed views of
   (output, input), runs faster on this machine: ``choose_layout`` times both when a model is loaded.
 
 It computes the same function as ``CharRNN.forward`` in eval mode (dropout is off there anyway);
-``tests/test_step.py`` checks the logits agree over a thousand steps.
+``tests/model/test_fast_step.py`` checks the logits agree over a thousand steps.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from typing import NamedTuple
 
 import torch
 
-from charlm.cells import ResidualStack
-from charlm.model import CharRNN, State, recurrent_weights
+from charlm.model.cells import ResidualStack
+from charlm.model.network import CharRNN, State, recurrent_weights
 
 LAYOUTS = ("in_out", "out_in")  # (input, output) row-major; or transposed views of (output, input)
 

@@ -1,8 +1,8 @@
 """The model: embedding -> stacked recurrent cells -> linear head.
 
 Where the LSTM runs: ``CharRNN.forward`` calls ``self.rnn``, an ``nn.LSTM``/``nn.GRU``/``nn.RNN``
-(cuDNN on a GPU, oneDNN or ATen on a CPU); a min cell's stack is ``charlm.cells.MinStack``. With
-``block="residual"`` each layer is its own one-layer cell inside ``charlm.cells.ResidualStack``.
+(cuDNN on a GPU, oneDNN or ATen on a CPU); a min cell's stack is ``charlm.model.cells.MinStack``. With
+``block="residual"`` each layer is its own one-layer cell inside ``charlm.model.cells.ResidualStack``.
 
 The recurrent state is a tuple of tensors, each (num_layers, batch, hidden_size): ``(h, c)`` for
 an LSTM, ``(h, x_{t-1}, …)`` for a min cell with ``input_conv`` > 1 (the inputs its gates read
@@ -23,7 +23,7 @@ import re
 import torch
 from torch import nn
 
-from charlm.cells import MIN_CELLS, MinStack, ResidualStack
+from charlm.model.cells import MIN_CELLS, MinStack, ResidualStack
 from charlm.config import FORGET_BIAS, ModelConfig
 
 State = tuple[torch.Tensor, ...]

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from charlm.model import CharRNN
+from charlm.model.network import CharRNN
 from charlm.data.vocab import Vocab
 
 if TYPE_CHECKING:

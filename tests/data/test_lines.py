@@ -39,7 +39,7 @@ def test_split_holds_out_whole_lines_and_reports_duplicates():
 def test_padding_never_changes_the_loss():
     torch.manual_seed(0)
     from charlm.config import ModelConfig
-    from charlm.model import CharRNN
+    from charlm.model.network import CharRNN
 
     lines, vocab = _lines()
     model = CharRNN.from_config(ModelConfig(cell="lstm", hidden_size=16, num_layers=2), len(vocab)).eval()
@@ -140,7 +140,7 @@ def test_a_tiny_list_is_learned_and_sampled_as_whole_lines(tmp_path):
 def test_cli_lines_sampling_novel_unique_and_eval(tmp_path):
     import json
 
-    from conftest import charlm_cli as charlm
+    from tests.conftest import charlm_cli as charlm
 
     _train_list(tmp_path, WORDS * 8, steps=60)  # barely trained: plenty of novel lines
     run = tmp_path / "run"

@@ -6,7 +6,7 @@ import pytest
 
 from charlm.errors import CharlmError
 from charlm.data.source import Skipped, TextSource, gather, iter_text, matches, read_text
-from conftest import make_text
+from tests.conftest import make_text
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from charlm.errors import CharlmError
 from charlm.data.source import TextSource
 from charlm.data.stream import StreamBatches, eval_windows, split_tokens
 from charlm.data.vocab import DOCUMENT, Vocab
-from test_source import tree  # noqa: F401  (a fixture)
+from tests.data.test_source import tree  # noqa: F401  (a fixture)
 
 
 def test_split_matches_nanogpt():

@@ -15,8 +15,8 @@ from charlm.errors import CharlmError
 from charlm.data.source import TextSource
 from charlm.data.tokens import Holdout, Joining, read_tokens
 from charlm.data.vocab import DOCUMENT, Vocab
-from conftest import make_text
-from test_source import tree  # noqa: F401  (a fixture)
+from tests.conftest import make_text
+from tests.data.test_source import tree  # noqa: F401  (a fixture)
 
 
 def load(path, **options):

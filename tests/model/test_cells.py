@@ -1,12 +1,12 @@
-"""charlm/cells.py against naive per-step references in float64: outputs, carried state and gradients."""
+"""charlm/model/cells.py against naive per-step references in float64: outputs, carried state and gradients."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from charlm.cells import MIN_CELLS, MinStack, ResidualStack, linear_scan, make_norm
-from charlm.model import CharRNN
+from charlm.model.cells import MIN_CELLS, MinStack, ResidualStack, linear_scan, make_norm
+from charlm.model.network import CharRNN
 
 TOLERANCE = dict(rtol=1e-6, atol=1e-6)
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from charlm.config import CELLS
-from charlm.model import CharRNN
+from charlm.model.network import CharRNN
 
 
 @pytest.mark.parametrize("cell", CELLS)
