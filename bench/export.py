@@ -5,7 +5,7 @@
 For a 2x256 and a 2x512 LSTM (one training step: size and speed do not depend on what it learned):
 the ONNX graph's and the HTML page's size (float32 and float16), characters/s of the page's own
 writer (``window.charlm.write``, 500 characters, in Debian's Chromium driven by Playwright) and of
-onnxruntime's one stream (``examples/onnx_sample.py``), beside ``charlm.sample.generate`` at one
+onnxruntime's one stream (``examples/onnx_sample.py``), beside ``charlm.generate.sample.generate`` at one
 stream, what `charlm sample` runs, on the same machine in the same run.
 """
 
@@ -30,7 +30,7 @@ from serve import make_run  # noqa: E402  (the same runs bench/serve.py serves)
 
 def sample_speed(path: Path, length: int = 500) -> float:
     import charlm
-    from charlm.sample import generate
+    from charlm.generate.sample import generate
 
     model = charlm.load(path).model
     best = 0.0

@@ -300,8 +300,8 @@ def bench_sample(args: argparse.Namespace) -> dict[str, Any]:
 
     from charlm.model.network import CharRNN
     from charlm.runtime import prepare_device, resolve_device
-    from charlm.sample import generate
-    from charlm.streams import StreamSet
+    from charlm.generate.sample import generate
+    from charlm.generate.streams import StreamSet
 
     device = resolve_device(args.device)
     prepare_device(device)

@@ -7,7 +7,7 @@ A 2x512 LSTM (its weights as one training step left them: speed does not depend 
 learned) is served by `charlm serve` in a process of its own on 127.0.0.1; this process is the load
 generator: 1, 8, 64 and 256 clients, each streaming one completion at once. For each it prints the
 aggregate characters/s, the time to the first character and between characters (p50, p99), and,
-with the server idle, the offline batched sampler (``charlm.sample.generate``, what `charlm sample
+with the server idle, the offline batched sampler (``charlm.generate.sample.generate``, what `charlm sample
 -n N` runs) at the same number of streams, and `charlm sample`'s own time to its first character.
 The load generator shares the machine's cores with the server, as a client on the same host would.
 """
@@ -120,7 +120,7 @@ def offline(run: Path, streams: int, length: int, threads: int) -> float:
     import torch
 
     import charlm
-    from charlm.sample import generate
+    from charlm.generate.sample import generate
 
     torch.set_num_threads(threads)
     model = charlm.load(run).model

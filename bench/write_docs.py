@@ -194,7 +194,7 @@ def serve_table(result: dict) -> list[str]:
 def export_table(result: dict) -> list[str]:
     lines = ["`charlm export` of an LSTM (embedding as wide as the hidden layer): file sizes, and one stream's"
              " characters/s: the page's JavaScript in headless Chromium, onnxruntime through"
-             " `examples/onnx_sample.py`, and `charlm sample` (`charlm.sample.generate`), in one run:", "",
+             " `examples/onnx_sample.py`, and `charlm sample` (`charlm.generate.sample.generate`), in one run:", "",
              "| model | ONNX | page (float16) | page chars/s (float16) | onnxruntime chars/s | `charlm sample` chars/s |",
              "|---|---|---|---|---|---|"]
     lines += [f"| {r['model'].replace('lstm ', '')} | {r['onnx_mb']} MB | {r['html_mb']} MB ({r['html16_mb']} MB) |"

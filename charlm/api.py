@@ -17,7 +17,7 @@ from charlm.evaluate import evaluate_directions
 from charlm.model.network import CharRNN
 from charlm.runtime import resolve_device
 from charlm.data.source import TextSource
-from charlm.sample import LineDraw, Sampler
+from charlm.generate.sample import LineDraw, Sampler
 
 
 class LanguageModel(Sampler):

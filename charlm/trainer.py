@@ -23,7 +23,7 @@ from charlm.data.lines import IGNORE
 from charlm.model.network import CharRNN
 from charlm.report import Report
 from charlm.runtime import autocast, fused_kernels, nan_check, step_unless
-from charlm.sample import Sampler
+from charlm.generate.sample import Sampler
 from charlm.schedule import budget_progress, learning_rate
 from charlm.setup import Run
 from charlm.verdict import PendingVerdicts, judge, settle

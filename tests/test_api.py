@@ -1,4 +1,4 @@
-"""The Python API: charlm.load, sampling (charlm.sample.Sampler) and evaluation on a trained run."""
+"""The Python API: charlm.load, sampling (charlm.generate.sample.Sampler) and evaluation on a trained run."""
 
 import pytest
 

@@ -16,7 +16,7 @@ from charlm.checkpoint import Checkpoint
 from charlm.logs import read_metrics
 from charlm.model.network import CharRNN
 from charlm.runtime import loss_scaling
-from charlm.sample import generate
+from charlm.generate.sample import generate
 from charlm.model.fast_step import FastStep
 from charlm.train import session, train
 from tests.test_distributed import _max_difference, _single, _torchrun

@@ -203,7 +203,7 @@ def test_a_lines_model_gives_whole_lines_and_filters_them(url, runs):
 
 
 def test_a_failing_step_ends_its_requests_and_the_server_goes_on(url, monkeypatch, capfd):
-    from charlm.streams import StreamSet
+    from charlm.generate.streams import StreamSet
 
     tick = StreamSet.tick
     calls = {"count": 0}

@@ -1,5 +1,5 @@
 """Text generation: the prime read once by the fused kernel, then one hand-written step per character
-(``charlm.model.fast_step.FastStep``, driven by ``charlm.streams.StreamSet``), never re-running what was already read.
+(``charlm.model.fast_step.FastStep``, driven by ``charlm.generate.streams.StreamSet``), never re-running what was already read.
 
 ``generate`` yields token ids; ``Sampler`` turns them into text for a model, its vocabulary and
 its kind of data (which says how a sample starts and what one sample is): samples that stop at a
@@ -17,7 +17,7 @@ import torch
 
 from charlm.errors import CharlmError
 from charlm.model.network import CharRNN
-from charlm.streams import Draw, StreamSet, stream_seed
+from charlm.generate.streams import Draw, StreamSet, stream_seed
 from charlm.data.vocab import DOCUMENT, MARKER, Vocab, format_chars
 
 if TYPE_CHECKING:

@@ -1,13 +1,13 @@
 """Many generation streams of one model, advanced together: one character per stream per tick.
 
-``StreamSet`` is what both ``charlm sample`` (through ``charlm.sample.generate``) and the server's
+``StreamSet`` is what both ``charlm sample`` (through ``charlm.generate.sample.generate``) and the server's
 engine run, so a seed gives one text wherever it is drawn. Each stream has its own sampling
 settings (``Draw``) and its own random generator; streams join (their prime read by the fused
 kernel, alone) and leave between ticks.
 
 A stream's arithmetic never depends on the others. BLAS rounds a row differently at different row
 counts only across its kernel families (on MKL: 1-3 rows take a matrix-vector path, 4 or more a
-matrix-matrix one whose rows agree at every count; tests/test_streams.py checks it), so every
+matrix-matrix one whose rows agree at every count; tests/generate/test_streams.py checks it), so every
 kernel call here has at least ``ROW_BLOCK`` rows, padded. Where a device's rows do not agree at
 some count (``rows_agree`` says, the first time that count runs), the call is cut into blocks of
 exactly ``ROW_BLOCK`` rows instead. Elementwise steps and sampling work row by row.

@@ -34,8 +34,8 @@ from charlm.serve.models import ServedModel
 from charlm.serve.protocol import ApiError, CompletionRequest, Limits, completion_request, score_request
 from charlm.serve.scoring import score
 from charlm.errors import CharlmError
-from charlm.sample import LineDraw
-from charlm.streams import Draw, stream_seed
+from charlm.generate.sample import LineDraw
+from charlm.generate.streams import Draw, stream_seed
 from charlm.data.vocab import format_chars
 
 OPEN_PATHS = ("/health", "/")  # the page is code and no data: it asks for the key itself

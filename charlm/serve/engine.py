@@ -2,7 +2,7 @@
 
 Each loop of the thread takes new work (a completion's prompt is read by the fused kernel; a score
 reads one chunk), then ticks: every active stream draws one character in one batched step
-(``charlm.streams.StreamSet``). A stream that is done, hit a stop string or lost its client leaves
+(``charlm.generate.streams.StreamSet``). A stream that is done, hit a stop string or lost its client leaves
 before the next tick. The event loop only hands work in and takes events out: the model never runs
 on it. Events reach the loop once per tick, in one call.
 """
@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from charlm.streams import Draw, Drawn, StreamSet
+from charlm.generate.streams import Draw, Drawn, StreamSet
 from charlm.data.vocab import DOCUMENT, MARKER, Vocab
 
 # ("text", choice, [(char, logprob, top)]) | ("finish", choice, reason) | ("result" or "error", 0, value); a

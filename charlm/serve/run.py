@@ -27,7 +27,7 @@ def run(paths: list[str], host: str, port: int, api_key: str | None, device: str
         max_queue: int, max_length: int, max_prompt: int, max_score: int, timeout: float,
         cors_origins: tuple[str, ...]) -> None:
     listener = _listen(host, port)  # before the models load: a taken port fails in a second, not after
-    torch.set_num_threads(threads)  # a stream's text does not depend on it (tests/test_streams.py)
+    torch.set_num_threads(threads)  # a stream's text does not depend on it (tests/generate/test_streams.py)
     limits = Limits(max_length=max_length, max_prompt=max_prompt, max_score=max_score,
                     max_n=min(16, max_streams), time_limit=timeout)
     models = load_models(paths, device, max_streams, max_queue)

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from charlm.model.network import CharRNN
-from charlm.sample import generate
+from charlm.generate.sample import generate
 
 
 def _model():

@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from charlm.model.network import CharRNN
-from charlm.sample import generate
-from charlm.streams import ROW_BLOCK, Draw, StreamSet, draw_rows, filter_rows, rows_agree, stream_seed
+from charlm.generate.sample import generate
+from charlm.generate.streams import ROW_BLOCK, Draw, StreamSet, draw_rows, filter_rows, rows_agree, stream_seed
 from charlm.model.fast_step import FastStep
 
 
