@@ -30,14 +30,14 @@ def ratio(seconds: dict[str, float]) -> float:
 
 
 def one_after_the_other(shape, vocab: int, device, first: str) -> float:
-    from charlm import auto
+    from charlm.train import auto
 
     order = [first, "fp32" if first == "bf16" else "bf16"]
     return ratio({p: auto.time_trainings([(shape, p)], vocab, device)[0] for p in order})
 
 
 def in_turns(shape, vocab: int, device, first: str, seconds: float | None = None) -> float:
-    from charlm import auto
+    from charlm.train import auto
 
     order = [first, "fp32" if first == "bf16" else "bf16"]
     timed = auto.time_trainings([(shape, p) for p in order], vocab, device,
@@ -62,7 +62,7 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    from charlm import auto
+    from charlm.train import auto
     from charlm.runtime import native_bf16
     from machine import describe
 

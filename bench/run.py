@@ -111,7 +111,7 @@ def charlm_tokens_per_s(cell: str, hidden: int, precision: str, text: Path, batc
                         steps: int, device: str, work: Path, shape: dict[str, Any] | None = None) -> float:
     """`charlm train`'s own measure: tokens/s over the logged windows after the first one."""
     from charlm.config import build_config
-    from charlm.logs import read_metrics
+    from charlm.train.logs import read_metrics
     from charlm.train import train
 
     window = max(1, steps // 3)
@@ -171,7 +171,7 @@ FAMILIES = (("lstm", 2, "plain", 0), ("gru", 2, "plain", 0), ("mingru", 2, "plai
 
 def width_for(parameters: int, cell: str, layers: int, block: str, ffn: int) -> int:
     """The width (a multiple of 8) whose model has the parameter count nearest ``parameters``."""
-    from charlm.auto import Shape
+    from charlm.train.auto import Shape
 
     return min(range(8, 2049, 8), key=lambda h: abs(Shape(h, layers, h, cell, block=block, ffn=ffn).parameters(65)
                                                      - parameters))
@@ -179,7 +179,7 @@ def width_for(parameters: int, cell: str, layers: int, block: str, ffn: int) -> 
 
 def bench_cells(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
     """Each family's training tokens/s at about a 2x256 LSTM's parameters (embedding as wide as the cells)."""
-    from charlm.auto import Shape
+    from charlm.train.auto import Shape
     from charlm.model.cells import describe_shape
     from charlm.runtime import resolve_device, usable_precisions
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from charlm.checkpoint import Checkpoint
+from charlm.train.checkpoint import Checkpoint
 from charlm.config import Config
 from charlm.corpora import text_of
 from charlm.data import kind, read_data

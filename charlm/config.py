@@ -59,7 +59,7 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     # auto: before training, charlm measures this machine and chooses, for the budget and the text,
-    # every key below and in train that the user did not give (charlm/auto.py); fixed: the defaults.
+    # every key below and in train that the user did not give (charlm/train/auto.py); fixed: the defaults.
     size: str = "auto"
     cell: str = "lstm"  # rnn_tanh | rnn_relu | gru | lstm | mingru | minlstm (gates read only the input)
     hidden_size: int = 256

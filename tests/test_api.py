@@ -5,7 +5,7 @@ import pytest
 import charlm
 from charlm.errors import CharlmError
 from tests.data.test_lines import WORDS
-from tests.test_train import small_config
+from tests.train.test_loop import small_config
 
 
 @pytest.fixture(scope="module")

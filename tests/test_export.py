@@ -19,7 +19,7 @@ from charlm.export.graph import step_graph
 from charlm.model.network import CharRNN
 from charlm.data.vocab import Vocab
 from tests.conftest import charlm_cli, make_text, tiny_checkpoint
-from tests.test_train import small_config
+from tests.train.test_loop import small_config
 
 ort = pytest.importorskip("onnxruntime")
 ROOT = Path(__file__).resolve().parents[1]

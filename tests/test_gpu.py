@@ -12,16 +12,16 @@ import warnings
 import pytest
 import torch
 
-from charlm.checkpoint import Checkpoint
-from charlm.logs import read_metrics
+from charlm.train.checkpoint import Checkpoint
+from charlm.train.logs import read_metrics
 from charlm.model.network import CharRNN
 from charlm.runtime import loss_scaling
 from charlm.generate.sample import generate
 from charlm.model.fast_step import FastStep
 from charlm.train import session, train
-from tests.test_distributed import _max_difference, _single, _torchrun
+from tests.train.test_distributed import _max_difference, _single, _torchrun
 from tests.model.test_fast_step import CELLS, _model, _model_layout, _run_steps
-from tests.test_train import request, small_config
+from tests.train.test_loop import request, small_config
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (pytest -m gpu on one)")]

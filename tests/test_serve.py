@@ -16,7 +16,7 @@ from charlm.serve import Limits, ServerSettings, create_app, load_models
 from charlm.serve.run import serve_in_thread
 from tests.conftest import charlm_cli, make_text
 from tests.data.test_lines import WORDS
-from tests.test_train import small_config
+from tests.train.test_loop import small_config
 
 KEY = "test-key-123"
 

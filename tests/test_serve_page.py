@@ -14,7 +14,7 @@ from charlm.serve.protocol import Limits
 from charlm.serve.run import serve_in_thread
 from tests.conftest import make_text
 from tests.data.test_lines import WORDS
-from tests.test_train import small_config
+from tests.train.test_loop import small_config
 
 pytestmark = pytest.mark.slow  # a browser is a process of its own
 

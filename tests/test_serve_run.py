@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.conftest import charlm_cli, make_text
-from tests.test_train import small_config
+from tests.train.test_loop import small_config
 
 
 @pytest.fixture(scope="module")

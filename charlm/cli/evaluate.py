@@ -53,7 +53,7 @@ def eval_command(checkpoint: Path, file: Path | None, split: str, encoding: str,
 def info(checkpoint: Path, as_json: bool) -> None:
     """Config, vocabulary, size and progress of a checkpoint."""
     from charlm.model.cells import describe_shape
-    from charlm.checkpoint import Checkpoint
+    from charlm.train.checkpoint import Checkpoint
 
     report = Checkpoint.load(checkpoint).summary()
     if as_json:

@@ -39,7 +39,7 @@ def train(paths: tuple[str, ...], config_file: Path | None, corpus: str | None, 
           shortcuts: list[tuple[str, Any]]) -> None:
     """Train a model on PATH (a UTF-8 text file; or several files, folders and globs, one document
     per file) or on --corpus NAME."""
-    from charlm import distributed
+    from charlm.train import distributed
     from charlm.config import parse_set
     from charlm.train import plan, run
 

@@ -1,7 +1,7 @@
 """Where a checkpoint is written and read: the ``Checkpoint`` type, and the safe file beneath it.
 
 A checkpoint holds what the model is (config, vocabulary, parameter count, precision, the text it
-read) and, part by part, where training stands (``Run.parts`` in charlm/setup.py: the model's
+read) and, part by part, where training stands (``Run.parts`` in charlm/train/setup.py: the model's
 weights, the weight average, optimizer, loss scale, counters, carried streams, log window and
 random states), so that a resume continues exactly. Every reader goes through ``Checkpoint.load``;
 the weights sampling and evaluation use are ``Checkpoint.weights`` (the average, when there is one).
@@ -28,7 +28,7 @@ from charlm.config import Config
 from charlm.errors import CharlmError
 from charlm.fsutil import atomic_open
 from charlm.model.network import CharRNN
-from charlm.state import TrainState
+from charlm.train.state import TrainState
 from charlm.data.vocab import MARKER, Vocab
 
 FORMAT_NAME = "charlm-checkpoint"

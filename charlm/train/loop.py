@@ -1,11 +1,11 @@
 """Training, top to bottom: set up, loop, wrap up.
 
 ``train`` (the API) and ``run`` (the CLI's way in) open a ``session`` (the torchrun process group,
-the locked run directory, the ``Run`` built by ``charlm.setup.setup`` and a ``Trainer`` for it) and
+the locked run directory, the ``Run`` built by ``charlm.train.setup.setup`` and a ``Trainer`` for it) and
 run ``fit``: the loop, which asks the trainer for a batch and a step until a budget, a signal, the
 pruner or patience says stop, reads the steps' NaN/Inf verdicts when they are due, and logs,
 evaluates or saves whenever their interval comes round. What a step does is ``Trainer.step``
-(charlm/trainer.py).
+(charlm/train/trainer.py).
 """
 
 from __future__ import annotations
@@ -17,17 +17,18 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from charlm import distributed
+from charlm.train import distributed
 from charlm.config import Config, changed_keys, resolve
 from charlm.corpora import text_of
 from charlm.errors import CharlmError
-from charlm.report import QuietReport, Report
-from charlm.rundir import resume_config, run_directory
-from charlm.schedule import stop_reason
-from charlm.setup import TrainRequest, setup
-from charlm.signals import StopRequest
+from charlm.train.report import QuietReport, Report
+from charlm.train.rundir import resume_config, run_directory
+from charlm.train.schedule import stop_reason
+from charlm.train.parts import TrainRequest
+from charlm.train.setup import setup
+from charlm.train.signals import StopRequest
 from charlm.data.source import TextSource
-from charlm.trainer import Trainer
+from charlm.train.trainer import Trainer
 
 __all__ = ["TrainRequest", "TrainResult", "fit", "plan", "run", "session", "train"]
 # Why a loop stops, in rising priority: ranks that disagree take the highest, as one process takes

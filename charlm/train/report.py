@@ -13,20 +13,20 @@ from typing import TYPE_CHECKING, Any
 
 from charlm import __version__
 from charlm.config import format_duration
-from charlm.console import Console
+from charlm.train.console import Console
 from charlm.errors import CharlmError
 from charlm.fsutil import atomic_write_text
-from charlm.logs import NullLog, RunLog, truncate_metrics
+from charlm.train.logs import NullLog, RunLog, truncate_metrics
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from charlm.auto import Decision
+    from charlm.train.auto import Decision
     from charlm.data.base import RunData
     from charlm.evaluate import EvalResult
-    from charlm.setup import Run
-    from charlm.state import TrainState
-    from charlm.verdict import Verdicts
+    from charlm.train.parts import Run
+    from charlm.train.state import TrainState
+    from charlm.train.verdict import Verdicts
 
 
 class Report:
@@ -144,7 +144,7 @@ class Report:
 
     def divergence(self, state: "TrainState", lr: float, clip_norm: float) -> CharlmError:
         """The error a run that diverged ends with: what happened, what to change, what is kept."""
-        from charlm.rundir import newest_checkpoint
+        from charlm.train.rundir import newest_checkpoint
 
         clip = f"lower train.clip_norm (now {clip_norm:g})" if clip_norm > 0 else "turn on train.clip_norm (e.g. 1.0)"
         try:

@@ -23,7 +23,7 @@ from charlm.errors import CharlmError
 from charlm.fsutil import describe_os_error
 
 if TYPE_CHECKING:
-    from charlm.checkpoint import Checkpoint
+    from charlm.train.checkpoint import Checkpoint
     from charlm.config import Config
 
 LOCK_NAME = ".lock"
@@ -122,7 +122,7 @@ def newest_checkpoint(directory: Path) -> tuple[Path, "Checkpoint"]:
     Both carry the whole training state. best.pt is written at every improving evaluation and
     last.pt every ``checkpoint_interval`` steps, so after a crash best.pt can be the newer one.
     """
-    from charlm.checkpoint import Checkpoint
+    from charlm.train.checkpoint import Checkpoint
 
     found = [(path, Checkpoint.load(path)) for path in (directory / "last.pt", directory / "best.pt")
              if path.is_file()]

@@ -5,98 +5,35 @@ checkpoint's weights); its text, in the vocabulary that start gives; the config,
 ``model.size: auto`` chose for this machine (rank 0 measures, every rank applies the same);
 precision and batches; the model, weight average, optimizer and loss scale; the parts of where
 training stands; and, for a resume, every part restored from the checkpoint. The result is a
-``Run``: ``charlm.trainer.Trainer`` steps, evaluates and saves it.
+``Run``: ``charlm.train.trainer.Trainer`` steps, evaluates and saves it.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import torch
 
-from charlm import auto
-from charlm.averaging import NoAverage, WeightAverage, weight_average
-from charlm.checkpoint import Checkpoint
+from charlm.train import auto
+from charlm.train.averaging import weight_average
+from charlm.train.checkpoint import Checkpoint
 from charlm.config import Config, TrainConfig, format_duration, with_settings
 from charlm.data import read_data
-from charlm.data.base import Batches, RunData
-from charlm.distributed import Distributed, check_batch
+from charlm.data.base import RunData
+from charlm.train.distributed import Distributed, check_batch
 from charlm.errors import CharlmError
 from charlm.model.network import CharRNN, directions_of
-from charlm.report import Report
-from charlm.rundir import newest_checkpoint
+from charlm.train.report import Report
+from charlm.train.rundir import newest_checkpoint
 from charlm.runtime import (LossScale, fused_kernels, loss_scaling, prepare_device, rank_device, resolve_device,
                             resolve_precision, set_threads, usable_precisions)
-from charlm.schedule import stop_reason
-from charlm.data.source import TextSource
-from charlm.state import LogWindow, RandomState, Streams, TrainState
+from charlm.train.schedule import stop_reason
+from charlm.train.parts import Run, TrainRequest
+from charlm.train.state import LogWindow, Streams, TrainState
 
 ARCHITECTURE_KEYS = ("cell", "hidden_size", "embedding_size", "num_layers", "tie_weights", "bidirectional", "block",
                      "ffn", "norm", "input_conv")
-
-
-@dataclass
-class TrainRequest:
-    """What a training run is asked to do: the one object that travels from the CLI or API to ``setup``."""
-
-    config: Config
-    given: frozenset[str]  # the config keys the user gave; model.size auto chooses only the others
-    text: TextSource  # a file, or many (files, folders, globs; see charlm.data.source)
-    out_dir: Path
-    resume: bool = False  # continue the run in out_dir from its newest checkpoint
-    init_from: str | None = None  # start from this checkpoint's weights (fine-tuning)
-    extend_vocab: bool = False  # with init_from: give the text's new characters embedding rows
-    progress: bool = True  # the progress bar (evaluations are printed either way)
-    on_eval: Callable[[int, float], bool] | None = None  # after each evaluation; True stops the run ("pruned")
-
-
-@dataclass
-class Run:
-    """Everything one training run is made of."""
-
-    request: TrainRequest
-    config: Config  # as resolved: the user's, with what auto chose and what --init-from fixes
-    ranks: Distributed
-    device: torch.device
-    precision: str
-    data: RunData
-    batches: dict[str, Batches]  # per direction
-    rows: slice  # this rank's share of the batch
-    model: CharRNN
-    average: WeightAverage | NoAverage
-    optimizer: torch.optim.Optimizer
-    scaler: LossScale
-    state: TrainState
-    streams: Streams
-    window: LogWindow
-    decision: auto.Decision | None  # what model.size auto measured and chose (None: nothing to choose)
-
-    @property
-    def train(self) -> TrainConfig:
-        return self.config.train
-
-    @property
-    def directions(self) -> tuple[str, ...]:
-        return tuple(self.batches)
-
-    def parts(self) -> dict[str, Any]:
-        """Every part of where training stands, by the name a checkpoint keeps it under: saved and
-        restored as one list (``state_dict``, ``load_state_dict``)."""
-        return {"model": self.model, "average": self.average, "optimizer": self.optimizer, "scaler": self.scaler,
-                "state": self.state, "streams": self.streams, "log_window": self.window,
-                "rng": RandomState(self.ranks)}
-
-    def state_dict(self) -> dict[str, Any]:
-        """Each part's state (a collective under torchrun: every rank's streams and random state)."""
-        return {name: part.state_dict() for name, part in self.parts().items()}
-
-    def load_state_dict(self, saved: dict[str, Any]) -> None:
-        for name, part in self.parts().items():  # the model before its average, which swaps weights in
-            part.load_state_dict(saved[name])
 
 
 @dataclass
@@ -187,7 +124,7 @@ def read_text(request: TrainRequest, start: Start, report: Report) -> RunData:
 
 def configure(config: Config, fixed: frozenset[str], data: RunData, device: torch.device, ranks: Distributed,
               report: Report) -> tuple[Config, auto.Decision | None]:
-    """model.size auto: rank 0 probes this machine and chooses every key not ``fixed`` (charlm/auto.py;
+    """model.size auto: rank 0 probes this machine and chooses every key not ``fixed`` (charlm/train/auto.py;
     with a fixed size and precision auto, only the precision), every rank applies its choice. The
     config, and the decision (rank 0's; None elsewhere, and where nothing is left to choose)."""
     train = config.train

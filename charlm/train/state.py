@@ -1,7 +1,7 @@
 """Where a training run stands: the parts of it that change from step to step and come back on resume.
 
 Each part saves itself with ``state_dict`` and comes back with ``load_state_dict``, as torch's
-modules and optimizers do; ``Run.parts`` (charlm/setup.py) lists them all, and a checkpoint holds
+modules and optimizers do; ``Run.parts`` (charlm/train/setup.py) lists them all, and a checkpoint holds
 one entry per part. Under torchrun the parts that differ between ranks gather every rank's share
 when saved (a collective: every rank calls it) and take their own share back when restored, so a
 run resumes under torchrun or in one process alike.
@@ -18,7 +18,7 @@ import torch
 from charlm.model.network import State
 
 if TYPE_CHECKING:
-    from charlm.distributed import Distributed
+    from charlm.train.distributed import Distributed
 
 
 

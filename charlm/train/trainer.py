@@ -1,10 +1,10 @@
-"""What is done to a ``Run`` (charlm/setup.py): a step, an evaluation, a checkpoint.
+"""What is done to a ``Run`` (charlm/train/setup.py): a step, an evaluation, a checkpoint.
 
 Where a step happens: ``Trainer.step``. Forward over each direction's batch from its carried state
 (truncated BPTT), backward, one all-reduce under torchrun, clipping, then the update unless the
-device judged the step not finite (charlm/verdict.py). The loop that asks for steps, evaluations
+device judged the step not finite (charlm/train/verdict.py). The loop that asks for steps, evaluations
 and checkpoints, readable in one screen, is ``charlm.train.fit``; what a run says and logs is
-worded in charlm/report.py.
+worded in charlm/train/report.py.
 """
 
 from __future__ import annotations
@@ -16,17 +16,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from charlm.checkpoint import Checkpoint, TextRecord
-from charlm.data.base import Batch
+from charlm.train.checkpoint import Checkpoint, TextRecord
 from charlm.evaluate import evaluate_directions
 from charlm.data.lines import IGNORE
 from charlm.model.network import CharRNN
-from charlm.report import Report
+from charlm.train.report import Report
 from charlm.runtime import autocast, fused_kernels, nan_check, step_unless
 from charlm.generate.sample import Sampler
-from charlm.schedule import budget_progress, learning_rate
-from charlm.setup import Run
-from charlm.verdict import PendingVerdicts, judge, settle
+from charlm.train.schedule import budget_progress, learning_rate
+from charlm.train.parts import Run
+from charlm.train.verdict import PendingVerdicts, judge, settle
 
 PREVIEW_LINES = 8  # lines mode: lines in the sample logged at each evaluation
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import torch
 
 if TYPE_CHECKING:
-    from charlm.state import TrainState
+    from charlm.train.state import TrainState
 
 
 @dataclass

@@ -52,7 +52,7 @@ def test_training_and_charlm_eval_score_the_same_val_lines(names, tmp_path):
     """The last evaluation during training and `charlm eval`'s own val split are one and the same."""
     import charlm
     from charlm.config import build_config
-    from charlm.logs import read_metrics
+    from charlm.train.logs import read_metrics
     from charlm.train import train
 
     config = build_config(None, [("model.size", "fixed"), ("data.mode", "lines"), ("data.holdout_cap", 7),

@@ -160,7 +160,7 @@ def test_cli_lines_sampling_novel_unique_and_eval(tmp_path):
 def test_lines_mode_resumes_exactly(tmp_path):
     import torch
 
-    from charlm.checkpoint import Checkpoint
+    from charlm.train.checkpoint import Checkpoint
     from charlm.config import build_config
     from charlm.train import train
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from charlm.averaging import WeightAverage
+from charlm.train.averaging import WeightAverage
 
 
 def test_the_average_follows_its_formula_with_the_ramped_decay():
@@ -68,7 +68,7 @@ def test_an_average_restored_from_its_state_carries_on_the_same():
 
 
 def test_without_averaging_the_weights_are_published_as_they_are():
-    from charlm.averaging import NoAverage, weight_average
+    from charlm.train.averaging import NoAverage, weight_average
 
     model = nn.Linear(3, 2)
     nothing = weight_average(model, 0.0)

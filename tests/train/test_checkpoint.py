@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from charlm.checkpoint import FORMAT_VERSION, Checkpoint, resolve_checkpoint
+from charlm.train.checkpoint import FORMAT_VERSION, Checkpoint, resolve_checkpoint
 from charlm.errors import CharlmError
 from tests.conftest import tiny_checkpoint
 
@@ -44,7 +44,7 @@ def test_the_published_weights_are_the_average_where_there_is_one():
 
 
 def test_every_earlier_format_is_lifted_one_version_at_a_time():
-    from charlm.checkpoint import MIGRATIONS
+    from charlm.train.checkpoint import MIGRATIONS
 
     assert sorted(MIGRATIONS) == list(range(1, FORMAT_VERSION))
 
@@ -54,7 +54,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 @pytest.mark.parametrize("version", [1, 2])
 def test_real_old_checkpoints_still_sample_evaluate_and_resume_exactly(tmp_path, version):
-    """tests/fixtures/format-N.checkpoint: last.pt of a real run written by the charlm of that format
+    """tests/train/fixtures/format-N.checkpoint: last.pt of a real run written by the charlm of that format
     (format 1: commit 2425935, format 2: efa266b), 10 steps of
     `charlm train text.txt --hidden-size 12 --num-layers 2 --dropout 0.1 --batch-size 4 --seq-len 8
     --max-steps 10 --set train.eval_interval=5 --set train.sample_length=0 --threads 1` on
@@ -204,7 +204,7 @@ def test_unwritable_directory(tmp_path):
 def test_every_tensor_is_written_from_the_cpu():
     """A checkpoint of a GPU run must load with plain torch.load on a machine without that GPU: the
     optimizer state and the RNG states nest tensors in dicts, lists and tuples."""
-    from charlm.checkpoint import on_cpu
+    from charlm.train.checkpoint import on_cpu
 
     payload = {"model": {"w": torch.ones(2)}, "optimizer": {"state": {0: {"exp_avg": torch.zeros(3), "step": torch.tensor(4.0)}},
                                                           "param_groups": [{"lr": 0.1, "params": [0]}]},

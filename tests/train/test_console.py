@@ -1,4 +1,4 @@
-from charlm.console import Console
+from charlm.train.console import Console
 
 
 def test_only_an_enabled_console_speaks(capsys):

@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-from charlm.checkpoint import Checkpoint
-from charlm.logs import read_metrics
+from charlm.train.checkpoint import Checkpoint
+from charlm.train.logs import read_metrics
 
 SETTINGS = ["--set", "model.size=fixed", "--hidden-size", "32", "--num-layers", "2", "--batch-size", "8", "--seq-len", "16",
             "--max-epochs", "100", "--no-progress", "--no-sample", "--set", "train.eval_interval=10",
@@ -73,11 +73,11 @@ def test_a_batch_that_does_not_split_is_one_line(tmp_path, text):
     result = _torchrun(text, "-o", tmp_path / "ddp", "--max-steps", "5", "--set", "train.batch_size=7")
     assert result.returncode != 0
     assert "train.batch_size (7) must divide evenly between the 2 processes: use a multiple of 2" in result.stderr
-    assert "charlm/train.py" not in result.stderr and "charlm/distributed.py" not in result.stderr  # no traceback of ours
+    assert "charlm/train.py" not in result.stderr and "charlm/train/distributed.py" not in result.stderr  # no traceback of ours
 
 
 def test_nccl_only_when_every_rank_has_a_gpu_of_its_own():
-    from charlm.distributed import choose_backend
+    from charlm.train.distributed import choose_backend
 
     assert choose_backend(use_cuda=True, gpus=2, local_world=2) == "nccl"
     assert choose_backend(use_cuda=True, gpus=1, local_world=2) == "gloo"  # NCCL refuses two ranks on one GPU
@@ -90,7 +90,7 @@ def test_the_small_collectives_use_the_groups_device(monkeypatch):
     import torch
     import torch.distributed as dist
 
-    from charlm.distributed import Distributed
+    from charlm.train.distributed import Distributed
 
     seen = []
     ranks = Distributed(rank=0, world=2, device=torch.device("cpu"))

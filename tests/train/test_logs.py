@@ -3,7 +3,7 @@ import json
 import pytest
 
 from charlm.errors import CharlmError
-from charlm.logs import RunLog, read_metrics, truncate_metrics
+from charlm.train.logs import RunLog, read_metrics, truncate_metrics
 
 
 def test_a_torn_or_garbled_line_is_skipped_by_the_reader(tmp_path):
@@ -43,7 +43,7 @@ def test_a_failed_append_is_one_line(tmp_path):
 def test_resume_after_a_crash_hides_the_lost_steps_in_tensorboard(tmp_path, text_file):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from tests.test_train import _at_steps, _train_poisoned, small_config
+    from tests.train.test_loop import _at_steps, _train_poisoned, small_config
 
     from charlm.train import train
 

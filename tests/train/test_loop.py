@@ -3,10 +3,10 @@ import math
 import pytest
 import torch
 
-from charlm.checkpoint import Checkpoint
+from charlm.train.checkpoint import Checkpoint
 from charlm.config import build_config
 from charlm.errors import CharlmError
-from charlm.logs import read_metrics
+from charlm.train.logs import read_metrics
 from charlm.model.network import CharRNN
 from charlm.train import fit, session, train
 
@@ -218,7 +218,7 @@ def request(config, text, out_dir, **options):
     """What ``train`` asks for."""
     from charlm.config import changed_keys
     from charlm.data.source import TextSource
-    from charlm.train import TrainRequest, recording
+    from charlm.train.loop import TrainRequest, recording
 
     source = TextSource.of(text)
     return TrainRequest(recording(config, source), changed_keys(config), source, out_dir, progress=False, **options)

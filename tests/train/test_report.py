@@ -1,7 +1,7 @@
-"""What a run says and writes (charlm/report.py)."""
+"""What a run says and writes (charlm/train/report.py)."""
 
-from charlm.report import QuietReport, Report
-from charlm.verdict import Verdicts
+from charlm.train.report import QuietReport, Report
+from charlm.train.verdict import Verdicts
 
 
 def test_bad_steps_are_one_warning_per_read_in_the_singular_or_plural(tmp_path, capsys):

@@ -7,13 +7,13 @@ import time
 import pytest
 
 from charlm.errors import CharlmError
-from charlm.rundir import LOCK_NAME, RunLock, check_fresh, newest_checkpoint
+from charlm.train.rundir import LOCK_NAME, RunLock, check_fresh, newest_checkpoint
 from tests.conftest import tiny_checkpoint
 
 
 def _hold_lock(directory):
     """A separate process that takes the run lock and then waits to be killed."""
-    code = ("import sys, time; from pathlib import Path; from charlm.rundir import RunLock\n"
+    code = ("import sys, time; from pathlib import Path; from charlm.train.rundir import RunLock\n"
             "with RunLock(Path(sys.argv[1])):\n    print('locked', flush=True); time.sleep(600)\n")
     process = subprocess.Popen([sys.executable, "-c", code, str(directory)], stdout=subprocess.PIPE, text=True)
     assert process.stdout.readline().strip() == "locked"

@@ -1,7 +1,7 @@
 import pytest
 
 from charlm.config import TrainConfig
-from charlm.schedule import budget_progress, learning_rate, stop_reason
+from charlm.train.schedule import budget_progress, learning_rate, stop_reason
 
 
 def test_learning_rate_schedules():

@@ -1,4 +1,4 @@
-"""A run built top to bottom (charlm/setup.py): how it starts, what it reads, what it restores."""
+"""A run built top to bottom (charlm/train/setup.py): how it starts, what it reads, what it restores."""
 
 import os
 import threading
@@ -6,11 +6,11 @@ import threading
 import pytest
 import torch
 
-from charlm.checkpoint import Checkpoint
+from charlm.train.checkpoint import Checkpoint
 from charlm.errors import CharlmError
 from charlm.train import plan, run, train
 from tests.data.test_source import tree  # noqa: F401  (a fixture)
-from tests.test_train import small_config
+from tests.train.test_loop import small_config
 
 
 def test_a_pipe_trains_like_the_file_it_carries(tmp_path, text_file):

@@ -3,7 +3,7 @@ import signal
 
 import pytest
 
-from charlm.signals import StopRequest
+from charlm.train.signals import StopRequest
 
 
 def test_a_signal_is_a_request_a_second_ctrl_c_aborts_and_the_handlers_come_back(capsys):

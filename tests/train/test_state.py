@@ -1,11 +1,11 @@
-"""The parts of where a run stands (charlm/state.py), each saved and restored as torch's own are."""
+"""The parts of where a run stands (charlm/train/state.py), each saved and restored as torch's own are."""
 
 import math
 
 import torch
 
-from charlm.distributed import Distributed
-from charlm.state import LogWindow, RandomState, Streams, TrainState
+from charlm.train.distributed import Distributed
+from charlm.train.state import LogWindow, RandomState, Streams, TrainState
 
 CPU = torch.device("cpu")
 ONE = Distributed()

@@ -5,11 +5,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from charlm.averaging import WeightAverage
+from charlm.train.averaging import WeightAverage
 from charlm.model.network import CharRNN
-from charlm.report import QuietReport
-from charlm.train import session, should_stop
-from tests.test_train import _at_steps, _inf_gradient, _nan_loss, request, small_config
+from charlm.train.report import QuietReport
+from charlm.train import session
+from charlm.train.loop import should_stop
+from tests.train.test_loop import _at_steps, _inf_gradient, _nan_loss, request, small_config
 
 
 @pytest.fixture

@@ -2,8 +2,8 @@ import random
 
 import torch
 
-from charlm.state import TrainState
-from charlm.verdict import PendingVerdicts, Verdict, judge, settle
+from charlm.train.state import TrainState
+from charlm.train.verdict import PendingVerdicts, Verdict, judge, settle
 
 
 def _verdict(bad: bool, overflow: bool) -> Verdict:
