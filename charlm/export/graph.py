@@ -5,7 +5,7 @@ the same function as ``CharRNN.forward`` one character at a time in eval mode, a
 exporter (``dynamo=False``). On the pinned torch both exporters give a correct graph for every cell;
 the ``torch.export``-based one takes seconds more per model and needs the onnxscript package, so
 charlm keeps the other while torch ships it (it warns that it is deprecated; the warning is not the
-user's to act on). tests/test_export.py checks onnxruntime against ``CharRNN``.
+user's to act on). tests/export/test_export.py checks onnxruntime against ``CharRNN``.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from tests.conftest import charlm_cli, make_text, tiny_checkpoint
 from tests.train.test_loop import small_config
 
 ort = pytest.importorskip("onnxruntime")
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CELLS = ["rnn_tanh", "rnn_relu", "gru", "lstm", "mingru", "minlstm"]
 TEXT = make_text(4_000, seed=3)
 VOCAB = Vocab.from_text(TEXT)

@@ -1,7 +1,7 @@
 import csv
 
 from charlm.sweep import TrialRow, load_sweep, results_table, write_results
-from tests.test_sweep import GRID, _sweep_file, text  # noqa: F401  (text: the fixture)
+from tests.sweep.test_sweep import GRID, _sweep_file, text  # noqa: F401  (text: the fixture)
 
 
 def _rows(tmp_path):

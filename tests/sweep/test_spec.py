@@ -4,7 +4,7 @@ import pytest
 
 from charlm.errors import CharlmError
 from charlm.sweep import describe, load_sweep
-from tests.test_sweep import FAST, _sweep_file, text  # noqa: F401  (text: the fixture)
+from tests.sweep.test_sweep import FAST, _sweep_file, text  # noqa: F401  (text: the fixture)
 
 GRID4 = "method: grid\nparameters:\n  model.cell: {values: [gru, lstm]}\n  train.lr: {values: [0.003, 0.01]}\n"
 
