@@ -12,7 +12,7 @@ import sys
 
 import click
 
-from charlm import __version__
+from charlm.version import __version__
 from charlm.cli.corpus import corpus
 from charlm.cli.evaluate import eval_command, info
 from charlm.cli.export import export_command

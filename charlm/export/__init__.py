@@ -7,34 +7,15 @@
 - ``html``: one self-contained page that writes in the model's style in any browser, offline; the
   step runs in plain JavaScript (charlm/export/page.py, charlm/export/writer.html).
 
-Both are written atomically: a failure leaves no file, or the old one.
+Both carry the model's card (charlm/export/card.py) and are written atomically: a failure leaves no
+file, or the old one.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 FORMATS = ("onnx", "html")
-
-
-def model_card(lm: Any, direction: str) -> dict[str, Any]:
-    """What an exported file says of its model: enough for a program to use it with nothing else."""
-    from charlm.export.graph import state_names
-
-    summary = lm.checkpoint.summary()
-    vocab = lm.vocab
-    return {
-        "format": "charlm-step-1", "charlm_version": summary["charlm_version"], "direction": direction,
-        "cell": lm.model.cell, "num_layers": lm.model.num_layers, "hidden_size": lm.model.hidden_size,
-        "block": lm.model.block, "norm": lm.model.norm,
-        "embedding_size": lm.model.embedding.embedding_dim, "vocab": list(vocab.chars),
-        "line_marker": vocab.marker, "document_marker": vocab.document, "mode": summary["mode"],
-        "input_conv": lm.model.input_conv, "state": state_names(lm.model),
-        "parameters": summary["parameters"], "step": summary["step"], "best_val_loss": summary["best_val_loss"],
-        "sample": summary["config"]["sample"],
-        "text": summary["data"]["path"],
-    }
 
 
 def export(checkpoint: str | Path, fmt: str, output: str | Path, direction: str = "forward",

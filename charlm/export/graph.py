@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from charlm.export import model_card
+from charlm.export.card import model_card, state_names
 from charlm.fsutil import atomic_write_bytes
 from charlm.model.cells import MIN_CELLS, ResidualStack, min_step
 from charlm.model.network import CharRNN, recurrent_weights
@@ -150,11 +150,6 @@ def step_graph(model: CharRNN, direction: str = "forward") -> bytes:
         torch.onnx.export(step, args, buffer, input_names=inputs, output_names=outputs, dynamic_axes=axes,
                           opset_version=OPSET, dynamo=False)
     return buffer.getvalue()
-
-
-def state_names(model: CharRNN) -> list[str]:
-    """The step's state inputs: ``h``, then ``c`` (an LSTM) or ``x1`` … (a min cell's last inputs)."""
-    return ["h", "c"] if model.cell == "lstm" else ["h", *(f"x{k}" for k in range(1, model.state_size))]
 
 
 def write_onnx(lm: Any, direction: str, output: Path) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from charlm.export import model_card
+from charlm.export.card import model_card
 from charlm.export.graph import Step
 from charlm.fsutil import atomic_write_text
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from charlm import __version__
+from charlm.version import __version__
 from charlm.config import Config
 from charlm.errors import CharlmError
 from charlm.fsutil import atomic_open

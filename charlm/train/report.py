@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from charlm import __version__
+from charlm.version import __version__
 from charlm.config import format_duration
 from charlm.train.console import Console
 from charlm.errors import CharlmError
