@@ -29,7 +29,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
 WARM_STEPS = 25  # steady_tokens_per_s leaves these out, as charlm's first logged window does
 
 

@@ -66,8 +66,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / f"export-{time.strftime('%Y%m%d')}.json")
     args = parser.parse_args()
     import torch
-
     from browser import browser_or_skip
+
     from charlm.export import export
 
     machine = f"{describe()}, {time.strftime('%Y-%m-%d')}"

@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 from machine import describe  # noqa: E402
+
 DEFAULT_TEXT = ROOT.parent / "shared" / "corpora" / "tinyshakespeare.txt"
 
 

@@ -61,10 +61,10 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     import torch
-
-    from charlm.train import auto
-    from charlm.runtime import native_bf16
     from machine import describe
+
+    from charlm.runtime import native_bf16
+    from charlm.train import auto
 
     torch.set_num_threads(args.threads)
     if args.cell in ("lstm", "gru", "rnn") and not native_bf16(torch.device("cpu")):

@@ -111,8 +111,8 @@ def charlm_tokens_per_s(cell: str, hidden: int, precision: str, text: Path, batc
                         steps: int, device: str, work: Path, shape: dict[str, Any] | None = None) -> float:
     """`charlm train`'s own measure: tokens/s over the logged windows after the first one."""
     from charlm.config import build_config
-    from charlm.train.logs import read_metrics
     from charlm.train import train
+    from charlm.train.logs import read_metrics
 
     window = max(1, steps // 3)
     overrides = {
@@ -179,9 +179,9 @@ def width_for(parameters: int, cell: str, layers: int, block: str, ffn: int) -> 
 
 def bench_cells(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
     """Each family's training tokens/s at about a 2x256 LSTM's parameters (embedding as wide as the cells)."""
-    from charlm.train.auto import Shape
     from charlm.model.cells import describe_shape
     from charlm.runtime import resolve_device, usable_precisions
+    from charlm.train.auto import Shape
 
     device = resolve_device(args.device)
     # Every precision auto may train in here (bf16 where native, fp32 on a CPU), each against the LSTM's in it.
@@ -298,10 +298,10 @@ def _unpadded_step_chars_per_s(model, seconds: float, device) -> float:
 def bench_sample(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from charlm.model.network import CharRNN
-    from charlm.runtime import prepare_device, resolve_device
     from charlm.generate.sample import generate
     from charlm.generate.streams import StreamSet
+    from charlm.model.network import CharRNN
+    from charlm.runtime import prepare_device, resolve_device
 
     device = resolve_device(args.device)
     prepare_device(device)

@@ -7,17 +7,17 @@ from typing import Any
 
 import torch
 
-from charlm.train.checkpoint import Checkpoint
 from charlm.config import Config
 from charlm.corpora import text_of
 from charlm.data import kind, read_data
 from charlm.data.base import Part, RunData
+from charlm.data.source import TextSource
 from charlm.errors import CharlmError
 from charlm.evaluate import evaluate_directions
+from charlm.generate.sample import LineDraw, Sampler
 from charlm.model.network import CharRNN
 from charlm.runtime import resolve_device
-from charlm.data.source import TextSource
-from charlm.generate.sample import LineDraw, Sampler
+from charlm.train.checkpoint import Checkpoint
 
 
 class LanguageModel(Sampler):

@@ -97,12 +97,12 @@ def tiny_checkpoint(step: int = 0, model=None, vocab=None, mode: str = "stream",
     ``vocab``, or by default an untrained 1x8 LSTM over "ab"."""
     import torch
 
-    from charlm.train.checkpoint import Checkpoint, TextRecord
     from charlm.config import Config
-    from charlm.train.distributed import Distributed
-    from charlm.model.network import CharRNN
-    from charlm.train.state import RandomState, TrainState
     from charlm.data.vocab import Vocab
+    from charlm.model.network import CharRNN
+    from charlm.train.checkpoint import Checkpoint, TextRecord
+    from charlm.train.distributed import Distributed
+    from charlm.train.state import RandomState, TrainState
 
     config = Config()
     if model is None:

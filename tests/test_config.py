@@ -1,8 +1,6 @@
 import pytest
 
-from charlm.config import (
-    Config, build_config, format_duration, parse_duration, parse_scalar, parse_set, validate,
-)
+from charlm.config import Config, build_config, format_duration, parse_duration, parse_scalar, parse_set, validate
 from charlm.errors import CharlmError
 
 

@@ -5,11 +5,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from charlm.evaluate import EvalResult, evaluate, evaluate_directions
 from charlm.data.lines import lines_vocab, split_into_lines
-from charlm.model.network import CharRNN
 from charlm.data.stream import Stream
 from charlm.data.vocab import Vocab
+from charlm.evaluate import EvalResult, evaluate, evaluate_directions
+from charlm.model.network import CharRNN
 
 CPU = torch.device("cpu")
 

@@ -12,15 +12,15 @@ import warnings
 import pytest
 import torch
 
-from charlm.train.checkpoint import Checkpoint
-from charlm.train.logs import read_metrics
-from charlm.model.network import CharRNN
-from charlm.runtime import loss_scaling
 from charlm.generate.sample import generate
 from charlm.model.fast_step import FastStep
+from charlm.model.network import CharRNN
+from charlm.runtime import loss_scaling
 from charlm.train import session, train
-from tests.train.test_distributed import _max_difference, _single, _torchrun
+from charlm.train.checkpoint import Checkpoint
+from charlm.train.logs import read_metrics
 from tests.model.test_fast_step import CELLS, _model, _model_layout, _run_steps
+from tests.train.test_distributed import _max_difference, _single, _torchrun
 from tests.train.test_loop import request, small_config
 
 pytestmark = [pytest.mark.gpu,

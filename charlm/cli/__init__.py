@@ -12,7 +12,6 @@ import sys
 
 import click
 
-from charlm.version import __version__
 from charlm.cli.corpus import corpus
 from charlm.cli.evaluate import eval_command, info
 from charlm.cli.export import export_command
@@ -22,6 +21,7 @@ from charlm.cli.serve import serve
 from charlm.cli.sweep import sweep
 from charlm.cli.train import train
 from charlm.errors import CharlmError, out_of_memory
+from charlm.version import __version__
 
 EXIT_USAGE = 2
 

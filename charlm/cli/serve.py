@@ -50,8 +50,8 @@ def serve(checkpoints: tuple[Path, ...], host: str, port: int, api_key: str | No
     if not _loopback(host) and not api_key:
         click.echo(f"warning: serving on {host} without an API key: anyone who can reach this machine can use"
                    " it (set --api-key or CHARLM_API_KEY)", err=True)
-    from charlm.train.checkpoint import resolve_checkpoint
     from charlm.serve.run import run
+    from charlm.train.checkpoint import resolve_checkpoint
 
     for checkpoint in checkpoints:  # a wrong path fails before anything listens or loads
         resolve_checkpoint(checkpoint)

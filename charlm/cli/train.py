@@ -39,9 +39,8 @@ def train(paths: tuple[str, ...], config_file: Path | None, corpus: str | None, 
           shortcuts: list[tuple[str, Any]]) -> None:
     """Train a model on PATH (a UTF-8 text file; or several files, folders and globs, one document
     per file) or on --corpus NAME."""
-    from charlm.train import distributed
     from charlm.config import parse_set
-    from charlm.train import plan, run
+    from charlm.train import distributed, plan, run
 
     if paths and corpus is not None:
         raise CharlmError(f"give PATH or --corpus {corpus}, not both: drop one")

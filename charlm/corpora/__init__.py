@@ -272,8 +272,7 @@ def corpus_text(name: str) -> "TextSource":
 def text_of(config: Any, missing: str) -> "TextSource":
     """What a config trains on: ``data.path`` (a file, or files, folders and globs), or the named
     corpus (fetched if need be); ``missing`` is the error when it names neither."""
-    from charlm.data.source import check_text_file
-    from charlm.data.source import TextSource, has_glob
+    from charlm.data.source import TextSource, check_text_file, has_glob
 
     data = config.data
     if data.path:

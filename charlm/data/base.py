@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 
-from charlm.data.source import TextSource
 from charlm.config import SPLITS
+from charlm.data.source import TextSource
 from charlm.data.tokens import Tokens
 from charlm.data.vocab import Vocab
 

@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from charlm.data.base import Batch, Part, RunData, Writer, sample_options
-from charlm.errors import CharlmError
 from charlm.data.source import TextSource
 from charlm.data.tokens import Joining, Tokens, read_tokens
 from charlm.data.vocab import MARKER, Vocab
+from charlm.errors import CharlmError
 
 if TYPE_CHECKING:
     from charlm.config import DataConfig, SampleConfig

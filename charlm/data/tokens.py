@@ -27,11 +27,11 @@ from typing import Any
 import numpy as np
 
 from charlm.config import SPLITS
+from charlm.data.source import (CHUNK_BYTES, SNIFF_BYTES, Checksum, Document, NotText, Skipped, TextSource, gather,
+                                iter_text, nul_is_binary)
+from charlm.data.vocab import MARKERS, Vocab, codepoints_of, format_chars, smallest_dtype
 from charlm.errors import CharlmError
 from charlm.fsutil import atomic_open, atomic_write_text, sha256_of
-from charlm.data.source import (CHUNK_BYTES, SNIFF_BYTES, Checksum, Document, NotText, Skipped, TextSource, gather,
-                           iter_text, nul_is_binary)
-from charlm.data.vocab import MARKERS, Vocab, codepoints_of, format_chars, smallest_dtype
 
 CACHE_FORMAT = 2
 CACHE_OPTION = "data.cache_dir"  # what moves the token cache, for error messages

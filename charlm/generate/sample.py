@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
-from charlm.errors import CharlmError
-from charlm.model.network import CharRNN
-from charlm.generate.streams import Draw, StreamSet, stream_seed
 from charlm.data.vocab import DOCUMENT, MARKER, Vocab, format_chars
+from charlm.errors import CharlmError
+from charlm.generate.streams import Draw, StreamSet, stream_seed
+from charlm.model.network import CharRNN
 
 if TYPE_CHECKING:
     from charlm.config import SampleConfig

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 import torch
 
+from charlm.model.fast_step import FastStep, choose_layout
 from charlm.model.network import CharRNN
 from charlm.runtime import accumulator_dtype
-from charlm.model.fast_step import FastStep, choose_layout
 
 ROW_BLOCK = 4
 # Primes up to this long are read by torch's own recurrent kernel, longer ones by oneDNN's: on the

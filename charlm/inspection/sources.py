@@ -10,9 +10,9 @@ import numpy as np
 import torch
 
 from charlm.data import read_data
+from charlm.data.vocab import Vocab
 from charlm.errors import CharlmError
 from charlm.model.network import CharRNN
-from charlm.data.vocab import Vocab
 
 CONFIG_SUFFIXES = (".yaml", ".yml")
 

@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from charlm.errors import CharlmError
-from charlm.model.network import CharRNN
-from charlm.model.fast_step import FastStep
 from charlm.data.vocab import MARKER, Vocab
+from charlm.errors import CharlmError
+from charlm.model.fast_step import FastStep
+from charlm.model.network import CharRNN
 
 if TYPE_CHECKING:
     from charlm.data.base import RunData

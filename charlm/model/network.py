@@ -23,8 +23,8 @@ import re
 import torch
 from torch import nn
 
-from charlm.model.cells import MIN_CELLS, MinStack, ResidualStack
 from charlm.config import FORGET_BIAS, ModelConfig
+from charlm.model.cells import MIN_CELLS, MinStack, ResidualStack
 
 State = tuple[torch.Tensor, ...]
 

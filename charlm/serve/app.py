@@ -29,14 +29,14 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from charlm.data.vocab import format_chars
+from charlm.errors import CharlmError
+from charlm.generate.sample import LineDraw
+from charlm.generate.streams import Draw, stream_seed
 from charlm.serve.engine import Busy, Completion, Score, Work
 from charlm.serve.models import ServedModel
 from charlm.serve.protocol import ApiError, CompletionRequest, Limits, completion_request, score_request
 from charlm.serve.scoring import score
-from charlm.errors import CharlmError
-from charlm.generate.sample import LineDraw
-from charlm.generate.streams import Draw, stream_seed
-from charlm.data.vocab import format_chars
 
 OPEN_PATHS = ("/health", "/")  # the page is code and no data: it asks for the key itself
 

@@ -20,8 +20,8 @@ from typing import Any
 
 import torch
 
-from charlm.generate.streams import Draw, Drawn, StreamSet
 from charlm.data.vocab import DOCUMENT, MARKER, Vocab
+from charlm.generate.streams import Draw, Drawn, StreamSet
 
 # ("text", choice, [(char, logprob, top)]) | ("finish", choice, reason) | ("result" or "error", 0, value); a
 # choice is numbered across the request (prompt number x n + choice), so one queue serves all its prompts.

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from charlm.model.network import CharRNN
 from charlm.data.vocab import Vocab
+from charlm.model.network import CharRNN
 
 if TYPE_CHECKING:
     from charlm.data.base import RunData

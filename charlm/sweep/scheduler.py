@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import IO, Any
 
 from charlm.fsutil import atomic_write_text
-from charlm.train.rundir import RUN_FILES, RunLock
-from charlm.train.signals import StopRequest
 from charlm.sweep.results import TrialRow, write_results
 from charlm.sweep.spec import SweepSpec, format_params, sweep_text
 from charlm.sweep.study import Study, default_storage
+from charlm.train.rundir import RUN_FILES, RunLock
+from charlm.train.signals import StopRequest
 
 Echo = Callable[[str], None]
 

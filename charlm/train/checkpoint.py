@@ -23,13 +23,13 @@ from typing import Any
 
 import torch
 
-from charlm.version import __version__
 from charlm.config import Config
+from charlm.data.vocab import MARKER, Vocab
 from charlm.errors import CharlmError
 from charlm.fsutil import atomic_open
 from charlm.model.network import CharRNN
 from charlm.train.state import TrainState
-from charlm.data.vocab import MARKER, Vocab
+from charlm.version import __version__
 
 FORMAT_NAME = "charlm-checkpoint"
 FORMAT_VERSION = 3

@@ -17,17 +17,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from charlm.train import distributed
 from charlm.config import Config, changed_keys, resolve
 from charlm.corpora import text_of
+from charlm.data.source import TextSource
 from charlm.errors import CharlmError
+from charlm.train import distributed
+from charlm.train.parts import TrainRequest
 from charlm.train.report import QuietReport, Report
 from charlm.train.rundir import resume_config, run_directory
 from charlm.train.schedule import stop_reason
-from charlm.train.parts import TrainRequest
 from charlm.train.setup import setup
 from charlm.train.signals import StopRequest
-from charlm.data.source import TextSource
 from charlm.train.trainer import Trainer
 
 __all__ = ["TrainRequest", "TrainResult", "fit", "plan", "run", "session", "train"]

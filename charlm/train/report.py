@@ -11,19 +11,19 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from charlm.version import __version__
 from charlm.config import format_duration
-from charlm.train.console import Console
 from charlm.errors import CharlmError
 from charlm.fsutil import atomic_write_text
+from charlm.train.console import Console
 from charlm.train.logs import NullLog, RunLog, truncate_metrics
+from charlm.version import __version__
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from charlm.train.auto import Decision
     from charlm.data.base import RunData
     from charlm.evaluate import EvalResult
+    from charlm.train.auto import Decision
     from charlm.train.parts import Run
     from charlm.train.state import TrainState
     from charlm.train.verdict import Verdicts

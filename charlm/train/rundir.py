@@ -23,8 +23,8 @@ from charlm.errors import CharlmError
 from charlm.fsutil import describe_os_error
 
 if TYPE_CHECKING:
-    from charlm.train.checkpoint import Checkpoint
     from charlm.config import Config
+    from charlm.train.checkpoint import Checkpoint
 
 LOCK_NAME = ".lock"
 RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl", "config.yaml", "tensorboard")

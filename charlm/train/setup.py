@@ -15,21 +15,21 @@ from dataclasses import dataclass
 
 import torch
 
-from charlm.train import auto
-from charlm.train.averaging import weight_average
-from charlm.train.checkpoint import Checkpoint
 from charlm.config import Config, TrainConfig, format_duration, with_settings
 from charlm.data import read_data
 from charlm.data.base import RunData
-from charlm.train.distributed import Distributed, check_batch
 from charlm.errors import CharlmError
 from charlm.model.network import CharRNN, directions_of
-from charlm.train.report import Report
-from charlm.train.rundir import newest_checkpoint
 from charlm.runtime import (LossScale, fused_kernels, loss_scaling, prepare_device, rank_device, resolve_device,
                             resolve_precision, set_threads, usable_precisions)
-from charlm.train.schedule import stop_reason
+from charlm.train import auto
+from charlm.train.averaging import weight_average
+from charlm.train.checkpoint import Checkpoint
+from charlm.train.distributed import Distributed, check_batch
 from charlm.train.parts import Run, TrainRequest
+from charlm.train.report import Report
+from charlm.train.rundir import newest_checkpoint
+from charlm.train.schedule import stop_reason
 from charlm.train.state import LogWindow, Streams, TrainState
 
 ARCHITECTURE_KEYS = ("cell", "hidden_size", "embedding_size", "num_layers", "tie_weights", "bidirectional", "block",

@@ -16,15 +16,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from charlm.train.checkpoint import Checkpoint, TextRecord
-from charlm.evaluate import evaluate_directions
 from charlm.data.lines import IGNORE
-from charlm.model.network import CharRNN
-from charlm.train.report import Report
-from charlm.runtime import autocast, fused_kernels, nan_check, step_unless
+from charlm.evaluate import evaluate_directions
 from charlm.generate.sample import Sampler
-from charlm.train.schedule import budget_progress, learning_rate
+from charlm.model.network import CharRNN
+from charlm.runtime import autocast, fused_kernels, nan_check, step_unless
+from charlm.train.checkpoint import Checkpoint, TextRecord
 from charlm.train.parts import Run
+from charlm.train.report import Report
+from charlm.train.schedule import budget_progress, learning_rate
 from charlm.train.verdict import PendingVerdicts, judge, settle
 
 PREVIEW_LINES = 8  # lines mode: lines in the sample logged at each evaluation

@@ -6,9 +6,9 @@ import pytest
 
 from charlm.config import DataConfig
 from charlm.data import kind, read_data
-from charlm.errors import CharlmError
 from charlm.data.lines import LineBatches, LineData, split_lines
 from charlm.data.stream import StreamBatches, StreamData, split_tokens
+from charlm.errors import CharlmError
 
 NAMES = ["anna", "bob", "carla", "dave", "eve", "fred", "gina", "hugo", "ines", "jo"] * 12
 
@@ -52,8 +52,8 @@ def test_training_and_charlm_eval_score_the_same_val_lines(names, tmp_path):
     """The last evaluation during training and `charlm eval`'s own val split are one and the same."""
     import charlm
     from charlm.config import build_config
-    from charlm.train.logs import read_metrics
     from charlm.train import train
+    from charlm.train.logs import read_metrics
 
     config = build_config(None, [("model.size", "fixed"), ("data.mode", "lines"), ("data.holdout_cap", 7),
                                  ("data.split_seed", 5), ("model.hidden_size", 16), ("model.num_layers", 1),

@@ -3,9 +3,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from charlm.errors import CharlmError
-from charlm.data.lines import IGNORE, LineBatches, LineData, line_batches, lines_vocab, pad_batch, split_into_lines, split_lines
+from charlm.data.lines import (IGNORE, LineBatches, LineData, line_batches, lines_vocab, pad_batch, split_into_lines,
+                               split_lines)
 from charlm.data.vocab import MARKER, Vocab
+from charlm.errors import CharlmError
 
 NAMES = "emma\nolivia\r\nava\n\nisabella\nsophia\nmia\n  \ncharlotte\namelia\nava"
 
@@ -160,9 +161,9 @@ def test_cli_lines_sampling_novel_unique_and_eval(tmp_path):
 def test_lines_mode_resumes_exactly(tmp_path):
     import torch
 
-    from charlm.train.checkpoint import Checkpoint
     from charlm.config import build_config
     from charlm.train import train
+    from charlm.train.checkpoint import Checkpoint
 
     path = tmp_path / "list.txt"
     path.write_text("\n".join(WORDS * 8) + "\n")
@@ -178,8 +179,8 @@ def test_lines_mode_resumes_exactly(tmp_path):
 
 
 def test_a_list_is_recognised_and_a_play_is_not(tinyshakespeare):
-    from charlm.data.source import read_text
     from charlm.data.lines import looks_like_a_list
+    from charlm.data.source import read_text
 
     def verdict(text):
         vocab = Vocab.from_text(text)

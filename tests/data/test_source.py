@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from charlm.errors import CharlmError
 from charlm.data.source import Skipped, TextSource, gather, iter_text, matches, read_text
+from charlm.errors import CharlmError
 from tests.conftest import make_text
 
 

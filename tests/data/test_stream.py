@@ -6,10 +6,10 @@ import pytest
 
 from charlm.config import DataConfig, build_config
 from charlm.data import read_data
-from charlm.errors import CharlmError
 from charlm.data.source import TextSource
 from charlm.data.stream import StreamBatches, eval_windows, split_tokens
 from charlm.data.vocab import DOCUMENT, Vocab
+from charlm.errors import CharlmError
 from tests.data.test_source import tree  # noqa: F401  (a fixture)
 
 

@@ -11,10 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import charlm.data.tokens as tokens_module
-from charlm.errors import CharlmError
 from charlm.data.source import TextSource
 from charlm.data.tokens import Holdout, Joining, read_tokens
 from charlm.data.vocab import DOCUMENT, Vocab
+from charlm.errors import CharlmError
 from tests.conftest import make_text
 from tests.data.test_source import tree  # noqa: F401  (a fixture)
 

@@ -14,10 +14,10 @@ import pytest
 import torch
 
 import charlm
-from tests.browser import browser_or_skip
+from charlm.data.vocab import Vocab
 from charlm.export.graph import step_graph
 from charlm.model.network import CharRNN
-from charlm.data.vocab import Vocab
+from tests.browser import browser_or_skip
 from tests.conftest import charlm_cli, make_text, tiny_checkpoint
 from tests.train.test_loop import small_config
 

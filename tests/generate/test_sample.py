@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from charlm.model.network import CharRNN
 from charlm.generate.sample import generate
+from charlm.model.network import CharRNN
 
 
 def _model():

@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from charlm.model.network import CharRNN
 from charlm.generate.sample import generate
 from charlm.generate.streams import ROW_BLOCK, Draw, StreamSet, draw_rows, filter_rows, rows_agree, stream_seed
 from charlm.model.fast_step import FastStep
+from charlm.model.network import CharRNN
 
 
 def _finite(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> list[list[bool]]:

@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from charlm.inspection.gradients import gradient_curve, input_gradient_norms, sample_windows
 from charlm.errors import CharlmError
+from charlm.inspection.gradients import gradient_curve, input_gradient_norms, sample_windows
 from charlm.model.network import CharRNN
 
 
@@ -46,8 +46,8 @@ def test_gradient_norms_match_finite_differences(cell):
 
 
 def test_a_fresh_tanh_rnn_forgets_faster_than_an_lstm():
-    from tests.conftest import make_text
     from charlm.data.vocab import Vocab
+    from tests.conftest import make_text
 
     text = make_text(20_000)
     vocab = Vocab(sorted(set(text)))
@@ -80,9 +80,9 @@ def _charlm(*args):
 def test_cli_compares_fresh_cells_and_a_trained_checkpoint(tmp_path):
     import json
 
-    from tests.conftest import make_text
     from charlm.config import build_config
     from charlm.train import train
+    from tests.conftest import make_text
 
     text = tmp_path / "text.txt"
     text.write_text(make_text(6_000))

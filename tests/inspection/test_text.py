@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from charlm.inspection.text import feature_values, rank_units, render_html, trace
 from charlm.data.lines import LineData
-from charlm.model.network import CharRNN
 from charlm.data.stream import StreamData
 from charlm.data.vocab import MARKER, Vocab
+from charlm.inspection.text import feature_values, rank_units, render_html, trace
+from charlm.model.network import CharRNN
 
 
 class _Spans(HTMLParser):
@@ -132,9 +132,9 @@ def test_features_by_name_and_by_pattern():
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
-    from tests.conftest import make_text
     from charlm.config import build_config
     from charlm.train import train
+    from tests.conftest import make_text
 
     folder = tmp_path_factory.mktemp("inspect")
     path = folder / "text.txt"

@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from charlm.config import CELLS
-from charlm.model.network import CharRNN
 from charlm.model.fast_step import FastStep
+from charlm.model.network import CharRNN
 
 
 def _model(cell: str, bidirectional: bool = False, scale: float = 2.0, block: str = "plain",

@@ -8,10 +8,10 @@ import time
 import httpx
 import pytest
 
-from tests.browser import browser_or_skip
 from charlm.serve import ServerSettings, create_app, load_models
 from charlm.serve.protocol import Limits
 from charlm.serve.run import serve_in_thread
+from tests.browser import browser_or_skip
 from tests.conftest import make_text
 from tests.data.test_lines import WORDS
 from tests.train.test_loop import small_config

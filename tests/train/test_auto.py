@@ -9,10 +9,10 @@ from dataclasses import replace
 import pytest
 import torch
 
-from charlm.train import auto
-from charlm.train.auto import Budget, Shape, SpeedModel, choose
 from charlm.config import build_config, resolve
 from charlm.model.network import CharRNN
+from charlm.train import auto
+from charlm.train.auto import Budget, Shape, SpeedModel, choose
 
 VOCAB = 65
 
@@ -264,9 +264,9 @@ def test_precision_auto_falls_back_to_fp32_where_bf16_is_slower(monkeypatch):
 
 @pytest.mark.slow
 def test_a_run_records_its_choice_and_a_resume_keeps_it(tmp_path, text_file):
+    from charlm.train import train
     from charlm.train.checkpoint import Checkpoint
     from charlm.train.logs import read_metrics
-    from charlm.train import train
 
     config = build_config(None, [("train.max_time", 4.0), ("train.max_epochs", None), ("train.threads", 1),
                                  ("train.device", "cpu"), ("train.sample_length", 0)])

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from charlm.train.checkpoint import FORMAT_VERSION, Checkpoint, resolve_checkpoint
 from charlm.errors import CharlmError
+from charlm.train.checkpoint import FORMAT_VERSION, Checkpoint, resolve_checkpoint
 from tests.conftest import tiny_checkpoint
 
 
@@ -63,8 +63,8 @@ def test_real_old_checkpoints_still_sample_evaluate_and_resume_exactly(tmp_path,
     import shutil
 
     import charlm
-    from charlm.data.synthetic import pseudo_english
     from charlm.config import all_keys
+    from charlm.data.synthetic import pseudo_english
     from charlm.train import plan, run, train
 
     text = tmp_path / "text.txt"

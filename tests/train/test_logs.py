@@ -43,9 +43,8 @@ def test_a_failed_append_is_one_line(tmp_path):
 def test_resume_after_a_crash_hides_the_lost_steps_in_tensorboard(tmp_path, text_file):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from tests.train.test_loop import _at_steps, _train_poisoned, small_config
-
     from charlm.train import train
+    from tests.train.test_loop import _at_steps, _train_poisoned, small_config
 
     overrides = {"train.max_steps": 30, "train.max_epochs": None, "train.log_interval": 5,
                  "train.checkpoint_interval": 10, "train.eval_interval": 1000}

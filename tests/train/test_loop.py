@@ -3,12 +3,12 @@ import math
 import pytest
 import torch
 
-from charlm.train.checkpoint import Checkpoint
 from charlm.config import build_config
 from charlm.errors import CharlmError
-from charlm.train.logs import read_metrics
 from charlm.model.network import CharRNN
 from charlm.train import fit, session, train
+from charlm.train.checkpoint import Checkpoint
+from charlm.train.logs import read_metrics
 
 
 def small_config(**overrides):

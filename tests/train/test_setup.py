@@ -6,9 +6,9 @@ import threading
 import pytest
 import torch
 
-from charlm.train.checkpoint import Checkpoint
 from charlm.errors import CharlmError
 from charlm.train import plan, run, train
+from charlm.train.checkpoint import Checkpoint
 from tests.data.test_source import tree  # noqa: F401  (a fixture)
 from tests.train.test_loop import small_config
 

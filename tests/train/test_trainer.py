@@ -5,11 +5,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from charlm.train.averaging import WeightAverage
 from charlm.model.network import CharRNN
-from charlm.train.report import QuietReport
 from charlm.train import session
+from charlm.train.averaging import WeightAverage
 from charlm.train.loop import should_stop
+from charlm.train.report import QuietReport
 from tests.train.test_loop import _at_steps, _inf_gradient, _nan_loss, request, small_config
 
 
