@@ -79,6 +79,19 @@ def test_no_modules_import_each_other_in_a_circle():
                                                                            circles(import_graph()))
 
 
+def test_packages_import_each_other_in_one_direction_only():
+    """data and model below train, train below api, the commands on top: no package leans on one above it."""
+    def concern(module: str) -> str:
+        parts = module.split(".")
+        return ".".join(parts[:2])
+
+    graph: dict[str, set[str]] = {}
+    for module, targets in import_graph().items():
+        graph.setdefault(concern(module), set()).update(concern(t) for t in targets if concern(t) != concern(module))
+    assert not circles(graph), "these packages lean on each other: " + "; ".join(" <-> ".join(c) for c in
+                                                                               circles(graph))
+
+
 def test_the_circle_finder_finds_a_circle_of_three():
     assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert circles({"a": {"b"}, "b": set()}) == []
