@@ -22,7 +22,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-sys.path.insert(0, str(ROOT / "tests"))
 
 from machine import describe  # noqa: E402
 from serve import make_run  # noqa: E402  (the same runs bench/serve.py serves)
@@ -66,7 +65,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / f"export-{time.strftime('%Y%m%d')}.json")
     args = parser.parse_args()
     import torch
-    from browser import browser_or_skip
+    from tests.browser import browser_or_skip
 
     from charlm.export import export
 

@@ -18,7 +18,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 
 
 def main() -> None:
@@ -29,7 +28,7 @@ def main() -> None:
     if not args.run.exists():
         subprocess.run([sys.executable, "-m", "charlm", "train", "-c", "configs/tinyshakespeare-60s.yaml",
                         "-o", str(args.run), "--no-progress"], cwd=ROOT, check=True)
-    from browser import browser_or_skip  # the tests' launcher: Debian's Chromium, the same flags
+    from tests.browser import browser_or_skip  # the tests' launcher: Debian's Chromium, the same flags
 
     from charlm.serve import ServerSettings, create_app, load_models
     from charlm.serve.run import serve_in_thread
