@@ -141,6 +141,17 @@ def test_the_command_line_starts_without_torch():
     assert loaded.strip() == "[]"
 
 
+def test_the_training_api_keeps_its_path_and_loads_torch_only_when_used():
+    """README's ``from charlm.train import plan, run, session`` and ``charlm.train.train``: charlm.train is a
+    package whose parts (the run directory, signals) the sweep scheduler imports without torch."""
+    code = ("import sys, charlm.train, charlm.train.rundir, charlm.train.signals; before = 'torch' in sys.modules;"
+            " from charlm.train import TrainRequest, TrainResult, fit, plan, run, session, train;"
+            " from charlm.train import loop; assert train is loop.train and plan is charlm.train.plan;"
+            " print(before, 'torch' in sys.modules)")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.split() == ["False", "True"]
+
+
 def test_an_editable_install_builds_without_a_warning(tmp_path, monkeypatch, capfd):
     """`make install` installs charlm in editable mode: its build says nothing the user must read, and
     the package carries its corpus registry."""

@@ -167,7 +167,8 @@ def test_lines_mode_resumes_exactly(tmp_path):
 
     path = tmp_path / "list.txt"
     path.write_text("\n".join(WORDS * 8) + "\n")
-    settings = {"model.size": "fixed", "train.precision": "fp32", "data.mode": "lines", "model.hidden_size": 32, "model.num_layers": 1, "train.batch_size": 8,
+    settings = {"model.size": "fixed", "train.precision": "fp32", "data.mode": "lines", "model.hidden_size": 32,
+                "train.batch_size": 8,
                 "train.max_epochs": None, "train.eval_interval": 10, "train.lr_schedule": "constant",
                 "train.threads": 1, "train.device": "cpu", "model.dropout": 0.1, "model.num_layers": 2}
     train(build_config(None, [*settings.items(), ("train.max_steps", 30)]), path, tmp_path / "whole", progress=False)
