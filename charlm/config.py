@@ -27,6 +27,7 @@ SPLITS = ("train", "val", "test")  # ...into these
 SIZES = ("auto", "fixed")
 CELLS = ("rnn_tanh", "rnn_relu", "gru", "lstm", "mingru", "minlstm")  # the last two: charlm/model/cells.py
 BLOCKS = ("plain", "residual")
+DROPOUT_MASKS = ("element", "locked")  # as charlm/model/dropout.py names them
 NORMS = ("layer", "rms", "none")
 MAX_INPUT_CONV = 4  # model.input_conv: QRNN used 1 and 2
 OPTIMIZERS = ("adamw", "sgd", "rmsprop")
@@ -68,6 +69,9 @@ class ModelConfig:
     dropout: float = 0.0  # between layers and before the head
     embedding_dropout: float = 0.0  # on the embedded input characters
     weight_dropout: float = 0.0  # DropConnect on the recurrent (hidden-to-hidden) weights, one mask per batch
+    # element: dropout and embedding_dropout draw a new mask at every time step; locked: one mask per
+    # sequence, the same at every step (variational dropout, AWD-LSTM's LockedDropout)
+    dropout_mask: str = "element"
     tie_weights: bool = False  # share embedding and head weights (needs embedding_size == hidden_size)
     # LSTM and minLSTM: initial forget-gate bias (sum of torch's two bias vectors); 0 trained better than the
     # textbook 1 (configs/sweeps/auto/ts-60s-forget.yaml, docs/auto.md).
@@ -109,6 +113,10 @@ class TrainConfig:
     eval_batch_size: int = 32  # streams the val split is cut into
     eval_max_chars: int | None = 2_000_000  # evaluate on the val split's first this many; null: all of it
     ema_decay: float = 0.0  # > 0: evaluate and publish an exponential moving average of the weights (e.g. 0.999)
+    # Activation regularisation (AWD-LSTM's AR and TAR): add ar x the mean square of the top layer's output
+    # (after dropout) and tar x the mean square of its change from one character to the next; 0: off.
+    ar: float = 0.0
+    tar: float = 0.0
     log_interval: int = 25  # steps between progress-bar and metrics updates
     log_layer_grads: bool = False  # also log each layer's gradient norm (TensorBoard grad_norm/*) every log_interval
     checkpoint_interval: int = 1000  # steps between writes of last.pt
@@ -467,6 +475,7 @@ def _validate_model(model: ModelConfig) -> None:
     _choice("model.cell", model.cell, CELLS)
     _choice("model.block", model.block, BLOCKS)
     _choice("model.norm", model.norm, NORMS)
+    _choice("model.dropout_mask", model.dropout_mask, DROPOUT_MASKS)
     _check(model.ffn >= 0, f"model.ffn must be >= 0 (a multiple of hidden_size; 0: none), got {model.ffn}")
     _check(model.ffn == 0 or model.block == "residual",
            f"model.ffn {model.ffn} needs model.block residual (a plain stack has no feed-forward part)")
@@ -518,7 +527,7 @@ def _validate_train(train: TrainConfig) -> None:
     for key in ("warmup_steps", "patience", "threads", "sample_length"):
         _check(getattr(train, key) >= 0, f"train.{key} must be >= 0, got {getattr(train, key)}")
     _check(math.isfinite(train.lr) and train.lr > 0, f"train.lr must be > 0, got {train.lr}")
-    for key in ("weight_decay", "clip_norm", "clip_value"):
+    for key in ("weight_decay", "clip_norm", "clip_value", "ar", "tar"):
         value = getattr(train, key)
         _check(math.isfinite(value) and value >= 0, f"train.{key} must be >= 0 (0 turns it off), got {value}")
     for key in ("momentum", "beta1", "beta2"):

@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from charlm.model.dropout import SequenceDropout, sequence_dropout
+
 MIN_CELLS = ("mingru", "minlstm")
 GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1, "mingru": 2, "minlstm": 3}  # blocks of hidden_size
 
@@ -86,14 +88,14 @@ class MinStack(nn.Module):
     batch, hidden): every layer's input must then be as wide as the cells."""
 
     def __init__(self, cell: str, input_size: int, hidden_size: int, num_layers: int = 1, dropout: float = 0.0,
-                 batch_first: bool = True, input_conv: int = 1):
+                 batch_first: bool = True, input_conv: int = 1, locked: bool = False):
         super().__init__()
         if cell not in MIN_CELLS:
             raise ValueError(f"unknown min cell {cell!r}")
         if input_conv > 1 and input_size != hidden_size:
             raise ValueError("input_conv > 1 carries each layer's inputs in the state: input_size must equal hidden_size")
         self.cell, self.hidden_size, self.num_layers, self.dropout = cell, hidden_size, num_layers, dropout
-        self.input_conv = input_conv
+        self.input_conv, self.locked = input_conv, locked  # locked: one dropout mask per sequence
         bound = 1 / math.sqrt(hidden_size)  # torch's recurrent layers' initialisation
         for layer in range(num_layers):
             width = (input_size if layer == 0 else hidden_size) * input_conv
@@ -107,8 +109,8 @@ class MinStack(nn.Module):
         x = x.transpose(0, 1)  # time-major: each step of the scan reads one contiguous block
         finals, reads = [], []
         for layer in range(self.num_layers):
-            if layer > 0 and self.training and self.dropout > 0:
-                x = F.dropout(x, self.dropout)
+            if layer > 0:
+                x = sequence_dropout(x, self.dropout, self.locked, self.training, time_dim=0)
             read, last = convolved(x, [p[layer] for p in past])
             reads.append(last)
             gates = F.linear(read, getattr(self, f"weight_ih_l{layer}"), getattr(self, f"bias_ih_l{layer}"))
@@ -175,11 +177,12 @@ class ResidualStack(nn.Module):
     """``num_layers`` blocks and a final norm, with the interface of the single-layer cells inside them
     (``x, state -> output, state``; an LSTM's state the pair (h, c), a convolving min cell's a tuple too)."""
 
-    def __init__(self, cells: list[nn.Module], size: int, ffn: int, norm: str, dropout: float, parts: int):
+    def __init__(self, cells: list[nn.Module], size: int, ffn: int, norm: str, dropout: float, parts: int,
+                 locked: bool = False):
         super().__init__()
         self.layers = nn.ModuleList(Block(cell, size, ffn, norm) for cell in cells)
         self.norm = make_norm(norm, size)
-        self.dropout, self.parts = nn.Dropout(dropout), parts  # tensors in a state: 2 for an LSTM's (h, c)
+        self.dropout, self.parts = SequenceDropout(dropout, locked), parts  # parts: 2 for an LSTM's (h, c)
 
     def forward(self, x: torch.Tensor, state: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, object]:
         tupled = self.parts > 1

@@ -19,14 +19,27 @@ tokens given in *its* reading order (the text reversed); each direction has its 
 from __future__ import annotations
 
 import re
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
 from charlm.config import FORGET_BIAS, ModelConfig
 from charlm.model.cells import MIN_CELLS, MinStack, ResidualStack
+from charlm.model.dropout import SequenceDropout, sequence_dropout
 
 State = tuple[torch.Tensor, ...]
+WEIGHT_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")  # torch's, per layer: weight_ih_l0, ...
+
+
+class Reading(NamedTuple):
+    """What a forward pass gives: the logits, the new state, and the top layer's output before and
+    after dropout (what the head read), for activation regularisation."""
+
+    logits: torch.Tensor
+    state: State
+    output: torch.Tensor
+    dropped: torch.Tensor
 
 
 def directions_of(bidirectional: bool) -> tuple[str, ...]:
@@ -52,6 +65,7 @@ class CharRNN(nn.Module):
         ffn: int = 0,
         norm: str = "layer",
         input_conv: int = 1,
+        dropout_mask: str = "element",
     ):
         super().__init__()
         embedding_size = embedding_size or hidden_size
@@ -67,19 +81,21 @@ class CharRNN(nn.Module):
         self.num_layers = num_layers
         self.bidirectional = bidirectional
         self.block, self.ffn, self.norm, self.input_conv = block, ffn, norm, input_conv
+        self.locked = dropout_mask == "locked"  # one dropout mask per sequence (charlm/model/dropout.py)
         self.embedding = nn.Embedding(vocab_size, embedding_size)
         rnn_args = dict(
             input_size=embedding_size,
             hidden_size=hidden_size,
             num_layers=num_layers,
-            dropout=dropout if num_layers > 1 else 0.0,  # torch applies it between layers only
+            # torch applies it between layers only, a new mask per element; locked masks are applied here
+            dropout=dropout if num_layers > 1 and not self.locked else 0.0,
             batch_first=True,
         )
-        stack_args = dict(block=block, ffn=ffn, norm=norm, dropout=dropout, input_conv=input_conv)
+        stack_args = dict(block=block, ffn=ffn, norm=norm, dropout=dropout, input_conv=input_conv, locked=self.locked)
         self.rnn = self.make_stack(cell, rnn_args, **stack_args)
-        self.dropout = nn.Dropout(dropout)
-        self.embedding_dropout = nn.Dropout(embedding_dropout)
-        self.weight_dropout = weight_dropout
+        self.dropout = SequenceDropout(dropout, self.locked)
+        self.embedding_dropout = SequenceDropout(embedding_dropout, self.locked)
+        self.weight_dropout, self.one_layer = weight_dropout, {}  # one_layer: input width -> template
         self.head = nn.Linear(hidden_size, vocab_size)
         if bidirectional:
             self.rnn_backward = self.make_stack(cell, rnn_args, **stack_args)
@@ -95,14 +111,15 @@ class CharRNN(nn.Module):
 
     @staticmethod
     def make_stack(cell: str, rnn_args: dict, block: str = "plain", ffn: int = 0, norm: str = "layer",
-                   dropout: float = 0.0, input_conv: int = 1) -> nn.Module:
+                   dropout: float = 0.0, input_conv: int = 1, locked: bool = False) -> nn.Module:
         if block == "residual":
             size = rnn_args["hidden_size"]
             one = dict(rnn_args, input_size=size, num_layers=1, dropout=0.0)
             cells = [CharRNN.make_stack(cell, one, input_conv=input_conv) for _ in range(rnn_args["num_layers"])]
-            return ResidualStack(cells, size, ffn, norm, dropout, parts=state_parts(cell, input_conv))
+            return ResidualStack(cells, size, ffn, norm, dropout, parts=state_parts(cell, input_conv), locked=locked)
         if cell in MIN_CELLS:
-            return MinStack(cell, **rnn_args, input_conv=input_conv)
+            return MinStack(cell, **dict(rnn_args, dropout=dropout if locked else rnn_args["dropout"]),
+                            input_conv=input_conv, locked=locked)
         if cell == "lstm":
             return nn.LSTM(**rnn_args)
         if cell == "gru":
@@ -129,6 +146,7 @@ class CharRNN(nn.Module):
             ffn=config.ffn,
             norm=config.norm,
             input_conv=config.input_conv,
+            dropout_mask=config.dropout_mask,
         )
 
     def _set_forget_bias(self, value: float) -> None:
@@ -177,22 +195,62 @@ class CharRNN(nn.Module):
     ) -> tuple[torch.Tensor, State]:
         """Logits (batch, time, vocab) for the next character in ``direction``'s reading order at
         every position, and that direction's new state."""
+        reading = self.read(tokens, state, direction)
+        return reading.logits, reading.state
+
+    def read(self, tokens: torch.Tensor, state: State | None = None, direction: str = "forward") -> Reading:
+        """``forward``, with the top layer's output before and after dropout besides."""
         stack, head = self.stack_and_head(direction)
         if state is None:
             state = self.initial_state(tokens.shape[0], tokens.device)
         embedded = self.embedding_dropout(self.embedding(tokens))
         rnn_state = state if self.state_size > 1 else state[0]
+        output, new_state = self.run_stack(stack, embedded, rnn_state)
+        dropped = self.dropout(output)
+        return Reading(head(dropped), tuple(new_state) if self.state_size > 1 else (new_state,), output, dropped)
+
+    def run_stack(self, stack: nn.Module, x: torch.Tensor, state: object) -> tuple[torch.Tensor, object]:
+        """The recurrent stack over ``x``. In training, DropConnect on the hidden-to-hidden weights
+        (AWD-LSTM's WeightDrop): one mask per forward pass, the same at every time step, so the
+        recurrence itself is regularised while the fused kernel still runs; and a fused stack of
+        several layers with locked dropout runs layer by layer, its masks applied in between."""
+        weights = {}
         if self.training and self.weight_dropout > 0:
-            # DropConnect on the hidden-to-hidden weights (AWD-LSTM's WeightDrop): one mask per
-            # forward pass, the same at every time step, so the recurrence itself is regularised
-            # while the fused kernel still runs. Evaluation uses the whole weights.
-            dropped = {name: nn.functional.dropout(weight, self.weight_dropout)
+            weights = {name: nn.functional.dropout(weight, self.weight_dropout)
                        for name, weight in stack.named_parameters() if "weight_hh" in name}
-            output, new_state = torch.func.functional_call(stack, dropped, (embedded, rnn_state))
-        else:
-            output, new_state = stack(embedded, rnn_state)
-        logits = head(self.dropout(output))
-        return logits, (tuple(new_state) if self.state_size > 1 else (new_state,))
+        if self.training and self.locked and self.dropout.p > 0 and isinstance(stack, nn.RNNBase) \
+                and stack.num_layers > 1:
+            return self.layer_by_layer(stack, weights, x, state)
+        if weights:
+            return torch.func.functional_call(stack, weights, (x, state))
+        return stack(x, state)
+
+    def layer_by_layer(self, stack: nn.RNNBase, weights: dict[str, torch.Tensor], x: torch.Tensor,
+                       state: object) -> tuple[torch.Tensor, object]:
+        """A fused stack one layer at a time, on its own parameters (``weights`` in place of some),
+        with a locked dropout mask on each layer's input after the first."""
+        parts = state if isinstance(state, tuple) else (state,)
+        finals = []
+        for layer in range(stack.num_layers):
+            if layer:
+                x = sequence_dropout(x, self.dropout.p, locked=True, training=True)
+            own = {f"{name}_l0": weights.get(f"{name}_l{layer}", getattr(stack, f"{name}_l{layer}"))
+                   for name in WEIGHT_NAMES}
+            layer_state = tuple(t[layer : layer + 1] for t in parts)
+            x, new = torch.func.functional_call(self.template(stack, x.shape[-1]), own,
+                                                (x, layer_state if len(parts) > 1 else layer_state[0]))
+            finals.append(new if len(parts) > 1 else (new,))
+        stacked = tuple(torch.cat([f[i] for f in finals]) for i in range(len(parts)))
+        return x, stacked if len(parts) > 1 else stacked[0]
+
+    def template(self, stack: nn.RNNBase, width: int) -> nn.RNNBase:
+        """A one-layer module like ``stack``'s layers for inputs ``width`` wide, with no weights of its
+        own (on the meta device): ``layer_by_layer`` runs it on a layer's parameters."""
+        if width not in self.one_layer:
+            extra = {"nonlinearity": stack.nonlinearity} if isinstance(stack, nn.RNN) else {}
+            self.one_layer[width] = type(stack)(width, stack.hidden_size, num_layers=1, batch_first=True,
+                                                device="meta", **extra)
+        return self.one_layer[width]
 
     def layer_groups(self) -> dict[str, list[nn.Parameter]]:
         """Parameters by layer: ``embedding``, ``layer0``…, ``head`` (and ``backward_layer0``…,

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from charlm.data.lines import IGNORE
 from charlm.evaluate import evaluate_directions
 from charlm.generate.sample import Sampler
-from charlm.model.network import CharRNN
+from charlm.model.network import CharRNN, Reading
 from charlm.runtime import autocast, fused_kernels, nan_check, step_unless
 from charlm.train.checkpoint import Checkpoint, TextRecord
 from charlm.train.parts import Run
@@ -90,11 +90,11 @@ class Trainer:
         self.lr = learning_rate(run.train, state.step, self.progress())
         for group in run.optimizer.param_groups:
             group["lr"] = self.lr
-        losses = self.forward(batch)
+        losses, penalty = self.forward(batch)
         # The mean of the directions' losses; with one direction, that loss itself (the same numbers,
         # two autograd nodes fewer).
         loss = losses["forward"] if len(losses) == 1 else torch.stack(list(losses.values())).mean()
-        loss = self.backward(loss)
+        loss = self.backward(loss if penalty is None else loss + penalty)
         grad_norm = self.clip()
         state.step += 1
         state.tokens_seen += run.batches["forward"].tokens_per_step
@@ -107,16 +107,21 @@ class Trainer:
         run.window.add(losses, grad_norm, self.clip_norm, verdict.good)
         self.verdicts.add(verdict, state.step, loss, grad_norm)
 
-    def forward(self, batch: Tensors) -> dict[str, torch.Tensor]:
-        """Each direction's mean loss on its part of ``batch``, carrying its state on. The LSTM runs in
-        here, inside ``CharRNN.forward``."""
-        run, losses = self.run, {}
-        carried = run.streams.carried
+    def forward(self, batch: Tensors) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+        """Each direction's mean loss on its part of ``batch``, carrying its state on, and the mean of
+        the directions' activation penalties (None where ``train.ar`` and ``train.tar`` are 0). The LSTM
+        runs in here, inside ``CharRNN.read``."""
+        run, losses, penalties = self.run, {}, []
+        train, carried = run.train, run.streams.carried
         for direction, (inputs, targets) in batch.items():
             with autocast(run.device, run.precision):
-                logits, carried[direction] = run.model(inputs, carried[direction], direction=direction)
-            losses[direction] = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE)
-        return losses
+                reading = run.model.read(inputs, carried[direction], direction=direction)
+            carried[direction] = reading.state
+            losses[direction] = F.cross_entropy(reading.logits.float().flatten(0, 1), targets.flatten(),
+                                                ignore_index=IGNORE)
+            if train.ar or train.tar:
+                penalties.append(activation_penalty(reading, targets, train.ar, train.tar))
+        return losses, (torch.stack(penalties).mean() if penalties else None)
 
     def backward(self, loss: torch.Tensor) -> torch.Tensor:
         """Gradients of ``loss`` (unscaled where the loss was scaled); under torchrun the mean gradient
@@ -215,6 +220,23 @@ class Trainer:
         checkpoint = self.checkpoint()
         if self.run.ranks.is_main:
             checkpoint.save(self.run.request.out_dir / name)
+
+
+def activation_penalty(reading: Reading, targets: torch.Tensor, ar: float, tar: float) -> torch.Tensor:
+    """AWD-LSTM's activation regularisation: ``ar`` x the mean square of the top layer's output after
+    dropout, plus ``tar`` x the mean square of its change from one character to the next (before
+    dropout, within the window); padding (lines mode) left out."""
+    real = (targets != IGNORE).unsqueeze(-1).float()  # (batch, time, 1)
+    width = reading.output.shape[-1]
+    penalty = torch.zeros((), device=targets.device)
+    if ar:
+        squares = reading.dropped.float().pow(2) * real
+        penalty = penalty + ar * squares.sum() / (real.sum() * width).clamp(min=1)
+    if tar:
+        pairs = real[:, 1:] * real[:, :-1]
+        change = (reading.output[:, 1:] - reading.output[:, :-1]).float().pow(2) * pairs
+        penalty = penalty + tar * change.sum() / (pairs.sum() * width).clamp(min=1)
+    return penalty
 
 
 def layer_grad_norms(model: CharRNN) -> dict[str, float]:

@@ -192,3 +192,119 @@ def both_directions(model, tokens):
     forward, _ = model(tokens)
     backward, _ = model(tokens.flip(1), direction="backward")
     return forward, backward.flip(1)
+
+
+def _stepped(cell: str, x: torch.Tensor, weights: dict, h: torch.Tensor, c: torch.Tensor | None):
+    """One layer over ``x`` (batch, time, width), step by step: the gate equations written out."""
+    outputs = []
+    for t in range(x.shape[1]):
+        gi = x[:, t] @ weights["weight_ih"].T + weights["bias_ih"]
+        gh = h @ weights["weight_hh"].T + weights["bias_hh"]
+        if cell == "lstm":
+            (i_x, f_x, g_x, o_x), (i_h, f_h, g_h, o_h) = gi.chunk(4, dim=1), gh.chunk(4, dim=1)
+            c = torch.sigmoid(f_x + f_h) * c + torch.sigmoid(i_x + i_h) * torch.tanh(g_x + g_h)
+            h = torch.sigmoid(o_x + o_h) * torch.tanh(c)
+        elif cell == "gru":
+            (r_x, z_x, n_x), (r_h, z_h, n_h) = gi.chunk(3, dim=1), gh.chunk(3, dim=1)
+            update = torch.sigmoid(z_x + z_h)
+            h = (1 - update) * torch.tanh(n_x + torch.sigmoid(r_x + r_h) * n_h) + update * h
+        else:
+            h = torch.tanh(gi + gh)
+        outputs.append(h)
+    return torch.stack(outputs, dim=1), h, c
+
+
+def _naive_locked(model: CharRNN, tokens: torch.Tensor, state: tuple, p: dict) -> tuple[torch.Tensor, list]:
+    """The training forward pass with locked dropout, masks drawn one by one in the model's order
+    (embedding, each layer's recurrent weights, each layer's input after the first, the head's input)."""
+    def mask(width):
+        return torch.empty(batch, 1, width, dtype=torch.float64).bernoulli_(1 - p["dropout"]) / (1 - p["dropout"])
+
+    batch = tokens.shape[0]
+    x = model.embedding(tokens)
+    x = x * torch.empty(batch, 1, x.shape[-1], dtype=torch.float64).bernoulli_(1 - p["embedding"]) / (1 - p["embedding"])
+    layers = [{name: getattr(model.rnn, f"{name}_l{k}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
+              for k in range(model.num_layers)]
+    for weights in layers:
+        weights["weight_hh"] = torch.nn.functional.dropout(weights["weight_hh"], p["weight"])
+    finals = []
+    for k, weights in enumerate(layers):
+        if k:
+            x = x * mask(x.shape[-1])
+        x, h, c = _stepped(model.cell, x, weights, state[0][k], state[1][k] if len(state) > 1 else None)
+        finals.append((h, c))
+    return model.head(x * mask(x.shape[-1])), finals
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh"])
+def test_locked_dropout_runs_the_fused_layers_as_the_naive_steps_with_one_mask_per_sequence(cell):
+    """A fused stack of three layers with locked dropout (and DropConnect) runs layer by layer on its own
+    parameters; from a carried state it gives what the gate equations give with the same masks."""
+    p = {"dropout": 0.3, "embedding": 0.2, "weight": 0.25}
+    torch.manual_seed(2)
+    model = CharRNN(vocab_size=10, cell=cell, hidden_size=6, embedding_size=5, num_layers=3, dropout=p["dropout"],
+                    embedding_dropout=p["embedding"], weight_dropout=p["weight"], dropout_mask="locked").double()
+    tokens = torch.randint(0, 10, (4, 9))
+    state = tuple(torch.randn(3, 4, 6, dtype=torch.float64) for _ in range(model.state_size))
+    torch.manual_seed(7)
+    logits, new_state = model.train()(tokens, state)
+    torch.manual_seed(7)
+    with torch.no_grad():
+        expected, finals = _naive_locked(model, tokens, state, p)
+    torch.testing.assert_close(logits, expected, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(new_state[0], torch.stack([h for h, _ in finals]), rtol=1e-10, atol=1e-12)
+    if cell == "lstm":
+        torch.testing.assert_close(new_state[1], torch.stack([c for _, c in finals]), rtol=1e-10, atol=1e-12)
+    logits.sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+@pytest.mark.parametrize("cell, block", [("mingru", "plain"), ("lstm", "residual")])
+def test_locked_dropout_holds_one_mask_per_sequence_in_min_and_residual_stacks(cell, block):
+    """Ones in, one layer's worth of dropout out: with locked masks every time step sees the same units dropped."""
+    torch.manual_seed(0)
+    model = CharRNN(vocab_size=7, cell=cell, hidden_size=12, num_layers=2, dropout=0.5, dropout_mask="locked",
+                    block=block).train()
+    seen = []
+    model.head.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0]))
+    model(torch.randint(0, 7, (3, 8)))
+    dropped = seen[0] == 0  # (batch, time, hidden): the head's input after its locked dropout
+    assert dropped.any() and torch.equal(dropped, dropped[:, :1].expand_as(dropped))
+
+
+def test_element_dropout_stays_the_fused_kernels_own():
+    """The default masks are drawn as before: the same run, bit for bit, as a stack told nothing of locking."""
+    torch.manual_seed(4)
+    model = CharRNN(vocab_size=9, cell="lstm", hidden_size=8, num_layers=2, dropout=0.2).train()
+    tokens = torch.randint(0, 9, (2, 6))
+    torch.manual_seed(5)
+    logits, _ = model(tokens)
+    torch.manual_seed(5)
+    output, _ = model.rnn(model.embedding(tokens))
+    assert torch.equal(logits, model.head(torch.nn.functional.dropout(output, 0.2)))
+
+
+def test_a_min_stack_applies_its_locked_mask_between_layers_as_a_naive_two_layer_stack_would():
+    from charlm.model.cells import MinStack
+
+    torch.manual_seed(1)
+    model = CharRNN(vocab_size=8, cell="mingru", hidden_size=6, num_layers=2, dropout=0.4,
+                    dropout_mask="locked").double().train()
+    tokens = torch.randint(0, 8, (3, 5))
+    h = torch.randn(2, 3, 6, dtype=torch.float64)
+    torch.manual_seed(9)
+    logits, _ = model(tokens, (h,))
+    layers = []
+    for k in range(2):
+        one = MinStack("mingru", 6, 6).double()
+        one.weight_ih_l0.data, one.bias_ih_l0.data = model.rnn.weight_ih_l1 if k else model.rnn.weight_ih_l0, \
+            model.rnn.bias_ih_l1 if k else model.rnn.bias_ih_l0
+        layers.append(one)
+    torch.manual_seed(9)
+    with torch.no_grad():
+        between = torch.empty(3, 1, 6, dtype=torch.float64).bernoulli_(0.6) / 0.6
+        head_mask = torch.empty(3, 1, 6, dtype=torch.float64).bernoulli_(0.6) / 0.6
+        y, _ = layers[0](model.embedding(tokens), h[:1])
+        y, _ = layers[1](y * between, h[1:])
+        expected = model.head(y * head_mask)
+    torch.testing.assert_close(logits, expected, rtol=1e-10, atol=1e-12)

@@ -88,15 +88,20 @@ def test_existing_run_is_not_overwritten(tmp_path, text_file):
         train(config, text_file, tmp_path / "run", progress=False)
 
 
-@pytest.mark.parametrize("cell, block, conv", [("lstm", "plain", 1), ("gru", "plain", 1), ("minlstm", "plain", 1),
-                                               ("mingru", "residual", 1), ("minlstm", "residual", 2)])
-def test_pause_and_resume_gives_the_same_run_bit_for_bit(tmp_path, text_file, cell, block, conv):
+LOCKED = {"model.dropout_mask": "locked", "model.embedding_dropout": 0.1, "train.ar": 2.0, "train.tar": 1.0}
+
+
+@pytest.mark.parametrize("cell, block, conv, extra", [
+    ("lstm", "plain", 1, {}), ("gru", "plain", 1, {}), ("minlstm", "plain", 1, {}), ("mingru", "residual", 1, {}),
+    ("minlstm", "residual", 2, {}), ("lstm", "plain", 1, {**LOCKED, "model.weight_dropout": 0.3}),
+    ("mingru", "plain", 1, LOCKED)])
+def test_pause_and_resume_gives_the_same_run_bit_for_bit(tmp_path, text_file, cell, block, conv, extra):
     # Cosine schedule, warmup, dropout, two layers, a log window cut in half by the pause: all of it
     # has to come back from the checkpoint for the two runs to agree exactly.
     overrides = {"train.max_steps": 40, "train.max_epochs": None, "model.dropout": 0.2, "model.cell": cell,
                  "model.block": block, "model.ffn": 2 if block == "residual" else 0, "model.input_conv": conv,
                  "train.warmup_steps": 5, "model.num_layers": 2, "train.eval_interval": 10,
-                 "train.log_interval": 6, "train.checkpoint_interval": 1000}
+                 "train.log_interval": 6, "train.checkpoint_interval": 1000, **extra}
     train(small_config(**overrides), text_file, tmp_path / "whole", progress=False)
 
     # Pause at step 20 as Ctrl-C would: the signal arrives while step 20 computes its loss.
@@ -244,8 +249,9 @@ def _at_steps(steps, method, after):
     return poison
 
 
-def _nan_loss(trainer, losses):
-    return {direction: loss * float("nan") for direction, loss in losses.items()}
+def _nan_loss(trainer, result):
+    losses, penalty = result
+    return {direction: loss * float("nan") for direction, loss in losses.items()}, penalty
 
 
 def _inf_gradient(trainer, loss):

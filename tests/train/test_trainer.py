@@ -265,3 +265,36 @@ def test_every_rank_holds_the_same_evaluation(tmp_path, text_file, monkeypatch):
         monkeypatch.setattr(trainer.run.ranks, "broadcast", lambda value: next(received))
         assert trainer.evaluate() == forward and trainer.last_val == forward  # another rank: rank 0's numbers
         assert trainer.run.state.evals_since_best == 1  # the same objective: no improvement, as on rank 0
+
+
+def test_activation_penalty_is_the_mean_squares_written_out():
+    from charlm.data.lines import IGNORE
+    from charlm.model.network import Reading
+    from charlm.train.trainer import activation_penalty
+
+    torch.manual_seed(0)
+    output, dropped = torch.randn(2, 5, 3), torch.randn(2, 5, 3)
+    targets = torch.tensor([[1, 2, 3, 4, 5], [1, 2, IGNORE, IGNORE, IGNORE]])  # a padded line
+    reading = Reading(torch.zeros(2, 5, 7), (), output, dropped)
+    real = [(b, t) for b in range(2) for t in range(5) if targets[b, t] != IGNORE]
+    ar = sum(float(dropped[b, t, k]) ** 2 for b, t in real for k in range(3)) / (3 * len(real))
+    pairs = [(b, t) for b, t in real if (b, t - 1) in real]
+    tar = sum(float(output[b, t, k] - output[b, t - 1, k]) ** 2 for b, t in pairs for k in range(3)) / (3 * len(pairs))
+    assert float(activation_penalty(reading, targets, 2.0, 0.0)) == pytest.approx(2.0 * ar, rel=1e-6)
+    assert float(activation_penalty(reading, targets, 0.0, 1.5)) == pytest.approx(1.5 * tar, rel=1e-6)
+    assert float(activation_penalty(reading, targets, 2.0, 1.5)) == pytest.approx(2.0 * ar + 1.5 * tar, rel=1e-6)
+
+
+def test_activation_penalties_move_the_weights_but_not_the_logged_loss(tmp_path, text_file):
+    from charlm.train import train
+    from charlm.train.checkpoint import Checkpoint
+    from charlm.train.logs import read_metrics
+
+    weights, losses = {}, {}
+    for name, extra in (("plain", {}), ("penalised", {"train.ar": 5.0, "train.tar": 5.0})):
+        config = small_config(**{"train.max_steps": 1, "train.max_epochs": None, "train.log_interval": 1, **extra})
+        train(config, text_file, tmp_path / name, progress=False)
+        weights[name] = Checkpoint.load(tmp_path / name / "last.pt").weights
+        losses[name] = [e["loss"] for e in read_metrics(tmp_path / name / "metrics.jsonl") if e["event"] == "train"]
+    assert losses["plain"] == losses["penalised"]  # the loss logged is the text's, in nats/char
+    assert not torch.equal(weights["plain"]["rnn.weight_hh_l0"], weights["penalised"]["rnn.weight_hh_l0"])
