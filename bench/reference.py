@@ -25,8 +25,10 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from charlm.data.synthetic import pseudo_english  # noqa: E402
+from machine import describe  # noqa: E402
 
 COMMON = ["--no-progress", "--no-sample", "--set", "model.size=fixed", "--threads", "1", "--precision", "fp32",
           "--device", "cpu", "--batch-size", "8", "--seq-len", "32", "--set", "train.eval_interval=20",
@@ -168,7 +170,10 @@ def main() -> None:
             differing = sorted(key for key in before if before[key] != after.get(key))
             print(f"{name:<28} {'same' if not differing else 'DIFFERS: ' + ', '.join(differing)}", flush=True)
     if args.json:
-        args.json.write_text(json.dumps(results, indent=1) + "\n")
+        import time
+
+        args.json.write_text(json.dumps({"machine": f"{describe()}, {time.strftime('%Y-%m-%d')}",
+                                         "command": " ".join(["python", *sys.argv]), "runs": results}, indent=1) + "\n")
     if any(r["before"] != r["after"] for r in results.values()):
         sys.exit(1)
 

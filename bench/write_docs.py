@@ -300,7 +300,32 @@ def section(machine: str, entries: list[tuple[str, str, dict]]) -> list[str]:
         if name.startswith("interleave-"):
             lines += [f"### Before and after, {date}", "", f"From {files([(name, date, result)])}.", ""]
             lines += interleave_table(result) + [""]
+        if name.startswith("reference-"):
+            lines += [f"### Reference trainings before and after, {date}", "",
+                      f"`bench/reference.py`: every weight, optimizer state, carried state, counter and logged number"
+                      f" of each run compared. From {files([(name, date, result)])}.", ""]
+            lines += reference_table(result) + [""]
+        if name.startswith("extend-"):
+            lines += [f"### Train it more, {date}", "", f"From {files([(name, date, result)])}.", ""]
+            lines += extend_table(result) + [""]
     return lines
+
+
+def reference_table(result: dict) -> list[str]:
+    lines = ["| reference run | before against after |", "|---|---|"]
+    for run, sides in result["runs"].items():
+        differing = sorted(key for key in sides["before"] if sides["before"][key] != sides["after"].get(key))
+        lines.append(f"| {run} | {'same' if not differing else 'differs: ' + ', '.join(differing)} |")
+    return lines
+
+
+def extend_table(result: dict) -> list[str]:
+    runs, budget = result["results"], result["budget"]
+    return [f"{result['text']}, {result['threads']} threads, `{' '.join(result['fixed'])}`:", "",
+            "| run | val loss (final weights) |", "|---|---|",
+            f"| wsd, {budget} from the start | {runs['whole']['val_loss']:.4f} |",
+            f"| wsd, half of it, then `--resume --max-time {budget}` | {runs['extended']['val_loss']:.4f} |",
+            f"| cosine, {budget} | {runs['cosine']['val_loss']:.4f} |"]
 
 
 def gradient_table(report: dict) -> list[str]:

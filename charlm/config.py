@@ -31,7 +31,7 @@ DROPOUT_MASKS = ("element", "locked")  # as charlm/model/dropout.py names them
 NORMS = ("layer", "rms", "none")
 MAX_INPUT_CONV = 4  # model.input_conv: QRNN used 1 and 2
 OPTIMIZERS = ("adamw", "sgd", "rmsprop")
-SCHEDULES = ("constant", "cosine", "step")
+SCHEDULES = ("constant", "cosine", "step", "wsd")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 NAN_CHECKS = ("auto", "step", "log")
@@ -95,9 +95,12 @@ class TrainConfig:
     momentum: float = 0.9  # sgd momentum
     beta1: float = 0.9  # adamw
     beta2: float = 0.99  # adamw; also rmsprop's smoothing constant alpha
-    lr_schedule: str = "cosine"  # constant | cosine | step
+    # constant | cosine | step | wsd (warmup, stable, decay: lr until the last `cooldown` share of the budget,
+    # then down to lr * min_lr_ratio; a longer budget given on --resume continues from before the cool-down)
+    lr_schedule: str = "cosine"
+    cooldown: float = 0.2  # wsd: the share of the budget spent cooling down
     warmup_steps: int = 50
-    min_lr_ratio: float = 0.1  # cosine ends at lr * min_lr_ratio
+    min_lr_ratio: float = 0.1  # cosine and wsd end at lr * min_lr_ratio
     lr_decay_every: int = 1000  # step schedule: multiply by lr_decay_rate every this many steps
     lr_decay_rate: float = 0.5
     clip_norm: float = 5.0  # global gradient-norm clipping; 0 turns it off
@@ -533,6 +536,7 @@ def _validate_train(train: TrainConfig) -> None:
     for key in ("momentum", "beta1", "beta2"):
         _check(0.0 <= getattr(train, key) < 1.0, f"train.{key} must be in [0, 1), got {getattr(train, key)}")
     _check(0.0 <= train.min_lr_ratio <= 1.0, f"train.min_lr_ratio must be in [0, 1], got {train.min_lr_ratio}")
+    _check(0.0 < train.cooldown <= 1.0, f"train.cooldown must be in (0, 1] (a share of the budget), got {train.cooldown}")
     _check(0.0 < train.lr_decay_rate <= 1.0, f"train.lr_decay_rate must be in (0, 1], got {train.lr_decay_rate}")
     if train.eval_max_chars is not None:
         _check(train.eval_max_chars >= 2, f"train.eval_max_chars must be >= 2 (or null for all), got {train.eval_max_chars}")

@@ -53,6 +53,8 @@ def test_format_duration():
     ([("model.dropout", 1.0)], "model.dropout must be in [0, 1)"),
     ([("model.dropout_mask", "lockd")], "did you mean 'locked'"),
     ([("train.ar", -1.0)], "train.ar must be >= 0"),
+    ([("train.cooldown", 0)], "train.cooldown must be in (0, 1]"),
+    ([("train.lr_schedule", "wds")], "did you mean 'wsd'"),
     ([("train.tar", float("nan"))], "train.tar must be >= 0"),
     ([("data.val_fraction", 0.7)], "data.val_fraction must be in [0, 0.5]"),
     ([("train.batch_size", 0)], "train.batch_size must be >= 1"),

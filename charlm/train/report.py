@@ -51,6 +51,11 @@ class Report:
         for hint in data.hints() if advice else []:
             self.console.say(f"hint: {hint}")
 
+    def extending(self, stable_step: int, newest_step: int) -> None:
+        self.console.say(f"extending: the cool-down that began at step {stable_step:,} is undone (steps up to"
+                         f" {newest_step:,} set aside); the run goes on from stable.pt at the stable rate over"
+                         f" the longer budget")
+
     def chosen(self, decision: "Decision", data: "RunData") -> None:
         self.console.say(decision.line(data.tokens.size))
 

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from charlm.train.checkpoint import Checkpoint
 
 LOCK_NAME = ".lock"
-RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl", "config.yaml", "tensorboard")
+RUN_FILES = ("last.pt", "best.pt", "stable.pt", "metrics.jsonl", "config.yaml", "tensorboard")
 
 try:
     import fcntl

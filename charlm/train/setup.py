@@ -11,7 +11,8 @@ training stands; and, for a resume, every part restored from the checkpoint. The
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import torch
 
@@ -29,7 +30,7 @@ from charlm.train.distributed import Distributed, check_batch
 from charlm.train.parts import Run, TrainRequest
 from charlm.train.report import Report
 from charlm.train.rundir import newest_checkpoint
-from charlm.train.schedule import stop_reason
+from charlm.train.schedule import budget_progress, cooling_down, stop_reason
 from charlm.train.state import LogWindow, Streams, TrainState
 
 ARCHITECTURE_KEYS = ("cell", "hidden_size", "embedding_size", "num_layers", "tie_weights", "bidirectional", "block",
@@ -59,6 +60,28 @@ class Start:
         keys = {f"model.{key}": getattr(self.source.config.model, key) for key in ARCHITECTURE_KEYS}
         return with_settings(config, keys, "--init-from"), given | set(keys)
 
+    def extended(self, train: TrainConfig, out_dir: Path, steps_per_epoch: int, report: Report) -> "Start":
+        """A wsd run that had begun its cool-down, resumed with a budget that puts the cool-down later,
+        goes on from stable.pt (the run as it stood before the cool-down began), as a run given that
+        budget from the start would; it keeps the best val loss reached since, so best.pt stays the best.
+        Any other resume continues from the newest checkpoint."""
+        path = out_dir / "stable.pt"
+        if self.resumed is None or train.lr_schedule != "wsd" or not path.is_file():
+            return self
+        stable = Checkpoint.load(path)
+
+        def cooling(checkpoint: Checkpoint, config: TrainConfig) -> bool:
+            state = checkpoint.parts["state"]
+            return cooling_down(config, budget_progress(config, state["step"], state["step"] / steps_per_epoch,
+                                                        state["train_time"]))
+
+        if stable.step >= self.resumed.step or not cooling(self.resumed, self.resumed.config.train) \
+                or cooling(stable, train):
+            return self
+        report.extending(stable.step, self.resumed.step)
+        stable.parts["state"] = {**stable.parts["state"], "best_val_loss": self.resumed.parts["state"]["best_val_loss"]}
+        return replace(self, resumed=stable)
+
     def precision(self, configured: str, device: torch.device) -> str:
         """What training runs in: a resumed run's own where precision is auto (what it measured and chose)."""
         if self.resumed is not None and configured == "auto":
@@ -80,6 +103,7 @@ def setup(request: TrainRequest, ranks: Distributed, report: Report) -> Run:
     check_batch(ranks, train.batch_size)
     directions = directions_of(config.model.bidirectional)
     batches = {d: data.batches(train.batch_size, train.seq_len, train.seed, d) for d in directions}
+    start = start.extended(train, request.out_dir, batches["forward"].steps_per_epoch, report)
     model = build_model(config, data, start.source).to(device)
     average = weight_average(model, train.ema_decay)
     if ranks.rank > 0:

@@ -24,7 +24,7 @@ from charlm.runtime import autocast, fused_kernels, nan_check, step_unless
 from charlm.train.checkpoint import Checkpoint, TextRecord
 from charlm.train.parts import Run
 from charlm.train.report import Report
-from charlm.train.schedule import budget_progress, learning_rate
+from charlm.train.schedule import budget_progress, cooling_down, learning_rate
 from charlm.train.verdict import PendingVerdicts, judge, settle
 
 PREVIEW_LINES = 8  # lines mode: lines in the sample logged at each evaluation
@@ -46,6 +46,7 @@ class Trainer:
                                                                 train.optimizer) == "log" else 1
         self.lr, self.tokens_per_s, self.last_val = learning_rate(train, run.state.step, 0.0), 0.0, None
         self.time_before, self.started = run.state.train_time, time.perf_counter()
+        self.cooling = cooling_down(train, self.progress())  # resumed within a wsd cool-down: no second stable.pt
         run.window.started = self.started
         run.model.train()
 
@@ -87,7 +88,9 @@ class Trainer:
         run, state = self.run, self.run.state
         if run.batches["forward"].starts_fresh(state.step):
             run.streams.reset()  # the streams wrap around (the old state is other text), or every line starts afresh
-        self.lr = learning_rate(run.train, state.step, self.progress())
+        progress = self.progress()
+        self.watch_cooldown(progress)
+        self.lr = learning_rate(run.train, state.step, progress, self.cooling)
         for group in run.optimizer.param_groups:
             group["lr"] = self.lr
         losses, penalty = self.forward(batch)
@@ -106,6 +109,18 @@ class Trainer:
         run.average.update(verdict.good)
         run.window.add(losses, grad_norm, self.clip_norm, verdict.good)
         self.verdicts.add(verdict, state.step, loss, grad_norm)
+
+    def watch_cooldown(self, progress: float) -> None:
+        """At the first step of a wsd run's cool-down, stable.pt keeps the run as it stands, so that a
+        longer budget can go on from it (``charlm.train.setup``). Under torchrun with a time budget the
+        ranks agree on the clock only every log interval: the cool-down begins at one of those steps."""
+        run = self.run
+        if self.cooling or not cooling_down(run.train, progress):
+            return
+        if run.ranks.enabled and run.train.max_time is not None and run.state.step % run.train.log_interval:
+            return
+        self.save("stable.pt")
+        self.cooling = True
 
     def forward(self, batch: Tensors) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
         """Each direction's mean loss on its part of ``batch``, carrying its state on, and the mean of
@@ -213,7 +228,7 @@ class Trainer:
                           precision=run.precision, text=text, parts=run.state_dict())
 
     def save(self, name: str) -> None:
-        """Write ``name`` (last.pt, best.pt) in the run directory; every rank takes part, rank 0 writes.
+        """Write ``name`` (last.pt, best.pt, stable.pt) in the run directory; every rank takes part, rank 0 writes.
         Not after a divergence the verdicts not yet read reveal (the loop stops at its next check)."""
         if self.read_verdicts():
             return

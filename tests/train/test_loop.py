@@ -94,7 +94,7 @@ LOCKED = {"model.dropout_mask": "locked", "model.embedding_dropout": 0.1, "train
 @pytest.mark.parametrize("cell, block, conv, extra", [
     ("lstm", "plain", 1, {}), ("gru", "plain", 1, {}), ("minlstm", "plain", 1, {}), ("mingru", "residual", 1, {}),
     ("minlstm", "residual", 2, {}), ("lstm", "plain", 1, {**LOCKED, "model.weight_dropout": 0.3}),
-    ("mingru", "plain", 1, LOCKED)])
+    ("mingru", "plain", 1, LOCKED), ("lstm", "plain", 1, {"train.lr_schedule": "wsd", "train.cooldown": 0.25})])
 def test_pause_and_resume_gives_the_same_run_bit_for_bit(tmp_path, text_file, cell, block, conv, extra):
     # Cosine schedule, warmup, dropout, two layers, a log window cut in half by the pause: all of it
     # has to come back from the checkpoint for the two runs to agree exactly.
@@ -131,7 +131,32 @@ def test_pause_and_resume_gives_the_same_run_bit_for_bit(tmp_path, text_file, ce
     assert logged("whole", "eval", "val_loss") == logged("split", "eval", "val_loss")
 
 
-@pytest.mark.parametrize("optimizer, schedule", [("adamw", "cosine"), ("sgd", "step"), ("rmsprop", "constant")])
+def test_a_wsd_run_given_a_longer_budget_goes_on_as_if_given_it_from_the_start(tmp_path, text_file, capsys):
+    """40 steps (cooled from step 30), then --resume with 80: the run continues from stable.pt and ends
+    as the 80-step run does, bit for bit; resuming again within that budget is a plain resume."""
+    def config(steps):
+        return small_config(**{"train.max_steps": steps, "train.max_epochs": None, "train.lr_schedule": "wsd",
+                               "train.cooldown": 0.25, "train.warmup_steps": 5, "model.dropout": 0.2,
+                               "model.num_layers": 2, "train.eval_interval": 10, "train.log_interval": 5})
+    train(config(80), text_file, tmp_path / "whole", progress=False)
+    train(config(40), text_file, tmp_path / "extended", progress=False)
+    assert Checkpoint.load(tmp_path / "extended" / "stable.pt").step == 30
+    capsys.readouterr()
+    train(config(80), text_file, tmp_path / "extended", resume=True, progress=False)
+    assert "extending: the cool-down that began at step 30 is undone" in capsys.readouterr().err
+
+    whole, extended = (Checkpoint.load(tmp_path / run / "last.pt") for run in ("whole", "extended"))
+    assert extended.step == 80 and Checkpoint.load(tmp_path / "extended" / "stable.pt").step == 60
+    for key in whole.weights:
+        assert torch.equal(whole.weights[key], extended.weights[key]), key
+
+    def logged(run, key):
+        return [(e["step"], e[key]) for e in read_metrics(tmp_path / run / "metrics.jsonl") if e["event"] == "train"]
+    assert logged("whole", "lr") == logged("extended", "lr") and logged("whole", "loss") == logged("extended", "loss")
+
+
+@pytest.mark.parametrize("optimizer, schedule", [("adamw", "cosine"), ("sgd", "step"), ("rmsprop", "constant"),
+                                                 ("adamw", "wsd")])
 def test_every_optimizer_and_schedule_trains(tmp_path, text_file, optimizer, schedule):
     lr = {"adamw": 1e-2, "sgd": 0.5, "rmsprop": 3e-3}[optimizer]
     config = small_config(**{"train.optimizer": optimizer, "train.lr_schedule": schedule, "train.lr": lr,
