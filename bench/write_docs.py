@@ -322,10 +322,10 @@ def reference_table(result: dict) -> list[str]:
 def extend_table(result: dict) -> list[str]:
     runs, budget = result["results"], result["budget"]
     return [f"{result['text']}, {result['threads']} threads, `{' '.join(result['fixed'])}`:", "",
-            "| run | val loss (final weights) |", "|---|---|",
-            f"| wsd, {budget} from the start | {runs['whole']['val_loss']:.4f} |",
-            f"| wsd, half of it, then `--resume --max-time {budget}` | {runs['extended']['val_loss']:.4f} |",
-            f"| cosine, {budget} | {runs['cosine']['val_loss']:.4f} |"]
+            "| run | val loss (final weights) | characters trained |", "|---|---|---|",
+            *(f"| {label} | {runs[key]['val_loss']:.4f} | {runs[key]['tokens'] / 1e6:.2f}M |" for key, label in
+              (("whole", f"wsd, {budget} from the start"),
+               ("extended", f"wsd, half of it, then `--resume --max-time {budget}`"), ("cosine", f"cosine, {budget}")))]
 
 
 def gradient_table(report: dict) -> list[str]:
