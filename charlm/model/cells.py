@@ -20,6 +20,7 @@ exact for gates and candidates of any sign.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -177,23 +178,36 @@ class ResidualStack(nn.Module):
     """``num_layers`` blocks and a final norm, with the interface of the single-layer cells inside them
     (``x, state -> output, state``; an LSTM's state the pair (h, c), a convolving min cell's a tuple too)."""
 
-    def __init__(self, cells: list[nn.Module], size: int, ffn: int, norm: str, dropout: float, parts: int,
-                 locked: bool = False):
+    def __init__(self, cells: list[nn.Module], size: int, ffn: int, norm: str, dropout: float, locked: bool = False):
         super().__init__()
         self.layers = nn.ModuleList(Block(cell, size, ffn, norm) for cell in cells)
         self.norm = make_norm(norm, size)
-        self.dropout, self.parts = SequenceDropout(dropout, locked), parts  # parts: 2 for an LSTM's (h, c)
+        self.dropout = SequenceDropout(dropout, locked)
 
     def forward(self, x: torch.Tensor, state: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, object]:
-        tupled = self.parts > 1
-        parts = state if tupled else (state,)
-        finals = []
-        for layer, block in enumerate(self.layers):
-            own = tuple(t[layer : layer + 1] for t in parts)
-            output, new = block.cell(block.norm_cell(x), own if tupled else own[0])
-            finals.append(new if tupled else (new,))
+        def block_step(layer: int, x: torch.Tensor, own: object) -> tuple[torch.Tensor, object]:
+            block = self.layers[layer]
+            output, new = block.cell(block.norm_cell(x), own)
             x = x + self.dropout(output)
             if block.ffn is not None:
                 x = x + self.dropout(block.ffn(block.norm_ffn(x)))
-        stacked = tuple(torch.cat([f[i] for f in finals]) for i in range(len(parts)))
-        return self.norm(x), stacked if tupled else stacked[0]
+            return x, new
+
+        x, stacked = over_layers(x, state, len(self.layers), block_step)
+        return self.norm(x), stacked
+
+
+def over_layers(x: torch.Tensor, state: torch.Tensor | tuple[torch.Tensor, ...], count: int,
+                layer_step: Callable[[int, torch.Tensor, object], tuple[torch.Tensor, object]]) -> tuple[torch.Tensor, object]:
+    """``count`` layers one after another, each given its own slice of a stacked state (a tensor, or a
+    tuple of them such as an LSTM's (h, c), each (layers, batch, hidden)): ``layer_step(layer, x, own)
+    -> (x, new own)``. The last layer's output, and the new states stacked again as they came."""
+    tupled = isinstance(state, tuple)
+    parts = state if tupled else (state,)
+    finals = []
+    for layer in range(count):
+        own = tuple(t[layer : layer + 1] for t in parts)
+        x, new = layer_step(layer, x, own if tupled else own[0])
+        finals.append(new if tupled else (new,))
+    stacked = tuple(torch.cat([f[i] for f in finals]) for i in range(len(parts)))
+    return x, stacked if tupled else stacked[0]

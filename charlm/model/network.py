@@ -18,6 +18,7 @@ tokens given in *its* reading order (the text reversed); each direction has its 
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import NamedTuple
 
@@ -25,7 +26,7 @@ import torch
 from torch import nn
 
 from charlm.config import FORGET_BIAS, ModelConfig
-from charlm.model.cells import MIN_CELLS, MinStack, ResidualStack
+from charlm.model.cells import MIN_CELLS, MinStack, ResidualStack, over_layers
 from charlm.model.dropout import SequenceDropout, sequence_dropout
 
 State = tuple[torch.Tensor, ...]
@@ -95,7 +96,7 @@ class CharRNN(nn.Module):
         self.rnn = self.make_stack(cell, rnn_args, **stack_args)
         self.dropout = SequenceDropout(dropout, self.locked)
         self.embedding_dropout = SequenceDropout(embedding_dropout, self.locked)
-        self.weight_dropout, self.one_layer = weight_dropout, {}  # one_layer: input width -> template
+        self.weight_dropout = weight_dropout
         self.head = nn.Linear(hidden_size, vocab_size)
         if bidirectional:
             self.rnn_backward = self.make_stack(cell, rnn_args, **stack_args)
@@ -116,10 +117,9 @@ class CharRNN(nn.Module):
             size = rnn_args["hidden_size"]
             one = dict(rnn_args, input_size=size, num_layers=1, dropout=0.0)
             cells = [CharRNN.make_stack(cell, one, input_conv=input_conv) for _ in range(rnn_args["num_layers"])]
-            return ResidualStack(cells, size, ffn, norm, dropout, parts=state_parts(cell, input_conv), locked=locked)
-        if cell in MIN_CELLS:
-            return MinStack(cell, **dict(rnn_args, dropout=dropout if locked else rnn_args["dropout"]),
-                            input_conv=input_conv, locked=locked)
+            return ResidualStack(cells, size, ffn, norm, dropout, locked=locked)
+        if cell in MIN_CELLS:  # its own loop drops between layers (torch's fused modules are told 0 when locked)
+            return MinStack(cell, **dict(rnn_args, dropout=dropout), input_conv=input_conv, locked=locked)
         if cell == "lstm":
             return nn.LSTM(**rnn_args)
         if cell == "gru":
@@ -229,28 +229,15 @@ class CharRNN(nn.Module):
                        state: object) -> tuple[torch.Tensor, object]:
         """A fused stack one layer at a time, on its own parameters (``weights`` in place of some),
         with a locked dropout mask on each layer's input after the first."""
-        parts = state if isinstance(state, tuple) else (state,)
-        finals = []
-        for layer in range(stack.num_layers):
+        def layer_step(layer: int, x: torch.Tensor, own: object) -> tuple[torch.Tensor, object]:
             if layer:
                 x = sequence_dropout(x, self.dropout.p, locked=True, training=True)
-            own = {f"{name}_l0": weights.get(f"{name}_l{layer}", getattr(stack, f"{name}_l{layer}"))
-                   for name in WEIGHT_NAMES}
-            layer_state = tuple(t[layer : layer + 1] for t in parts)
-            x, new = torch.func.functional_call(self.template(stack, x.shape[-1]), own,
-                                                (x, layer_state if len(parts) > 1 else layer_state[0]))
-            finals.append(new if len(parts) > 1 else (new,))
-        stacked = tuple(torch.cat([f[i] for f in finals]) for i in range(len(parts)))
-        return x, stacked if len(parts) > 1 else stacked[0]
+            params = {f"{name}_l0": weights.get(f"{name}_l{layer}", weight)
+                      for name, weight in recurrent_weights(stack, layer).items()}
+            template = one_layer(type(stack), x.shape[-1], stack.hidden_size, getattr(stack, "nonlinearity", None))
+            return torch.func.functional_call(template, params, (x, own))
 
-    def template(self, stack: nn.RNNBase, width: int) -> nn.RNNBase:
-        """A one-layer module like ``stack``'s layers for inputs ``width`` wide, with no weights of its
-        own (on the meta device): ``layer_by_layer`` runs it on a layer's parameters."""
-        if width not in self.one_layer:
-            extra = {"nonlinearity": stack.nonlinearity} if isinstance(stack, nn.RNN) else {}
-            self.one_layer[width] = type(stack)(width, stack.hidden_size, num_layers=1, batch_first=True,
-                                                device="meta", **extra)
-        return self.one_layer[width]
+        return over_layers(x, state, stack.num_layers, layer_step)
 
     def layer_groups(self) -> dict[str, list[nn.Parameter]]:
         """Parameters by layer: ``embedding``, ``layer0``…, ``head`` (and ``backward_layer0``…,
@@ -299,4 +286,13 @@ def recurrent_weights(stack: nn.Module, layer: int) -> dict[str, torch.Tensor | 
     """Layer ``layer``'s ``weight_ih``, ``weight_hh``, ``bias_ih``, ``bias_hh`` (torch's names and gate
     orders) in a plain or a residual stack; None where the cell has none (a min cell's hidden-to-hidden)."""
     cell, index = (stack.layers[layer].cell, 0) if isinstance(stack, ResidualStack) else (stack, layer)
-    return {name: getattr(cell, f"{name}_l{index}", None) for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
+    return {name: getattr(cell, f"{name}_l{index}", None) for name in WEIGHT_NAMES}
+
+
+@functools.cache
+def one_layer(kind: type[nn.RNNBase], width: int, hidden: int, nonlinearity: str | None) -> nn.RNNBase:
+    """A one-layer ``kind`` for inputs ``width`` wide with no weights of its own (on the meta device):
+    ``CharRNN.layer_by_layer`` runs it on a layer's parameters, swapped in for the call (so one
+    training forward pass at a time per process, as charlm trains)."""
+    extra = {"nonlinearity": nonlinearity} if nonlinearity else {}
+    return kind(width, hidden, num_layers=1, batch_first=True, device="meta", **extra)
