@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 # pytest-xdist processes for make test; each test module stays in one, with its fixtures.
 TEST_WORKERS ?= 2
 
-.PHONY: install train test test-fast test-gpu bench bench-quick bench-serve bench-export versus auto-measure presets figures screenshots docs reference interleave clean
+.PHONY: install train test test-fast test-gpu bench bench-quick bench-serve bench-export versus versus-long auto-measure presets figures screenshots docs reference interleave clean
 
 install: $(STAMP)
 
@@ -44,10 +44,18 @@ bench: $(STAMP)
 	$(MAKE) versus
 
 # charlm (model.size auto) against bench/baseline.py on the same machine, text, split and budget:
-# 60 s on three texts at 2 and 1 threads, 10 minutes on tinyshakespeare, each also with the cell fixed
-# to the LSTM, and the loop's own cost.
+# 60 s on three texts at 2 and 1 threads and on two small ones (the first 300k characters of
+# tinyshakespeare, 400k of Python source) at 2, 10 minutes on tinyshakespeare, each also with the cell
+# fixed to the LSTM, and the loop's own cost (about 40 minutes).
 versus: $(STAMP)
-	$(BIN)/python bench/versus.py --also tinyshakespeare:10m:2 --arm "lstm=--cell lstm"
+	$(BIN)/python bench/versus.py --also tinyshakespeare:300k:60s:2 --also python:400k:60s:2 \
+		--also tinyshakespeare:10m:2 --arm "lstm=--cell lstm"
+
+# The long budgets (about 5 hours): 10 minutes and an hour on tinyshakespeare and the complete works,
+# against the plain script as it comes (2x512, dropout 0.2) and with dropout 0.3.
+versus-long: $(STAMP)
+	$(BIN)/python bench/versus.py --texts tinyshakespeare,shakespeare --budgets 10m,1h --threads 2 \
+		--loop-rounds 0 --script-arm "dropout=--dropout 0.3"
 
 # The sweeps model.size auto's rule was fitted to (configs/sweeps/auto/, hours), then docs/auto.md.
 auto-measure: $(STAMP)

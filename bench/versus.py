@@ -1,6 +1,6 @@
 """charlm against a plain script, side by side: the same machine, text, split and wall-clock budget.
 
-    python bench/versus.py [--texts tinyshakespeare,shakespeare,python] [--budgets 60s,10m] [--threads 2,1]
+    python bench/versus.py [--texts tinyshakespeare,shakespeare,python,python:400k] [--budgets 60s,10m] [--threads 2,1]
                            [--arm "lstm=--cell lstm" ...] [--loop-rounds 3] [--device cpu|cuda] [--json OUT]
     make versus     # the tables of docs/performance.md (part of make bench)
 
@@ -13,6 +13,8 @@ read the same split (the first 90 % trains, the last 10 % is val) and are evalua
 
 ``--arm NAME=FLAGS`` (repeatable): in every comparison, also ``charlm train`` with those flags added (auto
 chooses the rest), right after charlm auto: e.g. the cell fixed to the LSTM, or a block to try.
+``--script-arm NAME=FLAGS`` (repeatable): also the plain script with those flags, e.g. the dropout a user
+would give it on a small text.
 
 ``--loop-rounds``: `charlm train` fixed at the script's exact shape and precision against the script,
 tokens/s, alternating; the cost of charlm's loop (NaN checks, logging, resumable state) over a plain one.
@@ -38,9 +40,22 @@ from machine import describe  # noqa: E402
 
 
 def text_path(name: str) -> Path:
+    """A corpus by name, or ``NAME:300k``: its first 300,000 characters (a small text), written once beside
+    the corpus cache; the slice's last 10 % is its val split, as for any text."""
     from charlm.corpora import get_corpus
 
-    return get_corpus(name, quiet=True)
+    name, _, size = name.partition(":")
+    path = get_corpus(name, quiet=True)
+    if not size:
+        return path
+    chars = int(float(size.lower().removesuffix("k")) * (1000 if size.lower().endswith("k") else 1))
+    small = Path(tempfile.gettempdir()) / "charlm-small-texts" / f"{path.stem}-{chars}.txt"
+    if not small.exists():
+        small.parent.mkdir(parents=True, exist_ok=True)
+        part = small.with_suffix(".part")
+        part.write_text(path.read_text(encoding="utf-8")[:chars], encoding="utf-8")
+        part.replace(small)
+    return small
 
 
 def seconds_of(budget: str) -> float:
@@ -82,7 +97,7 @@ def run_charlm(text: Path, seconds: float, threads: int, device: str, out: Path,
 
 
 def compare(texts: list[str], budgets: list[str], threads: list[int], device: str, work: Path,
-            arms: dict[str, list[str]]) -> list[dict]:
+            arms: dict[str, list[str]], script_arms: dict[str, list[str]] | None = None) -> list[dict]:
     rows = []
     for text_name in texts:
         text = text_path(text_name)
@@ -90,12 +105,17 @@ def compare(texts: list[str], budgets: list[str], threads: list[int], device: st
             seconds = seconds_of(budget)
             for count in threads:
                 plain = run_baseline(text, seconds, count, device)
+                scripts = {name: run_baseline(text, seconds, count, device, flags)
+                           for name, flags in (script_arms or {}).items()}
                 ours = run_charlm(text, seconds, count, device, work / f"{text_name}-{budget}-{count}")
                 row = {"text": text_name, "budget": budget, "threads": count, "baseline": plain, "charlm": ours,
-                       "difference": ours["val_loss"] - plain["val_loss"], "arms": {}}
+                       "difference": ours["val_loss"] - plain["val_loss"], "arms": {}, "script_arms": scripts}
                 print(f"  {text_name:<16} {budget:>4} {count} thr  baseline {plain['val_loss']:.4f}"
                       f" ({plain['shape']})  charlm {ours['val_loss']:.4f} ({ours['auto']})"
                       f"  difference {row['difference']:+.4f}", flush=True)
+                for name, script in scripts.items():
+                    print(f"    script {name} ({script['shape']}): {script['val_loss']:.4f};"
+                          f" charlm minus it {ours['val_loss'] - script['val_loss']:+.4f}", flush=True)
                 for name, flags in arms.items():
                     arm = run_charlm(text, seconds, count, device, work / f"{text_name}-{budget}-{count}-{name}", flags)
                     row["arms"][name] = arm
@@ -134,6 +154,9 @@ def print_table(rows: list[dict], loop: dict | None, header: str) -> None:
     for r in rows:
         print(f"{r['text']:<16}{r['budget']:>7}{r['threads']:>8}  {r['baseline']['val_loss']:>12.4f}"
               f"  {r['charlm']['val_loss']:>11.4f}  {r['difference']:>+10.4f}  {r['charlm']['auto']}")
+        for name, script in r.get("script_arms", {}).items():
+            print(f"{'':<31}  script {name:<15} {script['val_loss']:.4f}  charlm minus it"
+                  f" {r['charlm']['val_loss'] - script['val_loss']:+.4f}  {script['shape']}")
         for name, arm in r.get("arms", {}).items():
             print(f"{'':<31}  charlm {name:<15} {arm['val_loss']:.4f}  auto minus it"
                   f" {r['charlm']['val_loss'] - arm['val_loss']:+.4f}  {arm['auto']}")
@@ -152,6 +175,8 @@ def main() -> None:
                         help="one more comparison, e.g. tinyshakespeare:10m:2 (repeatable)")
     parser.add_argument("--arm", action="append", default=[], metavar="NAME=FLAGS",
                         help='one more charlm run per comparison, e.g. "lstm=--cell lstm" (repeatable)')
+    parser.add_argument("--script-arm", action="append", default=[], metavar="NAME=FLAGS",
+                        help='one more run of the plain script per comparison, e.g. "dropout=--dropout 0.25"')
     parser.add_argument("--loop-rounds", type=int, default=3, help="0: skip the loop-cost part")
     parser.add_argument("--device", default="cpu", help="where both train: cpu, cuda, ...")
     parser.add_argument("--json", type=Path, help="where to write the results [bench/results/versus-DATE.json]")
@@ -162,11 +187,13 @@ def main() -> None:
         work = Path(tmp)
         texts = [t for t in args.texts.split(",") if t]  # --texts "": only --also and the loop cost
         arms = {name: flags.split() for name, _, flags in (arm.partition("=") for arm in args.arm)}
+        script_arms = {name: flags.split() for name, _, flags in (arm.partition("=") for arm in args.script_arm)}
         rows = compare(texts, args.budgets.split(","), [int(t) for t in args.threads.split(",")], args.device, work,
-                       arms)
+                       arms, script_arms)
         for extra in args.also:
-            name, budget, count = extra.split(":")
-            rows += compare([name], [budget], [int(count)], args.device, work, arms)
+            name, _, rest = extra.rpartition(":")  # the text may hold a colon itself: python:400k:60s:2
+            name, budget = name.rsplit(":", 1)
+            rows += compare([name], [budget], [int(rest)], args.device, work, arms, script_arms)
         loop = loop_cost("tinyshakespeare", args.loop_rounds, 2, args.device, work) if args.loop_rounds else None
     print_table(rows, loop, header)
     out = args.json or ROOT / "bench" / "results" / f"versus-{time.strftime('%Y%m%d')}.json"

@@ -84,6 +84,9 @@ def versus_table(entries: list[tuple[str, str, dict]]) -> list[str]:
                      f" ({base['tokens_per_s'] / 1000:.0f}k tok/s) | {ours['val_loss']:.4f}"
                      f" ({ours['tokens_per_s'] / 1000:.0f}k tok/s) | **{row['difference']:+.4f}** | {chose} |"
                      f" {date}, {name} |")
+        for arm_name, script in row.get("script_arms", {}).items():  # the script with a user's flags
+            lines.append(f"| | | | script {arm_name}: {script['val_loss']:.4f} ({script['shape']}) | |"
+                         f" charlm minus it: **{ours['val_loss'] - script['val_loss']:+.4f}** | | |")
         for arm_name, arm in row.get("arms", {}).items():  # charlm with some keys fixed, right after auto
             fixed = arm.get("auto", "").split(" — ")[0].removeprefix("auto: ")
             lines.append(f"| | | | charlm {arm_name}: | {arm['val_loss']:.4f} ({arm['tokens_per_s'] / 1000:.0f}k"

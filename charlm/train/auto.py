@@ -49,6 +49,14 @@ DROPOUT_FROM_PASSES = 4.5
 DROPOUT, MOST_DROPOUT = 0.25, 0.5
 FEW_TOKENS_PER_PARAMETER = 0.12
 EMBEDDING = 64
+# The horizon: from this many passes over the text the text binds a run, not the compute (it memorises), and
+# the rule regularises as AWD-LSTM does: one dropout mask per sequence and the activation penalties, which
+# at ten minutes on tinyshakespeare gained 0.04-0.05 over dropout alone (docs/auto.md, "The horizon").
+TEXT_BINDS_FROM = DROPOUT_FROM_PASSES
+REGULARISERS = {"model.dropout_mask": "locked", "train.ar": 2.0, "train.tar": 1.0}
+# The most compute (tokens x parameters) of the runs the rule was fitted and checked on (ten minutes of a
+# 2x768 on 2 cores); past it the auto: line says the choice is extrapolated.
+MEASURED_COMPUTE = 4e13
 # The other family the rule weighs: min cells in residual blocks (charlm/model/cells.py) whose gates read their
 # last two inputs, the one that learned most of those measured (docs/auto.md).
 MIN_FAMILY = dict(cell="mingru", layers=4, block="residual", ffn=2, input_conv=2)
@@ -256,10 +264,20 @@ class Choice:
     epochs: float  # passes over the training text
     parameters: int
 
+    @property
+    def text_binds(self) -> bool:
+        """Whether the run reads its text often enough to memorise it (the horizon)."""
+        return self.tokens != math.inf and self.epochs >= TEXT_BINDS_FROM
+
+    def regularisers(self) -> dict[str, Any]:
+        """What the horizon sets beyond dropout: the off values where the compute binds."""
+        return dict(REGULARISERS) if self.text_binds else {"model.dropout_mask": "element", "train.ar": 0.0,
+                                                           "train.tar": 0.0}
+
     def settings(self) -> dict[str, Any]:
         """The config keys auto sets (those the user did not)."""
         s = self.shape
-        return {"model.cell": s.cell, "model.hidden_size": s.hidden, "model.num_layers": s.layers,
+        return {**self.regularisers(), "model.cell": s.cell, "model.hidden_size": s.hidden, "model.num_layers": s.layers,
                 "model.embedding_size": s.embedding, "model.block": s.block, "model.ffn": s.ffn, "model.norm": s.norm,
                 "model.input_conv": s.input_conv, "model.dropout": self.dropout, "model.forget_bias": 0.0,
                 "train.lr": self.lr, "train.batch_size": s.batch, "train.seq_len": s.seq_len,
@@ -341,8 +359,10 @@ def min_cell_worth(compute: float) -> float:
 
 def better(lstm: Choice, rival: Choice, worth: Callable[[float], float] = min_cell_worth) -> Choice:
     """The choice that learns more: compute (tokens x parameters) in the budget, the rival's counted at
-    ``worth`` of it in the LSTM's. A run with no budget keeps the LSTM."""
-    if lstm.tokens == math.inf or rival.tokens == math.inf:
+    ``worth`` of it in the LSTM's. A run with no budget keeps the LSTM, and so does one past the horizon
+    (either would read its text often enough to memorise it): there the min family lost by 0.06-0.18
+    (docs/auto.md, "The horizon")."""
+    if lstm.tokens == math.inf or rival.tokens == math.inf or lstm.text_binds or rival.text_binds:
         return lstm
     compute = rival.tokens * rival.parameters
     return rival if worth(compute) * compute > lstm.tokens * lstm.parameters else lstm
@@ -365,6 +385,7 @@ class Decision:
     proposed: dict[str, Any]  # what the rule chose
     budget: Budget
     settings: dict[str, Any] = field(default_factory=dict)  # what it sets: the proposed keys the user did not give
+    given: dict[str, Any] = field(default_factory=dict)  # the proposed keys the user gave, as given: they win
 
     def line(self, text_bytes: int) -> str:
         """One line on what was chosen and why."""
@@ -378,16 +399,36 @@ class Decision:
                     " here; no budget was given (max_time, max_steps or max_epochs), so the default width")
         spend = (f"in {_duration(budget.seconds)}" if budget.seconds else
                  f"in {budget.steps:,} steps" if budget.steps else f"in {budget.epochs:g} epochs")
-        return (f"auto: {c.shape.describe()} {c.precision}, lr {c.lr:.2g}, dropout {c.dropout:.2g} —"
+        run = {**self.proposed, **self.given}  # as the run will have them
+        return (f"auto: {c.shape.describe()} {run['train.precision']}, lr {run['train.lr']:.2g},"
+                f" dropout {run['model.dropout']:.2g} —"
                 f" {c.tokens_per_s / 1000:.0f}k tok/s here, ~{_count(c.tokens)} tokens {spend}"
                 f" ({c.tokens / c.parameters:.1f} per parameter, {c.epochs:.1f} passes over a"
-                f" {text_bytes / 1e6:.1f} MB text)")
+                f" {text_bytes / 1e6:.1f} MB text); {self.horizon()}")
+
+    def horizon(self) -> str:
+        """Which regime the budget is in, what that set (as the run has it: a key given wins), and whether
+        the choice lies past the runs the rule was fitted on."""
+        c = self.choice
+        assert c is not None
+        if c.text_binds:
+            run = {**self.proposed, **self.given}
+            mask, ar, tar = run["model.dropout_mask"], run["train.ar"], run["train.tar"]
+            said = (f"the text binds (from {TEXT_BINDS_FROM:g} passes on): {mask} dropout masks,"
+                    f" AR {ar:g}, TAR {tar:g}")
+        else:
+            said = f"the compute binds (under {TEXT_BINDS_FROM:g} passes): no dropout or activation penalties chosen"
+        if c.tokens * c.parameters > MEASURED_COMPUTE:
+            said += (f"; {c.tokens * c.parameters:.0e} tokens x parameters is past the longest runs the rule was"
+                     f" fitted on ({MEASURED_COMPUTE:.0e}): extrapolated")
+        return said
 
     def event(self) -> dict[str, Any]:
         """The ``probe`` event of metrics.jsonl."""
-        expected = {} if self.choice is None else {
+        expected = {} if self.choice is None or self.budget.unlimited else {
             "tokens_per_s": round(self.choice.tokens_per_s), "expected_tokens": round(self.choice.tokens),
-            "passes": round(self.choice.epochs, 2)}
+            "passes": round(self.choice.epochs, 2), "regime": "text" if self.choice.text_binds else "compute",
+            "compute": float(f"{self.choice.tokens * self.choice.parameters:.3g}")}
         return {"seconds": round(self.probe_seconds, 3), "timings": self.speeds.timings, "chosen": self.settings,
                 **expected}
 
@@ -499,7 +540,8 @@ def decide(config: "Config", fixed: "Collection[str]", text: Text, device: "torc
         choice = better(choice, rival)
         speeds = SpeedModel(speeds.lines, timings + family_timings)  # the LSTM's lines; every timing reported
     proposed = choice.settings()
-    return Decision(choice, speeds, time.perf_counter() - started, proposed, budget, _unfixed(proposed, fixed))
+    given = {key: getattr(getattr(config, key.split(".")[0]), key.split(".")[1]) for key in proposed if key in fixed}
+    return Decision(choice, speeds, time.perf_counter() - started, proposed, budget, _unfixed(proposed, fixed), given)
 
 
 def decide_precision(config: "Config", fixed: "Collection[str]", vocab: int, device: "torch.device",

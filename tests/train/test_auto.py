@@ -97,6 +97,31 @@ def test_a_text_read_many_times_gets_dropout():
     assert auto.learning_rate_for(512) < auto.learning_rate_for(256)
 
 
+def test_a_text_read_past_the_horizon_is_regularised_as_awd_lstm_does():
+    speeds = _speeds({"bf16": 8e-12})
+    once = choose(speeds, Budget(seconds=600), 10**9, VOCAB)
+    often = choose(speeds, Budget(seconds=600), 10**6, VOCAB)
+    assert not once.text_binds and (once.settings()["train.ar"], once.settings()["model.dropout_mask"]) == (0, "element")
+    assert often.text_binds and {key: often.settings()[key] for key in auto.REGULARISERS} == auto.REGULARISERS
+    config, given = resolve(None, [("train.max_time", 600.0)])
+    applied = auto.apply(config, often.settings())
+    assert (applied.model.dropout_mask, applied.train.ar, applied.train.tar) == ("locked", 2.0, 1.0)
+    assert not choose(speeds, Budget(), 10**6, VOCAB).text_binds  # no budget: no horizon to judge by
+
+
+@pytest.mark.parametrize("seconds, text, said", [
+    (60, 10**9, "the compute binds (under 4.5 passes)"),
+    (600, 10**6, "the text binds (from 4.5 passes on): locked dropout masks, AR 0.5, TAR 1"),
+    (36_000, 10**6, "past the longest runs the rule was fitted on (4e+13): extrapolated")])
+def test_the_auto_line_names_the_regime_and_what_it_set(monkeypatch, seconds, text, said):
+    fake, _ = _fake_timing(0.0, {"bf16": 70_000})
+    monkeypatch.setattr(auto, "time_trainings", fake)
+    config, given = resolve(None, [("train.max_time", float(seconds)), ("train.ar", 0.5)])  # a key given wins
+    decision = auto.decide(config, given, auto.Text(text, 0, VOCAB), torch.device("cpu"), ["bf16"])
+    assert said in decision.line(text) and "train.ar" not in decision.settings
+    assert decision.event()["regime"] == ("text" if "text binds" in said or seconds > 600 else "compute")
+
+
 def test_evaluations_stay_within_their_share_of_a_time_budget():
     speeds = _speeds({"bf16": 8e-12})
     short = choose(speeds, Budget(seconds=60), 10**6, VOCAB, eval_tokens=100_000)
@@ -166,6 +191,7 @@ def test_the_keys_given_win(monkeypatch):
     assert applied.model.hidden_size == 320 and applied.train.lr == 0.004 and applied.model.dropout == 0.05
     assert "train.lr" not in chosen and chosen["model.embedding_size"] == 64 and chosen["train.precision"] == "bf16"
     assert config.train.precision == "auto" and applied.train.precision == "bf16"  # a new config: the old stays
+    assert ", lr 0.004, dropout 0.05 —" in decision.line(10**6)  # the line says what the run will use
 
 
 def _family_timing(min_speedup: float):
@@ -182,13 +208,15 @@ def _family_timing(min_speedup: float):
 FAMILY = auto.MIN_FAMILY["cell"]
 
 
-@pytest.mark.parametrize("seconds, speedup, chosen", [(600, 1.0, "lstm"), (600, 4.0, "lstm"), (600, 10.0, FAMILY),
-                                                      (60, 0.25, "lstm"), (60, 1.0, FAMILY)])
-def test_min_cells_are_chosen_only_where_they_run_fast_enough_to_learn_more(monkeypatch, seconds, speedup, chosen):
+@pytest.mark.parametrize("seconds, speedup, text, chosen", [
+    (600, 1.0, 10**9, "lstm"), (600, 4.0, 10**9, "lstm"), (600, 10.0, 10**9, FAMILY), (60, 0.25, 10**9, "lstm"),
+    (60, 1.0, 10**9, FAMILY), (600, 10.0, 10**6, "lstm"), (60, 1.0, 10**5, "lstm")])  # past the horizon: the LSTM
+def test_min_cells_are_chosen_only_where_they_run_fast_enough_to_learn_more(monkeypatch, seconds, speedup, text,
+                                                                             chosen):
     fake, calls = _family_timing(speedup)  # at ten minutes they must run far faster; in a minute, nearly as fast
     monkeypatch.setattr(auto, "time_trainings", fake)
     config, given = resolve(None, [("train.max_time", float(seconds))])
-    decision = auto.decide(config, given, auto.Text(10**6, 10**5, VOCAB), torch.device("cpu"), ["fp32"])
+    decision = auto.decide(config, given, auto.Text(text, 10**5, VOCAB), torch.device("cpu"), ["fp32"])
     assert [shape.cell for shape in calls[:3]] == ["lstm", "lstm", FAMILY] and len(calls) <= 4
     applied = auto.apply(config, decision.settings)
     assert applied.model.cell == chosen
@@ -237,11 +265,13 @@ def test_a_fixed_cell_or_block_keeps_the_rule_to_it(monkeypatch):
 
 
 def test_better_weighs_the_rival_at_its_worth():
-    lstm = auto.Choice(Shape(256), "fp32", 4e-3, 0.0, 100, 10_000, 1e7, 10, 10**6)
-    rival = auto.Choice(Shape(256, cell="minlstm"), "fp32", 4e-3, 0.0, 100, 30_000, 3e7, 30, 10**6)
+    lstm = auto.Choice(Shape(256), "fp32", 4e-3, 0.0, 100, 10_000, 1e7, 1.0, 10**6)
+    rival = auto.Choice(Shape(256, cell="minlstm"), "fp32", 4e-3, 0.0, 100, 30_000, 3e7, 3.0, 10**6)
     assert auto.better(lstm, rival, lambda c: 0.4) is rival and auto.better(lstm, rival, lambda c: 0.3) is lstm
     unlimited = auto.Choice(Shape(256), "fp32", 4e-3, 0.0, 250, 10_000, math.inf, math.inf, 10**6)
     assert auto.better(unlimited, rival, lambda c: 1.0) is unlimited
+    memorising = replace(rival, epochs=auto.TEXT_BINDS_FROM)  # past the horizon: the LSTM, whatever the worth
+    assert auto.better(lstm, memorising, lambda c: 10.0) is lstm
 
 
 def test_the_min_family_is_worth_more_than_its_compute_early_and_less_late():
