@@ -1,10 +1,13 @@
 """The sweep scheduler: what ``charlm sweep`` runs.
 
-It asks the study for each trial's parameters (one asker, so a local grid never runs a point
-twice) and runs every trial as its own process (``python -m charlm.sweep.trial``), at most
-``workers`` at a time, each an ordinary run directory in the sweep directory. Ctrl-C or SIGTERM
-stops the trials (each saves its checkpoint) and queues them to run again: running the same
-command later continues the sweep, and each interrupted trial resumes from its own checkpoint.
+It takes each trial from the study (under the study's lock, so however many schedulers share a
+study, on one machine or many, a grid point runs once and a search stops at its trial count) and
+runs it as its own process (``python -m charlm.sweep.trial``), at most ``workers`` at a time, each
+an ordinary run directory in the sweep directory. Ctrl-C or SIGTERM stops the trials (each saves its
+checkpoint) and queues them to run again: running the same command later continues the sweep, and
+each interrupted trial resumes from its own checkpoint. A scheduler that dies takes its trials with
+it; their heartbeats stop, and another scheduler takes them up (resumed where their directory can
+be reached from it). A scheduler stays until every trial of the sweep has finished.
 """
 
 from __future__ import annotations
@@ -22,10 +25,12 @@ from charlm.fsutil import atomic_write_text
 from charlm.sweep.results import TrialRow, write_results
 from charlm.sweep.spec import SweepSpec, format_params, sweep_text
 from charlm.sweep.study import Study, default_storage
+from charlm.sweep.trial import SCHEDULER_PID
 from charlm.train.rundir import RUN_FILES, RunLock
 from charlm.train.signals import StopRequest
 
 Echo = Callable[[str], None]
+POLL = 0.5  # seconds between looks at the trials and the study
 
 
 def run_sweep(spec: SweepSpec, out_dir: Path, workers: int = 1, storage_url: str | None = None,
@@ -36,12 +41,13 @@ def run_sweep(spec: SweepSpec, out_dir: Path, workers: int = 1, storage_url: str
         spec.base.data.path = text.absolute().config_value()  # trials find it whatever their working folder
     out_dir.mkdir(parents=True, exist_ok=True)
     with RunLock(out_dir):
-        study = Study(spec, storage_url or default_storage(out_dir))
+        study = Study(spec, storage_url or default_storage(out_dir), echo=echo)
         atomic_write_text(out_dir / "sweep.yaml", spec.to_yaml())
         study.settle_interrupted()
-        settled, queued = study.counts()[0], study.queued()
-        if settled or queued:
+        settled, running, queued = study.counts()
+        if settled or queued or running:
             echo(f"resuming sweep '{spec.name}': {settled} of {spec.trials} trials done"
+                 + (f", {running} running elsewhere" if running else "")
                  + (f", {queued} interrupted trial(s) to re-run" if queued else ""))
         pool = TrialPool(study, out_dir, workers, echo)
         with StopRequest() as stop:
@@ -56,11 +62,13 @@ def run_sweep(spec: SweepSpec, out_dir: Path, workers: int = 1, storage_url: str
     return rows
 
 
-def report(spec: SweepSpec, out_dir: Path, storage_url: str | None = None) -> list[TrialRow]:
-    """The results so far (``--report``), results.csv rewritten; nothing runs."""
-    study = Study(spec, storage_url or default_storage(out_dir), create=False)
+def report(spec: SweepSpec, out_dir: Path, storage_url: str | None = None, echo: Echo = print) -> list[TrialRow]:
+    """The results so far (``--report``), results.csv rewritten where this machine has the sweep's directory
+    (a machine that only looks at a shared study gets the table alone); nothing runs."""
+    study = Study(spec, storage_url or default_storage(out_dir), create=False, echo=echo)
     rows = study.rows()
-    write_results(rows, spec, out_dir)
+    if out_dir.is_dir():
+        write_results(rows, spec, out_dir)
     return rows
 
 
@@ -68,44 +76,49 @@ class TrialPool:
     """The trial processes this scheduler runs, by trial number."""
 
     def __init__(self, study: Study, out_dir: Path, workers: int, echo: Echo):
-        self.study, self.spec, self.out_dir = study, study.spec, out_dir
+        self.study, self.spec, self.out_dir = study, study.spec, out_dir.resolve()  # other machines read its paths
         self.workers, self.echo = workers, echo
         self.threads = self.spec.base.train.threads or max(1, (os.cpu_count() or 1) // workers)
         self.running: dict[int, tuple[subprocess.Popen, IO[str], Path]] = {}
 
     def run(self, stop: StopRequest) -> None:
-        """Launch trials until the study has enough finished or under way (here or elsewhere), then wait;
-        or until ``stop`` is requested."""
+        """Launch trials while the study wants more and this machine has room, until every trial of the
+        sweep has finished (here or elsewhere: one running on another machine may yet need taking over
+        from it); or until ``stop`` is requested."""
         while not stop.requested:
             self.collect()
-            settled, running_anywhere = self.study.counts()
-            enough = settled + running_anywhere >= self.spec.trials
-            if enough and not self.running:
-                return
-            if enough or len(self.running) >= self.workers:
-                time.sleep(0.1)
+            taken = self.study.take() if len(self.running) < self.workers else None
+            if taken is not None:
+                self.launch(*taken)
                 continue
-            self.launch(*self.study.ask())
+            if not self.running and self.study.done():
+                return
+            time.sleep(POLL)
 
     def launch(self, number: int, params: dict[str, Any]) -> None:
         trial_dir, resume = self.trial_dir(number)
         trial_dir.mkdir(parents=True, exist_ok=True)
         job = {"storage": self.study.url, "study": self.spec.name, "trial": number, "pruner": self.spec.pruner,
-               "config": self.spec.base.to_dict(), "given": sorted(self.spec.given), "params": params,
-               "threads": self.threads,
-               "dir": str(trial_dir), "resume": resume}
+               "heartbeat": self.spec.heartbeat, "config": self.spec.base.to_dict(), "given": sorted(self.spec.given),
+               "params": params, "threads": self.threads, "dir": str(trial_dir), "resume": resume}
         atomic_write_text(trial_dir / "trial.json", json.dumps(job, indent=2, default=str))
-        self.echo(f"trial {number} {'resumed in ' + trial_dir.name if resume else 'started'}: {format_params(params)}")
+        where = trial_dir.name if trial_dir.parent == self.out_dir else str(trial_dir)
+        self.echo(f"trial {number} {'resumed in ' + where if resume else 'started'}: {format_params(params)}")
         log_file = open(trial_dir / "train.log", "a", encoding="utf-8")
         process = subprocess.Popen([sys.executable, "-m", "charlm.sweep.trial", str(trial_dir / "trial.json")],
                                    stdout=log_file, stderr=subprocess.STDOUT,
-                                   env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(self.threads)})
+                                   env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(self.threads),
+                                        SCHEDULER_PID: str(os.getpid())})
         self.running[number] = (process, log_file, trial_dir)
 
     def trial_dir(self, number: int) -> tuple[Path, bool]:
         """Where a trial runs: its own new directory, or, for the re-run of an interrupted trial that had
         saved a checkpoint, that trial's directory, resumed exactly where it stopped."""
-        rerun_of = self.study.attrs(number).get("rerun_of")
+        attrs = self.study.attrs(number)
+        earlier = attrs.get("dir")  # a re-run carries its predecessor's directory: resumed if reachable from here
+        if earlier and any((Path(earlier) / name).exists() for name in ("last.pt", "best.pt")):
+            return Path(earlier), True
+        rerun_of = attrs.get("rerun_of")
         while rerun_of is not None:
             previous = self.study.attrs(rerun_of)
             directory = previous.get("dir")

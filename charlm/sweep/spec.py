@@ -20,7 +20,9 @@ if TYPE_CHECKING:
     from charlm.data.source import TextSource
 
 SWEEP_KEYS = ("name", "base", "config", "data", "method", "trials", "workers", "metric", "pruner", "set", "parameters",
-              "seed")
+              "seed", "heartbeat")
+# Seconds between a trial's heartbeats; a trial silent for three is taken up by another scheduler.
+HEARTBEAT = 20
 METHODS = ("grid", "random", "tpe")
 PRUNERS = ("none", "median", "hyperband")
 DISTRIBUTIONS = ("uniform", "log_uniform", "int")
@@ -62,6 +64,7 @@ class SweepSpec:
     parameters: list[Parameter]
     seed: int
     workers: int = 1  # trials at once, unless --workers says otherwise
+    heartbeat: int = HEARTBEAT  # seconds between a trial's heartbeats in the study
     raw: dict[str, Any] = field(default_factory=dict)  # as written, to recognise the same sweep on resume
 
     def grid(self) -> list[dict[str, Any]]:
@@ -117,7 +120,8 @@ def load_sweep(path: str | Path) -> SweepSpec:
         trials = _count(raw, "trials", 20, where)
     name = str(raw.get("name") or path.stem)
     return SweepSpec(name=name, base=base, given=given, method=method, trials=trials, metric=metric, pruner=pruner,
-                     parameters=parameters, seed=seed, workers=_count(raw, "workers", 1, where), raw=raw)
+                     parameters=parameters, seed=seed, workers=_count(raw, "workers", 1, where),
+                     heartbeat=_count(raw, "heartbeat", HEARTBEAT, where), raw=raw)
 
 
 def _count(raw: dict[str, Any], key: str, default: int, where: str) -> int:

@@ -3,7 +3,8 @@
 The scheduler writes the job file (the study, the trial's number, its config and parameters) and
 starts this; it trains with an evaluation hook that reports each val loss to the pruner and stops
 when told, then records the outcome in the study. Exit status 130: interrupted (the trial stays
-RUNNING and the scheduler queues it to run again, resumed from its checkpoint).
+RUNNING and the scheduler queues it to run again, resumed from its checkpoint). From the start to
+the outcome it records a heartbeat in the study (charlm/sweep/storage.py).
 """
 
 from __future__ import annotations
@@ -17,17 +18,35 @@ from typing import Any
 
 from charlm.config import Config, validate, with_budget_defaults, with_settings
 from charlm.errors import CharlmError
-from charlm.sweep.spec import sweep_text
+from charlm.sweep.spec import HEARTBEAT, sweep_text
 from charlm.sweep.study import TrialRecorder
+
+
+SCHEDULER_PID = "CHARLM_SCHEDULER_PID"  # the environment variable naming the scheduler that started this
+
+
+def end_with_scheduler() -> None:
+    """A SIGTERM to this process when its scheduler dies, however it dies (Linux), so that the trial saves its
+    checkpoint and stops: its heartbeat stops with it and another scheduler takes it up. A scheduler already
+    gone: the same, at once."""
+    scheduler = os.environ.get(SCHEDULER_PID)
+    if not scheduler or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+    if os.getppid() != int(scheduler):
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def run_trial(job_path: Path) -> int:
     """Train one trial as the job file says, reporting evaluations to the study; the exit status."""
-    from charlm.train import train
-
     job = json.loads(job_path.read_text(encoding="utf-8"))
-    recorder = TrialRecorder(job["storage"], job["study"], job["trial"], job["pruner"])
+    recorder = TrialRecorder(job["storage"], job["study"], job["trial"], job["pruner"], job.get("heartbeat", HEARTBEAT),
+                             echo=lambda line: print(line, file=sys.stderr))
     recorder.set(host=socket.gethostname(), pid=os.getpid(), dir=job["dir"])
+    from charlm.train import train  # torch: after the first heartbeat
     trial_dir = Path(job["dir"])
     try:
         config, given = _config(job)
@@ -38,6 +57,7 @@ def run_trial(job_path: Path) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 0  # recorded: the scheduler goes on with the next trial
     if result.stop_reason == "interrupted":
+        recorder.stop()
         return 130
     recorder.set(steps=result.step, seconds=result.train_time, stop_reason=result.stop_reason,
                  parameters=result.parameters)
@@ -74,4 +94,5 @@ def _write_hparams(run: Path, params: dict[str, Any], best: float | None) -> Non
 
 
 if __name__ == "__main__":
+    end_with_scheduler()
     sys.exit(run_trial(Path(sys.argv[1])))

@@ -48,6 +48,8 @@ def test_ranges_are_described_and_int_ranges_can_be_a_grid(tmp_path, text):
      "max must be a whole number"),
     ("method: random\ntrials: 0\nparameters:\n  model.cell: {values: [gru]}\n", "trials must be a whole number >= 1"),
     ("method: grid\nworkers: two\nparameters:\n  model.cell: {values: [gru]}\n", "workers must be a whole number >= 1"),
+    ("method: grid\nheartbeat: 0\nparameters:\n  model.cell: {values: [gru]}\n", "heartbeat must be a whole number >= 1"),
+    ("method: grid\nheartbeat: 2.5\nparameters:\n  model.cell: {values: [gru]}\n", "heartbeat must be a whole number"),
     ("method: tpe\npruner: medain\nparameters:\n  model.cell: {values: [gru]}\n", "did you mean 'median'"),
     ("method: tpe\n", "parameters must map config keys"),
     ("method: tpe\nparameters:\n  train.max_steps: {values: [5]}\n", "train.max_steps is both in set: and in parameters"),
