@@ -93,7 +93,7 @@ class TrialPool:
                 continue
             if not self.running and self.study.done():
                 return
-            time.sleep(POLL)
+            stop.wait(POLL)
 
     def launch(self, number: int, params: dict[str, Any]) -> None:
         trial_dir, resume = self.trial_dir(number)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import time
 from typing import Any
 
 
@@ -32,6 +33,12 @@ class StopRequest:
         self.requested = signal.Signals(signum).name
         if self.announce:
             print(f"\n{self.requested}: {self.announce} (Ctrl-C again to abort)", file=sys.stderr)
+
+    def wait(self, seconds: float) -> None:
+        """Sleep ``seconds``, or less when a stop is requested meanwhile (checked every 50 ms)."""
+        end = time.monotonic() + seconds
+        while not self.requested and (left := end - time.monotonic()) > 0:
+            time.sleep(min(left, 0.05))
 
     def __exit__(self, *exc: Any) -> None:
         for sig, handler in self._previous.items():

@@ -104,7 +104,7 @@ def test_an_interrupted_sweep_continues_where_it_stopped(tmp_path, text):
     sweep.write_text(sweep.read_text())  # the same file, run again
     result = _charlm("sweep", sweep, "-o", out, "--workers", "2")
     assert result.returncode == 0, result.stderr
-    assert "interrupted trial(s) to re-run" in result.stderr and "resumed in trial-0000" in result.stderr
+    assert "interrupted trial(s) to re-run" in result.stderr and "resumed in trial-0000" in result.stderr, result.stderr
     with open(out / "results.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert [r["state"] for r in rows].count("complete") == 2
