@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import hmac
 import json
+import math
 import time
 import uuid
 from collections import Counter
@@ -173,9 +174,23 @@ async def read_json(request: Request) -> Any:
     except ClientDisconnect:
         raise ApiError(400, "the client went away before the body was sent") from None
     try:
-        return json.loads(b"".join(chunks))
+        return json.loads(b"".join(chunks), parse_constant=_not_a_number, parse_float=_finite)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, f"the body is not valid JSON ({exc}); send a JSON object") from None
+    except RecursionError:
+        raise ApiError(400, "the body nests arrays or objects too deeply to read; send a flat JSON object") from None
+
+
+def _not_a_number(name: str) -> float:
+    """Python reads NaN and Infinity; JSON has neither, and a temperature of Infinity is no request."""
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of range for a number")
+    return value
 
 
 # ---- routes --------------------------------------------------------------------------------------

@@ -144,6 +144,57 @@ def test_bad_requests_get_one_line_in_openai_error_shape(url, body, status, word
     assert set(error) == {"message", "type", "param", "code"}
 
 
+@pytest.mark.parametrize("content, words", [
+    ('{"model": "words", "temperature": NaN}', "NaN is not a JSON number"),
+    ('{"model": "words", "temperature": Infinity}', "Infinity is not a JSON number"),
+    ('{"model": "words", "top_p": 1e999}', "1e999 is out of range"),
+    ("[" * 50_000 + "]" * 50_000, "nests arrays or objects too deeply"),
+    (b'{"prompt": "\xff\xfe"}', "not valid JSON"),
+])
+def test_bodies_python_would_read_but_json_has_not_are_400s(url, content, words):
+    response = httpx.post(url + "/v1/completions", content=content, headers={"Content-Type": "application/json"})
+    assert response.status_code == 400 and words in response.json()["error"]["message"], response.text
+
+
+def _json_values():
+    from hypothesis import strategies as st
+
+    scalars = st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=True) | st.text(max_size=12)
+    return st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner,
+                                                                                           max_size=4), max_leaves=12)
+
+
+def _short_answers(body: dict) -> dict:
+    """The body for the served model unless it names one, asking for at most 2 characters where it would get
+    more (the property is about reading bodies; a long answer only makes the test slow)."""
+    tokens = body.get("max_tokens")
+    long = isinstance(tokens, int) and not isinstance(tokens, bool) and tokens > 2
+    return {"model": "words", **body, **({"max_tokens": 2} if long or "max_tokens" not in body else {})}
+
+
+def test_no_body_and_no_field_value_is_a_server_error(url):
+    """Property: whatever the body (bytes, or JSON with any field at any value), the answer is below 500, and an
+    error is one line in OpenAI's shape."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from charlm.serve.protocol import _COMPLETION_FIELDS
+
+    names = st.sampled_from([*_COMPLETION_FIELDS, "best_of", "logit_bias", "user", "text", "x"])
+    bodies = st.dictionaries(names, _json_values(), max_size=5).map(_short_answers) | _json_values()
+    with httpx.Client(base_url=url, timeout=60) as client:
+        @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+        @given(body=bodies, raw=st.binary(max_size=64), path=st.sampled_from(["/v1/completions", "/v1/score"]))
+        def check(body, raw, path):
+            for content in (json.dumps(body), raw):
+                response = client.post(path, content=content, headers={"Content-Type": "application/json"})
+                assert response.status_code < 500, (content, response.text)
+                if response.status_code >= 400:
+                    message = response.json()["error"]["message"]
+                    assert message and "\n" not in message and "Traceback" not in response.text
+        check()
+
+
 def test_oversize_bodies_are_refused_before_they_are_read(url):
     big = json.dumps({"model": "words", "prompt": "a" * 1_100_000})
     response = httpx.post(url + "/v1/completions", content=big, headers={"Content-Type": "application/json"})
