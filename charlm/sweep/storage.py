@@ -11,7 +11,6 @@ asking for a trial) one at a time: a PostgreSQL advisory lock, a lock file besid
 
 from __future__ import annotations
 
-import fcntl
 import importlib.util
 import os
 import time
@@ -179,6 +178,10 @@ class StudyLock(AbstractContextManager):
 
     def __enter__(self) -> "StudyLock":
         if self.sqlite is not None:
+            try:
+                import fcntl
+            except ImportError:  # Windows: no shared SQLite study gets a lock there (one scheduler needs none)
+                return self
             self.fd = os.open(f"{self.sqlite}.lock", os.O_RDWR | os.O_CREAT, 0o644)
             fcntl.flock(self.fd, fcntl.LOCK_EX)
         elif self.url.startswith("postgresql"):
