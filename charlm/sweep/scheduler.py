@@ -114,17 +114,12 @@ class TrialPool:
     def trial_dir(self, number: int) -> tuple[Path, bool]:
         """Where a trial runs: its own new directory, or, for the re-run of an interrupted trial that had
         saved a checkpoint, that trial's directory, resumed exactly where it stopped."""
-        attrs = self.study.attrs(number)
-        earlier = attrs.get("dir")  # a re-run carries its predecessor's directory: resumed if reachable from here
-        if earlier and any((Path(earlier) / name).exists() for name in ("last.pt", "best.pt")):
-            return Path(earlier), True
-        rerun_of = attrs.get("rerun_of")
-        while rerun_of is not None:
-            previous = self.study.attrs(rerun_of)
-            directory = previous.get("dir")
+        attrs: dict[str, Any] | None = self.study.attrs(number)
+        while attrs is not None:  # a re-run carries its predecessor's directory (older studies: rerun_of names it)
+            directory = attrs.get("dir")
             if directory and any((Path(directory) / name).exists() for name in ("last.pt", "best.pt")):
-                return Path(directory), True
-            rerun_of = previous.get("rerun_of")
+                return Path(directory), True  # reachable from here: resumed
+            attrs = self.study.attrs(attrs["rerun_of"]) if attrs.get("rerun_of") is not None else None
         trial_dir = self.out_dir / f"trial-{number:04d}"
         if any((trial_dir / name).exists() for name in RUN_FILES):  # another study's leftovers: keep them
             trial_dir = self.out_dir / f"trial-{number:04d}-{int(time.time())}"
@@ -138,8 +133,7 @@ class TrialPool:
             log_file.close()
             del self.running[number]
             if self.study.is_running(number):  # the trial process did not record an outcome
-                if process.returncode == 130:  # stopped by a signal
-                    self.study.settle_interrupted()
+                if process.returncode == 130:  # stopped by a signal: the next take() queues it again
                     self.echo(f"trial {number} interrupted: it will run again (resumed from its checkpoint if it"
                               " saved one)")
                     continue

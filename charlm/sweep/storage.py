@@ -43,12 +43,6 @@ def optuna_module() -> Any:
     return optuna
 
 
-def retry_callback() -> Any:
-    """Optuna's callback that queues a stale trial again as a copy of itself (renamed in Optuna 4.9)."""
-    storages = optuna_module().storages
-    return getattr(storages, "RetryHeartbeatStaleTrialCallback", None) or storages.RetryFailedTrialCallback
-
-
 def with_driver(url: str) -> str:
     """The URL with a PostgreSQL driver that is installed: plain ``postgresql://`` means psycopg2 to
     SQLAlchemy, so where only psycopg (3) is there, that one. A missing driver is one line naming it."""
@@ -79,15 +73,6 @@ def redact(url: str) -> str:
     return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
 
 
-def _callback_argument() -> str:
-    import inspect
-
-    import optuna
-
-    names = inspect.signature(optuna.storages.RDBStorage).parameters
-    return "heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in names else "failed_trial_callback"
-
-
 def open_storage(url: str, heartbeat: int) -> Any:
     """Optuna's RDB storage at ``url``, its connections checked before use (they die with a restarted
     server), with the heartbeat and the re-queueing of stale trials."""
@@ -95,7 +80,7 @@ def open_storage(url: str, heartbeat: int) -> Any:
     return optuna.storages.RDBStorage(
         url, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=heartbeat,
         grace_period=GRACE_BEATS * heartbeat,
-        **{_callback_argument(): retry_callback()(max_retry=None)})
+        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=None))
 
 
 def describe_failure(exc: BaseException, url: str) -> str:

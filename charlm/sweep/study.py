@@ -28,7 +28,7 @@ from charlm.errors import CharlmError
 from charlm.sweep.results import TrialRow
 from charlm.sweep.spec import SweepSpec
 from charlm.sweep.storage import (GRACE_BEATS, Patience, StudyLock, describe_failure, open_storage, optuna_module as
-                                  _optuna, redact, retry_callback, with_driver)
+                                  _optuna, redact, with_driver)
 
 
 def default_storage(out_dir: Path) -> str:
@@ -196,7 +196,7 @@ class Study:
             trial_id = self._trial_id(trial.number)
             self.storage.set_trial_user_attr(trial_id, "interrupted", True)
             if self.storage.set_trial_state_values(trial_id, state=optuna.trial.TrialState.FAIL):
-                retry_callback()(max_retry=None)(self.study, self.storage.get_trial(trial_id))
+                self.storage.get_heartbeat_stale_trial_callback()(self.study, self.storage.get_trial(trial_id))
                 count += 1
         return count
 
@@ -210,10 +210,6 @@ class Study:
                            "interrupted": False, "error": None}.items():
             trial.set_user_attr(key, value)
         return trial.number, trial.params
-
-    def queued(self) -> int:
-        """Trials queued to run again (they were interrupted)."""
-        return self.counts()[2]
 
     def attrs(self, number: int) -> dict[str, Any]:
         return self._frozen(number).user_attrs

@@ -265,6 +265,11 @@ class Choice:
     parameters: int
 
     @property
+    def compute(self) -> float:
+        """Tokens x parameters in the budget: what the rule weighs."""
+        return self.tokens * self.parameters
+
+    @property
     def text_binds(self) -> bool:
         """Whether the run reads its text often enough to memorise it (the horizon)."""
         return self.tokens != math.inf and self.epochs >= TEXT_BINDS_FROM
@@ -364,8 +369,7 @@ def better(lstm: Choice, rival: Choice, worth: Callable[[float], float] = min_ce
     (docs/auto.md, "The horizon")."""
     if lstm.tokens == math.inf or rival.tokens == math.inf or lstm.text_binds or rival.text_binds:
         return lstm
-    compute = rival.tokens * rival.parameters
-    return rival if worth(compute) * compute > lstm.tokens * lstm.parameters else lstm
+    return rival if worth(rival.compute) * rival.compute > lstm.compute else lstm
 
 
 # ---- from a config to a choice ----------------------------------------------------------------
@@ -387,6 +391,11 @@ class Decision:
     settings: dict[str, Any] = field(default_factory=dict)  # what it sets: the proposed keys the user did not give
     given: dict[str, Any] = field(default_factory=dict)  # the proposed keys the user gave, as given: they win
 
+    @property
+    def run(self) -> dict[str, Any]:
+        """The proposed keys as the run will have them: a key the user gave wins."""
+        return {**self.proposed, **self.given}
+
     def line(self, text_bytes: int) -> str:
         """One line on what was chosen and why."""
         c = self.choice
@@ -399,7 +408,7 @@ class Decision:
                     " here; no budget was given (max_time, max_steps or max_epochs), so the default width")
         spend = (f"in {_duration(budget.seconds)}" if budget.seconds else
                  f"in {budget.steps:,} steps" if budget.steps else f"in {budget.epochs:g} epochs")
-        run = {**self.proposed, **self.given}  # as the run will have them
+        run = self.run
         return (f"auto: {c.shape.describe()} {run['train.precision']}, lr {run['train.lr']:.2g},"
                 f" dropout {run['model.dropout']:.2g} —"
                 f" {c.tokens_per_s / 1000:.0f}k tok/s here, ~{_count(c.tokens)} tokens {spend}"
@@ -412,14 +421,13 @@ class Decision:
         c = self.choice
         assert c is not None
         if c.text_binds:
-            run = {**self.proposed, **self.given}
-            mask, ar, tar = run["model.dropout_mask"], run["train.ar"], run["train.tar"]
+            mask, ar, tar = (self.run[key] for key in ("model.dropout_mask", "train.ar", "train.tar"))
             said = (f"the text binds (from {TEXT_BINDS_FROM:g} passes on): {mask} dropout masks,"
                     f" AR {ar:g}, TAR {tar:g}")
         else:
             said = f"the compute binds (under {TEXT_BINDS_FROM:g} passes): no dropout or activation penalties chosen"
-        if c.tokens * c.parameters > MEASURED_COMPUTE:
-            said += (f"; {c.tokens * c.parameters:.0e} tokens x parameters is past the longest runs the rule was"
+        if c.compute > MEASURED_COMPUTE:
+            said += (f"; {c.compute:.0e} tokens x parameters is past the longest runs the rule was"
                      f" fitted on ({MEASURED_COMPUTE:.0e}): extrapolated")
         return said
 
@@ -428,7 +436,7 @@ class Decision:
         expected = {} if self.choice is None or self.budget.unlimited else {
             "tokens_per_s": round(self.choice.tokens_per_s), "expected_tokens": round(self.choice.tokens),
             "passes": round(self.choice.epochs, 2), "regime": "text" if self.choice.text_binds else "compute",
-            "compute": float(f"{self.choice.tokens * self.choice.parameters:.3g}")}
+            "compute": float(f"{self.choice.compute:.3g}")}
         return {"seconds": round(self.probe_seconds, 3), "timings": self.speeds.timings, "chosen": self.settings,
                 **expected}
 
